@@ -1,0 +1,157 @@
+// The one place that obtains a GPUDevice: in Deno, in a page and in a Worker (Deno's or the browser's).
+// It asks for the limits the kernels need, reports which adapter it got, and makes device loss loud.
+
+/** What we tell a user about the adapter a run is on (and what the bench and the lab print). */
+export interface AdapterReport {
+  description: string;
+  vendor: string;
+  architecture: string;
+  /** True for a software or otherwise "fallback" adapter (llvmpipe, lavapipe, SwiftShader, WARP). */
+  isFallback: boolean;
+}
+
+export interface Gpu {
+  device: GPUDevice;
+  adapter: AdapterReport;
+}
+
+/** Thrown when this runtime has no usable WebGPU adapter; its message says how to get one. */
+export class GpuUnavailableError extends Error {
+  override name = "GpuUnavailableError";
+}
+
+export const NO_ADAPTER_HELP = [
+  "no WebGPU adapter was found.",
+  "Without a GPU, a software adapter works: on Debian/Ubuntu `apt-get install mesa-vulkan-drivers` (lavapipe)",
+  "or `apt-get install libgl1-mesa-dri` (llvmpipe; pick it with DENO_WEBGPU_BACKEND=gl);",
+  "in Chromium start the browser with --enable-unsafe-webgpu.",
+].join(" ");
+
+// Limits the kernels are written against: below these a kernel would fail to compile or bind.
+const KERNEL_MINIMUM_LIMITS = {
+  maxStorageBuffersPerShaderStage: 8,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+  maxComputeWorkgroupStorageSize: 16384,
+} as const;
+
+// Limits whose ceiling grows with the model: take whatever the adapter offers, since the WebGPU
+// defaults (128 MiB per binding, 256 MiB per buffer) are smaller than a GPT-2 124M's state.
+const TAKE_ADAPTER_MAXIMUM = [
+  ...Object.keys(KERNEL_MINIMUM_LIMITS),
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupsPerDimension",
+] as const;
+
+/** Why a device was lost: passed to `onLost` so callers can react beyond the log line. */
+export type LostHandler = (info: GPUDeviceLostInfo) => void;
+
+/**
+ * Obtains a device on the best adapter this runtime has. Device loss is always logged with its
+ * reason (except after our own `device.destroy()`), and uncaptured validation errors are logged.
+ */
+export async function acquireGpu(options: { onLost?: LostHandler } = {}): Promise<Gpu> {
+  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!gpu) throw new GpuUnavailableError(`this runtime has no navigator.gpu: ${NO_ADAPTER_HELP}`);
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new GpuUnavailableError(NO_ADAPTER_HELP);
+  const report = describeAdapter(adapter);
+
+  const offeredLimit = (name: string) => (adapter.limits as unknown as Record<string, number>)[name];
+  for (const [name, needed] of Object.entries(KERNEL_MINIMUM_LIMITS)) {
+    const offered = offeredLimit(name);
+    if (offered < needed) {
+      throw new GpuUnavailableError(
+        `the adapter "${report.description}" offers ${name} = ${offered}, the kernels need ${needed}`,
+      );
+    }
+  }
+  const requiredLimits: Record<string, number> = {};
+  for (const name of TAKE_ADAPTER_MAXIMUM) requiredLimits[name] = offeredLimit(name);
+
+  const device = await adapter.requestDevice({ requiredLimits, label: `gemini-lab on ${report.description}` });
+  device.lost.then((info) => {
+    if (info.reason === "destroyed") return; // our own destroy(): an orderly shutdown, not a failure
+    console.error(`GPU device lost (${info.reason || "unknown"}): ${info.message}`);
+    options.onLost?.(info);
+  });
+  device.addEventListener("uncapturederror", (event) => {
+    console.error(`GPU error: ${(event as GPUUncapturedErrorEvent).error.message}`);
+  });
+  return { device, adapter: report };
+}
+
+function describeAdapter(adapter: GPUAdapter): AdapterReport {
+  const info = adapter.info;
+  // `isFallbackAdapter` moved from the adapter to its info in the spec; runtimes differ in which they have.
+  const legacyFlag = (adapter as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  // Chromium leaves the description empty and names SwiftShader in vendor and architecture instead.
+  const description = info.description || [info.vendor, info.architecture, info.device].filter(Boolean).join(" ") ||
+    "unnamed adapter";
+  return {
+    description,
+    vendor: info.vendor,
+    architecture: info.architecture,
+    isFallback: Boolean(info.isFallbackAdapter ?? legacyFlag) || SOFTWARE_ADAPTER_NAMES.test(description),
+  };
+}
+
+// Software rasterisers that some runtimes do not flag as fallback adapters.
+const SOFTWARE_ADAPTER_NAMES = /llvmpipe|lavapipe|swiftshader|softpipe|warp/i;
+
+/** One line for logs and the demo: "llvmpipe (LLVM 15.0.6, 256 bits) [software adapter]". */
+export function formatAdapter(adapter: AdapterReport): string {
+  const vendor = adapter.vendor ? `, vendor ${adapter.vendor}` : "";
+  return `${adapter.description}${vendor} [${
+    adapter.isFallback ? "software adapter: slow, tiny models only" : "hardware"
+  }]`;
+}
+
+/** A storage buffer holding `data`, usable as a kernel input or output and as a copy source and target. */
+export function storageBufferFrom(
+  device: GPUDevice,
+  data: Float32Array | Uint32Array | Int32Array,
+  label: string,
+): GPUBuffer {
+  const buffer = device.createBuffer({
+    label,
+    size: alignTo4(data.byteLength),
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    mappedAtCreation: true,
+  });
+  new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  buffer.unmap();
+  return buffer;
+}
+
+/** An uninitialised (zeroed) storage buffer of `byteLength` bytes. */
+export function storageBuffer(device: GPUDevice, byteLength: number, label: string): GPUBuffer {
+  return device.createBuffer({
+    label,
+    size: alignTo4(byteLength),
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+  });
+}
+
+/** Copies `byteLength` bytes of a GPU buffer back to the host (waits for the queue to reach it). */
+export async function readBuffer(device: GPUDevice, source: GPUBuffer, byteLength = source.size): Promise<ArrayBuffer> {
+  const staging = device.createBuffer({
+    label: `${source.label} readback`,
+    size: alignTo4(byteLength),
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(source, 0, staging, 0, alignTo4(byteLength));
+  device.queue.submit([encoder.finish()]);
+  try {
+    await staging.mapAsync(GPUMapMode.READ);
+    return staging.getMappedRange().slice(0, byteLength);
+  } finally {
+    staging.destroy();
+  }
+}
+
+function alignTo4(byteLength: number): number {
+  return Math.max(4, Math.ceil(byteLength / 4) * 4);
+}

@@ -1,0 +1,50 @@
+// The page's entry: a thin view over the same core code Deno runs. It acquires the page's GPU,
+// runs the self-check here and in a Worker, and hands the results to <gpu-status>.
+
+import "./gpu-status.ts";
+import type { CheckState } from "./gpu-status.ts";
+import type { WorkerSelfCheckReply } from "./selfcheck-worker.ts";
+import { acquireGpu } from "../core/gpu.ts";
+import { runSelfCheck } from "../core/selfcheck.ts";
+
+const status = document.querySelector("gpu-status")!;
+
+async function checkOnPage(): Promise<CheckState> {
+  try {
+    const gpu = await acquireGpu();
+    status.adapter = gpu.adapter;
+    const result = await runSelfCheck(gpu.device);
+    gpu.device.destroy();
+    return { state: "done", result };
+  } catch (error) {
+    return { state: "error", message: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+function checkInWorker(): Promise<CheckState> {
+  return new Promise((resolve) => {
+    const worker = new Worker(new URL("./selfcheck-worker.js", import.meta.url), { type: "module" });
+    const finish = (check: CheckState) => {
+      worker.terminate();
+      resolve(check);
+    };
+    worker.onmessage = ({ data }: MessageEvent<WorkerSelfCheckReply>) =>
+      finish(
+        data.ok
+          ? { state: "done", result: { elements: data.elements, mismatches: data.mismatches } }
+          : { state: "error", message: data.error },
+      );
+    worker.onerror = (event) => finish({ state: "error", message: `the Worker failed: ${event.message}` });
+    worker.postMessage("run");
+  });
+}
+
+async function runChecks() {
+  status.isolated = globalThis.crossOriginIsolated === true;
+  status.pageCheck = status.workerCheck = { state: "running" };
+  status.pageCheck = await checkOnPage();
+  status.workerCheck = await checkInWorker();
+}
+
+status.addEventListener("rerun", runChecks);
+runChecks();
