@@ -2,7 +2,7 @@
 // measured against), GPU upload and readback, and the residual kernel's effective bandwidth.
 
 import { readBuffer, storageBuffer } from "../core/gpu.ts";
-import { seededFloats } from "../core/selfcheck.ts";
+import { seededFloats } from "../core/random.ts";
 import { Residual } from "../kernels/residual.ts";
 import { type Measurement, measurement, type Progress, time } from "./measure.ts";
 

@@ -4,6 +4,7 @@
 
 import { readBuffer, storageBuffer, storageBufferFrom } from "./gpu.ts";
 import { Residual } from "../kernels/residual.ts";
+import { seededFloats } from "./random.ts";
 
 export interface SelfCheckResult {
   elements: number;
@@ -11,21 +12,6 @@ export interface SelfCheckResult {
   mismatches: number;
   /** The first difference, for the error message. */
   firstMismatch?: { output: string; index: number; gpu: number; cpu: number };
-}
-
-/** Fills an array with seeded values in [-1, 1): xorshift32, so every runtime makes the same data. */
-export function seededFloats(count: number, seed: number): Float32Array {
-  const values = new Float32Array(count);
-  let state = seed >>> 0 || 1;
-  for (let i = 0; i < count; i++) {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    values[i] = state / 2 ** 31 - 1;
-  }
-  return values;
 }
 
 export async function runSelfCheck(device: GPUDevice, elements = 100_003): Promise<SelfCheckResult> {

@@ -3,20 +3,17 @@
 // backward: dA[N] += dOut[N]; dB[N] += dOut[N]   (the gradient passes through both branches)
 // Each thread owns one element of every output, so there is no race and no atomic.
 
-import { FLAT_INDEX_WGSL, gridFor, Kernel } from "./kernel.ts";
+import { type Binding, gridFor, Kernel, perItemEntry } from "./kernel.ts";
 
 const RESIDUAL_WGSL = /* wgsl */ `
 struct Sizes { n: u32 }
 @group(0) @binding(0) var<uniform> sizes: Sizes;
-${FLAT_INDEX_WGSL}
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 
-@compute @workgroup_size(256)
-fn residual_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                    @builtin(num_workgroups) groups: vec3<u32>) {
+${perItemEntry("residual_forward")} {
   let i = flat_index(wid, lid, groups);
   if (i < sizes.n) { out[i] = a[i] + b[i]; }
 }
@@ -25,15 +22,12 @@ fn residual_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 const RESIDUAL_BACKWARD_WGSL = /* wgsl */ `
 struct Sizes { n: u32 }
 @group(0) @binding(0) var<uniform> sizes: Sizes;
-${FLAT_INDEX_WGSL}
 
 @group(0) @binding(1) var<storage, read_write> d_a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> d_b: array<f32>;
 @group(0) @binding(3) var<storage, read> d_out: array<f32>;
 
-@compute @workgroup_size(256)
-fn residual_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                     @builtin(num_workgroups) groups: vec3<u32>) {
+${perItemEntry("residual_backward")} {
   let i = flat_index(wid, lid, groups);
   if (i < sizes.n) {
     d_a[i] += d_out[i];
@@ -47,17 +41,17 @@ export class Residual {
   readonly #backward: Kernel;
 
   constructor(device: GPUDevice) {
-    this.#forward = new Kernel(device, "residual_forward", RESIDUAL_WGSL, "residual_forward");
-    this.#backward = new Kernel(device, "residual_backward", RESIDUAL_BACKWARD_WGSL, "residual_backward");
+    this.#forward = new Kernel(device, "residual_forward", RESIDUAL_WGSL);
+    this.#backward = new Kernel(device, "residual_backward", RESIDUAL_BACKWARD_WGSL);
   }
 
   /** out[n] = a[n] + b[n] */
-  forward(pass: GPUComputePassEncoder, out: GPUBuffer, a: GPUBuffer, b: GPUBuffer, n: number) {
+  forward(pass: GPUComputePassEncoder, out: Binding, a: Binding, b: Binding, n: number) {
     this.#forward.dispatch(pass, [n], [out, a, b], gridFor(n));
   }
 
   /** dA[n] += dOut[n]; dB[n] += dOut[n] */
-  backward(pass: GPUComputePassEncoder, dA: GPUBuffer, dB: GPUBuffer, dOut: GPUBuffer, n: number) {
+  backward(pass: GPUComputePassEncoder, dA: Binding, dB: Binding, dOut: Binding, n: number) {
     this.#backward.dispatch(pass, [n], [dA, dB, dOut], gridFor(n));
   }
 }
