@@ -168,3 +168,121 @@ export function crossEntropy(logits: F64, targets: ArrayLike<number>, rows: numb
   }
   return { losses, dlogits };
 }
+
+/** GPT-2's shape, as in core/model.ts. */
+export interface ReferenceConfig {
+  vocab_size: number;
+  n_ctx: number;
+  n_embd: number;
+  n_head: number;
+  n_layer: number;
+}
+
+/** Named float64 tensors (parameters or their gradients). */
+export type Tensors = Map<string, F64>;
+
+/**
+ * The mean cross-entropy of GPT-2 on one batch and, unless `lossOnly`, the gradient of every parameter:
+ * a float64 forward and backward written from the model's definition, independent of the GPU code.
+ */
+export function gpt2LossAndGradients(
+  config: ReferenceConfig,
+  params: Tensors,
+  inputs: ArrayLike<number>,
+  targets: ArrayLike<number>,
+  batch: number,
+  time: number,
+  lossOnly = false,
+): { loss: number; grads: Tensors } {
+  const { vocab_size: V, n_embd: C, n_head: NH, n_layer: L } = config, B = batch, T = time, BT = B * T;
+  const p = (name: string) => params.get(name)!;
+  const shape = { batch: B, time: T, channels: C, heads: NH };
+  const add = (a: F64, b: F64) => a.map((x, i) => x + b[i]);
+
+  // Forward, keeping what the backward needs.
+  const encoded = new Float64Array(BT * C);
+  for (let i = 0; i < BT; i++) {
+    for (let c = 0; c < C; c++) {
+      encoded[i * C + c] = p("wte.weight")[inputs[i] * C + c] + p("wpe.weight")[(i % T) * C + c];
+    }
+  }
+  const layers = [];
+  let x = encoded;
+  for (let l = 0; l < L; l++) {
+    const h = (name: string) => p(`h.${l}.${name}`);
+    const ln1 = layernormForward(x, h("ln_1.weight"), h("ln_1.bias"), BT, C);
+    const qkv = matmul(ln1.out, h("attn.c_attn.weight"), h("attn.c_attn.bias"), BT, 3 * C, C);
+    const attention = attentionForward(qkv, shape);
+    const attproj = matmul(attention.out, h("attn.c_proj.weight"), h("attn.c_proj.bias"), BT, C, C);
+    const residual2 = add(x, attproj);
+    const ln2 = layernormForward(residual2, h("ln_2.weight"), h("ln_2.bias"), BT, C);
+    const fch = matmul(ln2.out, h("mlp.c_fc.weight"), h("mlp.c_fc.bias"), BT, 4 * C, C);
+    const fchGelu = gelu(fch);
+    const fcproj = matmul(fchGelu, h("mlp.c_proj.weight"), h("mlp.c_proj.bias"), BT, C, 4 * C);
+    layers.push({ x, ln1, qkv, attention, residual2, ln2, fch, fchGelu });
+    x = add(residual2, fcproj);
+  }
+  const lnf = layernormForward(x, p("ln_f.weight"), p("ln_f.bias"), BT, C);
+  const logits = matmul(lnf.out, p("wte.weight"), null, BT, V, C, false, true);
+  const { losses, dlogits } = crossEntropy(logits, targets, BT, V);
+  const loss = losses.reduce((a, b) => a + b, 0) / BT;
+  const grads: Tensors = new Map([...params].map(([name, value]) => [name, new Float64Array(value.length)]));
+  if (lossOnly) return { loss, grads };
+
+  // Backward.
+  const g = (name: string) => grads.get(name)!;
+  const accumulate = (target: F64, values: F64) => values.forEach((v, i) => target[i] += v);
+  /** y = x·W + b: returns dx and adds dW, db into the gradients of `layer`. */
+  const linearBackward = (layer: string, dy: F64, input: F64, inputs: number, outputs: number) => {
+    accumulate(g(`${layer}.weight`), matmul(input, dy, null, inputs, outputs, BT, true, false));
+    for (let r = 0; r < BT; r++) for (let o = 0; o < outputs; o++) g(`${layer}.bias`)[o] += dy[r * outputs + o];
+    return matmul(dy, p(`${layer}.weight`), null, BT, inputs, outputs, false, true);
+  };
+  const dlnf = matmul(dlogits, p("wte.weight"), null, BT, C, V);
+  accumulate(g("wte.weight"), matmul(dlogits, lnf.out, null, V, C, BT, true, false));
+  let dx = new Float64Array(BT * C);
+  layernormBackward(dx, g("ln_f.weight"), g("ln_f.bias"), dlnf, x, p("ln_f.weight"), lnf.mean, lnf.rstd, BT, C);
+  for (let l = L - 1; l >= 0; l--) {
+    const s = layers[l], h = `h.${l}`;
+    const dresidual3 = dx;
+    const dfchGelu = linearBackward(`${h}.mlp.c_proj`, dresidual3, s.fchGelu, 4 * C, C);
+    const dfch = geluGrad(s.fch, dfchGelu);
+    const dln2 = linearBackward(`${h}.mlp.c_fc`, dfch, s.ln2.out, C, 4 * C);
+    const dresidual2 = dresidual3.slice();
+    layernormBackward(
+      dresidual2,
+      g(`${h}.ln_2.weight`),
+      g(`${h}.ln_2.bias`),
+      dln2,
+      s.residual2,
+      p(`${h}.ln_2.weight`),
+      s.ln2.mean,
+      s.ln2.rstd,
+      BT,
+      C,
+    );
+    const datty = linearBackward(`${h}.attn.c_proj`, dresidual2, s.attention.out, C, C);
+    const dqkv = attentionBackward(datty, s.qkv, s.attention.att, shape);
+    const dln1 = linearBackward(`${h}.attn.c_attn`, dqkv, s.ln1.out, C, 3 * C);
+    dx = dresidual2.slice();
+    layernormBackward(
+      dx,
+      g(`${h}.ln_1.weight`),
+      g(`${h}.ln_1.bias`),
+      dln1,
+      s.x,
+      p(`${h}.ln_1.weight`),
+      s.ln1.mean,
+      s.ln1.rstd,
+      BT,
+      C,
+    );
+  }
+  for (let i = 0; i < BT; i++) {
+    for (let c = 0; c < C; c++) {
+      g("wte.weight")[inputs[i] * C + c] += dx[i * C + c];
+      g("wpe.weight")[(i % T) * C + c] += dx[i * C + c];
+    }
+  }
+  return { loss, grads };
+}
