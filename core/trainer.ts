@@ -1,0 +1,140 @@
+// Single-node training: forward, backward, global-norm clipping and AdamW, one GPU submission a step.
+// What resumes a run bit-exactly is explicit in `TrainerState`: parameters, AdamW m and v, the step,
+// and the data order's position and RNG.
+
+import { AdamW, type AdamWSettings } from "../kernels/adamw.ts";
+import { BatchLoader, type Corpus, type DataState } from "./data.ts";
+import { readBuffer, storageBuffer } from "./gpu.ts";
+import { GPT2, type GPT2Config, initialParameters } from "./model.ts";
+
+export interface TrainerSettings extends AdamWSettings {
+  batch: number;
+  time: number;
+  /** Seeds the initial parameters and the data order. */
+  seed: number;
+}
+
+/** nanoGPT's defaults for small models, with llm.c's clipping at 1. */
+export const DEFAULT_TRAINER_SETTINGS: Omit<TrainerSettings, "batch" | "time"> = {
+  lr: 1e-3,
+  beta1: 0.9,
+  beta2: 0.95,
+  eps: 1e-8,
+  weightDecay: 0.1,
+  maxGradNorm: 1,
+  seed: 1337,
+};
+
+/** The whole state a run resumes from, bit for bit. */
+export interface TrainerState {
+  /** Steps completed. */
+  step: number;
+  params: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+  data: DataState;
+}
+
+export interface StepReport {
+  step: number;
+  loss: number;
+  /** The global gradient norm before clipping. */
+  gradNorm: number;
+  milliseconds: number;
+  tokensPerSecond: number;
+}
+
+export class Trainer {
+  readonly model: GPT2;
+  readonly settings: TrainerSettings;
+  readonly loader: BatchLoader;
+  #step = 0;
+  readonly #device: GPUDevice;
+  readonly #adamw: AdamW;
+  readonly #m: GPUBuffer;
+  readonly #v: GPUBuffer;
+
+  constructor(device: GPUDevice, config: GPT2Config, corpus: Corpus, settings: TrainerSettings) {
+    if (corpus.vocabSize > config.vocab_size) {
+      throw new Error(`the corpus has a vocabulary of ${corpus.vocabSize}, the model only ${config.vocab_size}`);
+    }
+    this.#device = device;
+    this.settings = settings;
+    this.model = new GPT2(device, config, settings.batch, settings.time);
+    this.model.writeParameters(initialParameters(config, settings.seed));
+    this.loader = new BatchLoader(corpus, settings.batch, settings.time, settings.seed);
+    this.#adamw = new AdamW(device);
+    this.#m = storageBuffer(device, this.model.totalFloats * 4, "adamw m");
+    this.#v = storageBuffer(device, this.model.totalFloats * 4, "adamw v");
+  }
+
+  get step(): number {
+    return this.#step;
+  }
+
+  /** One training step on the next batch. */
+  async trainStep(): Promise<StepReport> {
+    const start = performance.now();
+    const batch = this.loader.next();
+    this.model.setBatch(batch.inputs, batch.targets);
+    const encoder = this.#device.createCommandEncoder({ label: `step ${this.#step + 1}` });
+    this.model.encodeForward(encoder, true);
+    this.model.encodeBackward(encoder);
+    const pass = encoder.beginComputePass({ label: "optimizer" });
+    const n = this.model.totalFloats;
+    this.#adamw.encodeGradNorm(pass, this.model.grads, n);
+    this.#adamw.encodeUpdate(
+      pass,
+      this.model.params,
+      this.#m,
+      this.#v,
+      this.model.grads,
+      n,
+      this.#step + 1,
+      this.settings,
+    );
+    pass.end();
+    this.#device.queue.submit([encoder.finish()]);
+    const loss = await this.model.readMeanLoss();
+    const normSquared = new Float32Array(await readBuffer(this.#device, this.#adamw.normSquared))[0];
+    this.#step++;
+    const milliseconds = performance.now() - start;
+    const tokens = this.settings.batch * this.settings.time;
+    return {
+      step: this.#step,
+      loss,
+      gradNorm: Math.sqrt(normSquared),
+      milliseconds,
+      tokensPerSecond: tokens / (milliseconds / 1000),
+    };
+  }
+
+  async exportState(): Promise<TrainerState> {
+    const read = async (buffer: GPUBuffer) => new Float32Array(await readBuffer(this.#device, buffer));
+    return {
+      step: this.#step,
+      params: await this.model.readParameters(),
+      m: await read(this.#m),
+      v: await read(this.#v),
+      data: this.loader.state,
+    };
+  }
+
+  importState(state: TrainerState) {
+    const n = this.model.totalFloats;
+    for (const [name, values] of [["params", state.params], ["m", state.m], ["v", state.v]] as const) {
+      if (values.length !== n) throw new Error(`trainer state: ${name} has ${values.length} floats, the model ${n}`);
+    }
+    this.model.writeParameters(state.params);
+    this.#device.queue.writeBuffer(this.#m, 0, state.m);
+    this.#device.queue.writeBuffer(this.#v, 0, state.v);
+    this.loader.restore(state.data);
+    this.#step = state.step;
+  }
+
+  destroy() {
+    this.model.destroy();
+    this.#m.destroy();
+    this.#v.destroy();
+  }
+}
