@@ -3,7 +3,7 @@
 // and the data order's position and RNG.
 
 import { AdamW, type AdamWSettings } from "../kernels/adamw.ts";
-import { BatchLoader, type Corpus, type DataState } from "./data.ts";
+import { type Batch, BatchLoader, type Corpus, type DataState } from "./data.ts";
 import { readBuffer, storageBuffer } from "./gpu.ts";
 import { GPT2, type GPT2Config, initialParameters } from "./model.ts";
 
@@ -47,22 +47,23 @@ export interface StepReport {
 export class Trainer {
   readonly model: GPT2;
   readonly settings: TrainerSettings;
-  readonly loader: BatchLoader;
+  readonly loader: BatchLoader | null;
   #step = 0;
   readonly #device: GPUDevice;
   readonly #adamw: AdamW;
   readonly #m: GPUBuffer;
   readonly #v: GPUBuffer;
 
-  constructor(device: GPUDevice, config: GPT2Config, corpus: Corpus, settings: TrainerSettings) {
-    if (corpus.vocabSize > config.vocab_size) {
+  /** A model initialised from `settings.seed`; batches come from `corpus`, or are passed to `trainOn`. */
+  constructor(device: GPUDevice, config: GPT2Config, settings: TrainerSettings, corpus?: Corpus) {
+    if (corpus && corpus.vocabSize > config.vocab_size) {
       throw new Error(`the corpus has a vocabulary of ${corpus.vocabSize}, the model only ${config.vocab_size}`);
     }
     this.#device = device;
     this.settings = settings;
     this.model = new GPT2(device, config, settings.batch, settings.time);
     this.model.writeParameters(initialParameters(config, settings.seed));
-    this.loader = new BatchLoader(corpus, settings.batch, settings.time, settings.seed);
+    this.loader = corpus ? new BatchLoader(corpus, settings.batch, settings.time, settings.seed) : null;
     this.#adamw = new AdamW(device);
     this.#m = storageBuffer(device, this.model.totalFloats * 4, "adamw m");
     this.#v = storageBuffer(device, this.model.totalFloats * 4, "adamw v");
@@ -72,14 +73,16 @@ export class Trainer {
     return this.#step;
   }
 
-  /** One training step on the next batch. */
-  async trainStep(): Promise<StepReport> {
+  /** One training step on the next batch of the corpus. */
+  trainStep(): Promise<StepReport> {
+    if (!this.loader) throw new Error("this trainer has no corpus: pass batches to trainOn");
+    return this.trainOn(this.loader.next());
+  }
+
+  /** One training step on `batch`: forward, backward, clipping and AdamW. */
+  async trainOn(batch: Batch): Promise<StepReport> {
     const start = performance.now();
-    const batch = this.loader.next();
-    this.model.setBatch(batch.inputs, batch.targets);
-    const encoder = this.#device.createCommandEncoder({ label: `step ${this.#step + 1}` });
-    this.model.encodeForward(encoder, true);
-    this.model.encodeBackward(encoder);
+    const encoder = this.#encodeGradients(batch);
     const pass = encoder.beginComputePass({ label: "optimizer" });
     const n = this.model.totalFloats;
     this.#adamw.encodeGradNorm(pass, this.model.grads, n);
@@ -109,6 +112,20 @@ export class Trainer {
     };
   }
 
+  /** Forward and backward on `batch` without an update: returns the mean loss, and model.grads holds the gradients. */
+  async computeGradients(batch: Batch): Promise<number> {
+    this.#device.queue.submit([this.#encodeGradients(batch).finish()]);
+    return await this.model.readMeanLoss();
+  }
+
+  #encodeGradients(batch: Batch): GPUCommandEncoder {
+    this.model.setBatch(batch.inputs, batch.targets);
+    const encoder = this.#device.createCommandEncoder({ label: `step ${this.#step + 1}` });
+    this.model.encodeForward(encoder, true);
+    this.model.encodeBackward(encoder);
+    return encoder;
+  }
+
   async exportState(): Promise<TrainerState> {
     const read = async (buffer: GPUBuffer) => new Float32Array(await readBuffer(this.#device, buffer));
     return {
@@ -116,7 +133,8 @@ export class Trainer {
       params: await this.model.readParameters(),
       m: await read(this.#m),
       v: await read(this.#v),
-      data: this.loader.state,
+      // Without a corpus, batches come from the caller: there is no order to save.
+      data: this.loader?.state ?? { position: 0, rng: 0 },
     };
   }
 
@@ -128,7 +146,7 @@ export class Trainer {
     this.model.writeParameters(state.params);
     this.#device.queue.writeBuffer(this.#m, 0, state.m);
     this.#device.queue.writeBuffer(this.#v, 0, state.v);
-    this.loader.restore(state.data);
+    this.loader?.restore(state.data);
     this.#step = state.step;
   }
 

@@ -12,7 +12,7 @@ const SETTINGS: TrainerSettings = { ...DEFAULT_TRAINER_SETTINGS, batch: 8, time:
 const CORPUS = syntheticCorpus(50_000, 1);
 
 Deno.test("the loss on the synthetic corpus falls well below its starting value", async () => {
-  const trainer = new Trainer(await testDevice(), CONFIG, CORPUS, SETTINGS);
+  const trainer = new Trainer(await testDevice(), CONFIG, SETTINGS, CORPUS);
   try {
     const losses: number[] = [];
     for (let i = 0; i < 80; i++) losses.push((await trainer.trainStep()).loss);
@@ -26,8 +26,8 @@ Deno.test("the loss on the synthetic corpus falls well below its starting value"
 
 Deno.test("a run resumed from its exported state continues bit for bit", async () => {
   const device = await testDevice();
-  const original = new Trainer(device, CONFIG, CORPUS, SETTINGS);
-  const resumed = new Trainer(device, CONFIG, CORPUS, { ...SETTINGS, seed: 99 }); // its own start is overwritten
+  const original = new Trainer(device, CONFIG, SETTINGS, CORPUS);
+  const resumed = new Trainer(device, CONFIG, { ...SETTINGS, seed: 99 }, CORPUS); // its own start is overwritten
   try {
     for (let i = 0; i < 3; i++) await original.trainStep();
     const saved = await original.exportState();
