@@ -1,74 +1,81 @@
-// `deno task bench`: measures this machine and adapter and writes a Markdown table and the raw JSON
-// to bench/results/<date>-<adapter>.{md,json}. Later issues add sections (kernels, checkpoints,
-// interleaving, recovery); each reports against a limit measured in the same run.
+// `deno task bench`: measures this machine and adapter, section by section, and writes one report:
+// bench/results/<date>-<adapter>.md (tables) and .json (the raw numbers). Each section measures against
+// a limit or a peer in the same run: memcpy for memory traffic, TensorFlow.js for kernels and training.
 
 import { parseArgs } from "node:util";
-import { acquireGpu, type AdapterReport, formatAdapter } from "../core/gpu.ts";
-import { benchMemory, MEMORY_STEPS } from "./memory.ts";
-import { formatBandwidth, formatBytes, type Measurement, Progress } from "./measure.ts";
+import { acquireGpu, formatAdapter } from "../core/gpu.ts";
+import { kernelsSection } from "./kernels.ts";
+import { markdownTable, Progress, type Section, type SectionResult } from "./measure.ts";
+import { memorySection } from "./memory.ts";
+import { trainingSection } from "./training.ts";
 
-const USAGE = "usage: deno task bench [--quick] [--out bench/results]";
+const SECTIONS: Section[] = [memorySection, kernelsSection, trainingSection];
+const USAGE = `usage: deno task bench [--quick] [--sections ${
+  SECTIONS.map((s) => s.name).join(",")
+}] [--out bench/results]`;
 
-interface Options {
-  quick: boolean;
-  out: string;
-}
+class UsageError extends Error {}
 
-function parseOptions(args: string[]): Options {
-  const { values } = parseArgs({
-    args,
-    options: { quick: { type: "boolean", default: false }, out: { type: "string", default: "bench/results" } },
-  });
-  return { quick: values.quick, out: values.out };
-}
-
-function toMarkdown(adapter: AdapterReport, date: string, results: Measurement[]): string {
-  const memcpy = results.find((r) => r.name === "host memcpy")!.bandwidth;
-  const rows = results.map((r) =>
-    `| ${r.section} | ${r.name} | ${formatBytes(r.bytes)} | ${(r.seconds * 1000).toFixed(2)} | ` +
-    `${formatBandwidth(r.bandwidth)} | ${(r.bandwidth / memcpy).toFixed(2)} |`
-  );
-  return [
-    `# gemini-lab bench, ${date}`,
-    "",
-    `Adapter: ${formatAdapter(adapter)}. Times are medians; "x memcpy" is the bandwidth over this run's host memcpy.`,
-    "",
-    "| section | what | bytes | ms | bandwidth | x memcpy |",
-    "| --- | --- | ---: | ---: | ---: | ---: |",
-    ...rows,
-    "",
-  ].join("\n");
-}
-
-async function main(): Promise<number> {
-  let options: Options;
+function parseOptions(args: string[]) {
+  let values;
   try {
-    options = parseOptions(Deno.args);
+    ({ values } = parseArgs({
+      args,
+      options: {
+        quick: { type: "boolean", default: false },
+        sections: { type: "string", default: SECTIONS.map((s) => s.name).join(",") },
+        out: { type: "string", default: "bench/results" },
+      },
+    }));
   } catch (error) {
-    console.error(`bench: ${(error as Error).message}\n${USAGE}`);
-    return 2;
+    throw new UsageError((error as Error).message);
   }
+  const sections = values.sections.split(",").map((name) => {
+    const section = SECTIONS.find((s) => s.name === name.trim());
+    if (!section) throw new UsageError(`unknown section "${name}"`);
+    return section;
+  });
+  return { quick: values.quick, sections, out: values.out };
+}
+
+async function main(args: string[]) {
+  const options = parseOptions(args);
   const gpu = await acquireGpu();
-  console.error(`bench on ${formatAdapter(gpu.adapter)}`);
-  const progress = new Progress(MEMORY_STEPS);
-  const results = await benchMemory(gpu.device, options.quick ? 16 << 20 : 128 << 20, options.quick ? 3 : 7, progress);
+  const adapter = formatAdapter(gpu.adapter);
+  console.error(`bench on ${adapter}${options.quick ? " (quick)" : ""}`);
+  const progress = new Progress(options.sections.reduce((sum, s) => sum + s.steps(options.quick), 0));
+  const results: SectionResult[] = [];
+  for (const section of options.sections) {
+    results.push(await section.run({ device: gpu.device, quick: options.quick, progress }));
+  }
   gpu.device.destroy();
 
   const date = new Date().toISOString().slice(0, 10);
   const slug = gpu.adapter.description.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
-  const markdown = toMarkdown(gpu.adapter, date, results);
+  const markdown = [
+    `# gemini-lab bench, ${date}`,
+    "",
+    `Adapter: ${adapter}. Deno ${Deno.version.deno}${options.quick ? ", --quick" : ""}.`,
+    ...results.flatMap((r) => ["", `## ${r.title}`, "", r.intro, "", markdownTable(r.header, r.rows)]),
+    "",
+  ].join("\n");
   await Deno.mkdir(options.out, { recursive: true });
-  const base = `${options.out}/${date}-${slug}`;
+  const base = `${options.out}/${date}-${slug}${options.quick ? "-quick" : ""}`;
   await Deno.writeTextFile(`${base}.md`, markdown);
-  await Deno.writeTextFile(`${base}.json`, JSON.stringify({ date, adapter: gpu.adapter, results }, null, 2));
+  const raw = Object.fromEntries(options.sections.map((s, i) => [s.name, results[i].raw]));
+  await Deno.writeTextFile(
+    `${base}.json`,
+    JSON.stringify({ date, adapter: gpu.adapter, quick: options.quick, sections: raw }, null, 2),
+  );
   console.log(markdown);
   console.log(`written: ${base}.md, ${base}.json`);
-  return 0;
 }
 
 try {
-  Deno.exit(await main());
+  await main(Deno.args);
 } catch (error) {
-  console.error(`bench: ${error instanceof Error ? error.message : error}`);
-  Deno.exit(1);
+  console.error(
+    `bench: ${error instanceof Error ? error.message : error}${error instanceof UsageError ? `; ${USAGE}` : ""}`,
+  );
+  Deno.exit(error instanceof UsageError ? 2 : 1);
 }

@@ -1,19 +1,31 @@
-// What every bench section shares: timing repeats, a progress bar on stderr, and the result rows.
+// What every bench section shares: timing repeats, a progress bar on stderr, and the shape of a
+// section's result (a Markdown table and the raw numbers).
 
-/** One measured quantity: the median over repeats, with the spread kept for the JSON. */
-export interface Measurement {
-  section: string;
+/** What a section hands back: a titled Markdown table, and its raw numbers for the JSON. */
+export interface SectionResult {
+  title: string;
+  /** A sentence or two above the table: what was measured, against what. */
+  intro: string;
+  header: string[];
+  rows: string[][];
+  raw: unknown;
+}
+
+export interface BenchContext {
+  device: GPUDevice;
+  quick: boolean;
+  progress: Progress;
+}
+
+/** A bench section: how many progress steps it takes, and the measurement itself. */
+export interface Section {
   name: string;
-  bytes: number;
-  /** Median seconds per repeat. */
-  seconds: number;
-  /** Bytes per second at the median. */
-  bandwidth: number;
-  samples: number[];
+  steps(quick: boolean): number;
+  run(context: BenchContext): Promise<SectionResult>;
 }
 
 /** Runs `body` `repeats` times after one warm-up and returns the seconds of each run. */
-export async function time(repeats: number, body: () => Promise<void> | void): Promise<number[]> {
+export async function time(repeats: number, body: () => Promise<unknown> | unknown): Promise<number[]> {
   await body();
   const samples: number[] = [];
   for (let i = 0; i < repeats; i++) {
@@ -30,11 +42,6 @@ export function median(values: number[]): number {
   return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
-export function measurement(section: string, name: string, bytes: number, samples: number[]): Measurement {
-  const seconds = median(samples);
-  return { section, name, bytes, seconds, bandwidth: bytes / seconds, samples };
-}
-
 export function formatBytes(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB"];
   let value = bytes, unit = 0;
@@ -44,6 +51,11 @@ export function formatBytes(bytes: number): string {
 
 export function formatBandwidth(bytesPerSecond: number): string {
   return `${(bytesPerSecond / 1e9).toFixed(2)} GB/s`;
+}
+
+export function markdownTable(header: string[], rows: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
+  return [line(header), line(header.map((_, i) => (i === 0 ? "---" : "---:"))), ...rows.map(line)].join("\n");
 }
 
 /** A one-line progress bar on stderr (a terminal sees it redrawn in place; a log sees each step). */

@@ -27,6 +27,14 @@ export interface GPT2Config {
   n_layer: number;
 }
 
+/** Model sizes by name: byte-level ones for the lab and the tests, and GPT-2 small (124M) as published. */
+export const MODEL_PRESETS: Record<string, GPT2Config> = {
+  tiny: { vocab_size: 256, n_ctx: 64, n_embd: 64, n_head: 4, n_layer: 2 },
+  small: { vocab_size: 256, n_ctx: 128, n_embd: 128, n_head: 4, n_layer: 4 },
+  medium: { vocab_size: 256, n_ctx: 256, n_embd: 256, n_head: 8, n_layer: 6 },
+  gpt2: { vocab_size: 50257, n_ctx: 1024, n_embd: 768, n_head: 12, n_layer: 12 },
+};
+
 /** Throws a clear error unless every field is a positive integer and n_embd divides into n_head heads. */
 export function validateConfig(config: GPT2Config): GPT2Config {
   for (const field of ["vocab_size", "n_ctx", "n_embd", "n_head", "n_layer"] as const) {

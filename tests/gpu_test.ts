@@ -58,31 +58,3 @@ Deno.test("a Deno Worker obtains its own GPU device and passes the self-check", 
     worker.terminate();
   }
 });
-
-async function runDemo(env: Record<string, string> = {}) {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "--quiet", "demo"],
-    env,
-    cwd: new URL("..", import.meta.url).pathname,
-  }).output();
-  return { code, stdout: new TextDecoder().decode(stdout), stderr: new TextDecoder().decode(stderr) };
-}
-
-Deno.test("deno task demo prints the adapter it runs on", async () => {
-  const demo = await runDemo();
-  assert.equal(demo.code, 0, demo.stderr);
-  assert.match(demo.stdout, /^adapter: \S/m);
-  assert.match(demo.stdout, /self-check passed/);
-});
-
-Deno.test({
-  name: "deno task demo without an adapter exits non-zero with one clear message",
-  // Asking for Apple's Metal backend leaves Linux with no adapter at all.
-  ignore: Deno.build.os !== "linux",
-  fn: async () => {
-    const demo = await runDemo({ DENO_WEBGPU_BACKEND: "metal" });
-    assert.equal(demo.code, 1);
-    assert.match(demo.stderr, /^demo: no WebGPU adapter was found\. .*mesa-vulkan-drivers/);
-    assert.equal(demo.stderr.trim().split("\n").length, 1, `one line, no stack trace:\n${demo.stderr}`);
-  },
-});
