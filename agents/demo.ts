@@ -38,7 +38,7 @@ function parseOptions(args: string[]) {
       },
     }));
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw new UsageError(`${(error as Error).message}; ${USAGE}`);
   }
   const config = MODEL_PRESETS[values.model];
   if (!config) {
