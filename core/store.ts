@@ -1,0 +1,73 @@
+// What every checkpoint store offers (host memory, a file system, the browser's storage), and the one
+// rule they share for loading: the newest checkpoint that passes every check, falling back to older
+// ones and saying why each newer one was passed over.
+
+import { CheckpointCorruptError, type DecodedShard, decodeShard, type ShardExpectation } from "./checkpoint.ts";
+
+/** One stored checkpoint shard. */
+export interface StoredEntry {
+  /** The machine whose state it is. */
+  owner: number;
+  iteration: number;
+  bytes: number;
+  /** When it was published (ms since the epoch). */
+  savedAt: number;
+  /** Kept for its own machine, or a replica held for a peer. */
+  kind: "own" | "replica";
+  /** The machines known to hold a replica of it. */
+  replicatedTo: number[];
+}
+
+export interface LoadResult {
+  entry: StoredEntry;
+  shard: DecodedShard;
+  /** Newer checkpoints that failed a check, newest first, with the reason. */
+  skipped: { iteration: number; error: string }[];
+}
+
+export interface CheckpointStore {
+  /** For reports: "memory (node 3)", "files in /tmp/x", "OPFS". */
+  readonly description: string;
+  /** Stores a whole encoded shard for `owner`; it becomes visible only once complete and verified. */
+  save(owner: number, iteration: number, shard: Uint8Array): Promise<StoredEntry>;
+  /** The newest checkpoint of `owner` that passes every check (see `loadNewestValid`). */
+  load(owner: number, expect?: ShardExpectation): Promise<LoadResult>;
+  /** What is stored, newest first within each owner. */
+  entries(owner?: number): Promise<StoredEntry[]>;
+}
+
+/** No checkpoint of an owner passes its checks (or there is none). */
+export class NoCheckpointError extends Error {
+  override name = "NoCheckpointError";
+}
+
+/**
+ * Tries `candidates` newest first: the first whose bytes decode and verify is returned; a corrupt, torn
+ * or vanished one is recorded in `skipped` and the next older one is tried.
+ */
+export async function loadNewestValid(
+  owner: number,
+  candidates: StoredEntry[],
+  read: (entry: StoredEntry) => Promise<Uint8Array | null>,
+  expect: ShardExpectation,
+  source: (entry: StoredEntry) => string,
+): Promise<LoadResult> {
+  const skipped: LoadResult["skipped"] = [];
+  const sorted = [...candidates].sort((a, b) => b.iteration - a.iteration);
+  for (const entry of sorted) {
+    const bytes = await read(entry);
+    if (!bytes) {
+      skipped.push({ iteration: entry.iteration, error: `${source(entry)}: changed while being read` });
+      continue;
+    }
+    try {
+      const shard = decodeShard(bytes, { ...expect, iteration: entry.iteration, owner: entry.owner }, source(entry));
+      return { entry, shard, skipped };
+    } catch (error) {
+      if (!(error instanceof CheckpointCorruptError)) throw error;
+      skipped.push({ iteration: entry.iteration, error: error.message });
+    }
+  }
+  const why = skipped.length ? `: ${skipped.map((s) => s.error).join("; ")}` : "";
+  throw new NoCheckpointError(`no complete, valid checkpoint of machine ${owner}${why}`);
+}

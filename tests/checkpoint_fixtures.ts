@@ -1,0 +1,38 @@
+// Shards for the checkpoint tests: small, seeded, and recognisable from their iteration alone.
+
+import { DEFAULT_CHUNK_BYTES, encodeShard, type ShardMeta, type ShardTensors } from "../core/checkpoint.ts";
+import type { GPT2Config } from "../core/model.ts";
+
+export const CONFIG: GPT2Config = { vocab_size: 97, n_ctx: 16, n_embd: 48, n_head: 3, n_layer: 2 };
+
+/** Metadata of shard `index` of `count` over `floats` parameters, taken at `iteration`. */
+export function shardMeta(iteration: number, owner = 0, floats = 10_000, chunkBytes = 4096): ShardMeta {
+  return {
+    config: CONFIG,
+    iteration,
+    data: { position: iteration, rng: 12345 + iteration },
+    owner,
+    shard: { index: owner, count: 4, start: owner * floats, end: (owner + 1) * floats, totalFloats: 4 * floats },
+    chunkBytes: chunkBytes || DEFAULT_CHUNK_BYTES,
+    createdAt: 1_700_000_000_000 + iteration,
+  };
+}
+
+/** Tensors whose every value says which iteration (and tensor) they belong to. */
+export function patternTensors(iteration: number, floats = 10_000): ShardTensors {
+  return {
+    params: new Float32Array(floats).fill(iteration + 0.25),
+    m: new Float32Array(floats).fill(iteration + 0.5),
+    v: new Float32Array(floats).fill(iteration + 0.75),
+  };
+}
+
+export function patternShard(iteration: number, owner = 0, floats = 10_000): Uint8Array {
+  return encodeShard(shardMeta(iteration, owner, floats), patternTensors(iteration, floats));
+}
+
+/** True when every value of the tensors is the pattern of `iteration`. */
+export function holdsPattern(tensors: ShardTensors, iteration: number): boolean {
+  return tensors.params.every((x) => x === iteration + 0.25) && tensors.m.every((x) => x === iteration + 0.5) &&
+    tensors.v.every((x) => x === iteration + 0.75);
+}

@@ -1,0 +1,176 @@
+// The shard format and the in-memory store: bit-exact round trips, every kind of corruption caught and
+// fallen back from, eviction of all but the newest K, arena exhaustion, statistics, and publishing that
+// a reader in another Worker never sees torn, even when the writer is terminated mid-write.
+
+import assert from "node:assert/strict";
+import { CheckpointCorruptError, decodeShard, encodeShard, shardLayout } from "../core/checkpoint.ts";
+import { ArenaFullError, InMemoryCheckpointStore } from "../core/memory-store.ts";
+import { NoCheckpointError } from "../core/store.ts";
+import { Rng } from "../core/random.ts";
+import { CONFIG, holdsPattern, patternShard, patternTensors, shardMeta } from "./checkpoint_fixtures.ts";
+
+Deno.test("a shard round-trips bit for bit, with its metadata, over many chunks", () => {
+  const rng = new Rng(1);
+  const tensors = { params: new Float32Array(10_000), m: new Float32Array(10_000), v: new Float32Array(10_000) };
+  for (const t of Object.values(tensors)) for (let i = 0; i < t.length; i++) t[i] = rng.normal() * 1e-3;
+  tensors.params[7] = -0; // the sign of zero survives too
+  const meta = shardMeta(42, 1);
+  const bytes = encodeShard(meta, tensors);
+  assert.equal(bytes.length, shardLayout(meta).totalBytes);
+  assert.ok(shardLayout(meta).totalBytes > 3 * 40_000 && 3 * 40_000 / meta.chunkBytes > 20, "many chunks");
+  const decoded = decodeShard(bytes, { config: CONFIG, iteration: 42, owner: 1 });
+  assert.deepEqual(decoded.meta, meta);
+  for (const name of ["params", "m", "v"] as const) {
+    assert.deepEqual(
+      new Uint32Array(decoded.tensors[name].slice().buffer),
+      new Uint32Array(tensors[name].buffer),
+      name,
+    );
+  }
+});
+
+Deno.test("corruption is detected with a clear reason: a flipped byte, truncation, another model or iteration", () => {
+  const good = patternShard(5);
+  const { bodyOffset } = shardLayout(shardMeta(5));
+  const flipped = (at: number) => {
+    const copy = good.slice();
+    copy[at] ^= 0x10;
+    return copy;
+  };
+  const cases: [Uint8Array, object, RegExp][] = [
+    [flipped(bodyOffset + 3 * 4096 + 17), {}, /chunk 3 \(from body byte 12288\) does not match its checksum/],
+    [flipped(bodyOffset - 70), {}, /header's checksum does not match/],
+    [flipped(2), {}, /bad magic/],
+    [good.subarray(0, good.length - 1), {}, /truncated: \d+ of \d+ bytes/],
+    [good.subarray(0, 40), {}, /truncated inside the header/],
+    [good, { config: { ...CONFIG, n_layer: 3 } }, /another model/],
+    [good, { iteration: 6 }, /holds iteration 5, expected 6/],
+    [good, { owner: 2 }, /belongs to machine 0, expected 2/],
+  ];
+  for (const [bytes, expect, message] of cases) {
+    assert.throws(() => decodeShard(bytes, expect, "shard.gemckpt"), (error: Error) => {
+      assert.ok(error instanceof CheckpointCorruptError);
+      assert.match(error.message, /^shard\.gemckpt: /);
+      assert.match(error.message, message);
+      return true;
+    });
+  }
+});
+
+Deno.test("the memory store keeps the newest K checkpoints per owner and loads them bit for bit", async () => {
+  const store = InMemoryCheckpointStore.create(0, 4 << 20, { slotsPerOwner: 3 });
+  for (let iteration = 1; iteration <= 5; iteration++) await store.save(0, iteration, patternShard(iteration));
+  assert.deepEqual((await store.entries(0)).map((e) => e.iteration), [5, 4, 3]);
+  const loaded = await store.load(0, { config: CONFIG });
+  assert.equal(loaded.entry.iteration, 5);
+  assert.deepEqual(loaded.skipped, []);
+  assert.ok(holdsPattern(loaded.shard.tensors, 5));
+  await assert.rejects(store.load(7), NoCheckpointError);
+});
+
+Deno.test("a corrupt newest checkpoint is never loaded: the store falls back to the previous one", async () => {
+  const store = InMemoryCheckpointStore.create(0, 4 << 20);
+  await store.save(0, 1, patternShard(1));
+  const entry = await store.save(0, 2, patternShard(2));
+  // Flip one byte of iteration 2 where it lies in the arena, as a bad DIMM or a stray write would.
+  const arena = new Uint8Array(store.buffer), needle = patternShard(2);
+  const at = findBytes(arena, needle.subarray(needle.length - 64));
+  assert.ok(at > 0 && entry.bytes === needle.length);
+  arena[at + 5] ^= 1;
+  const loaded = await store.load(0);
+  assert.equal(loaded.entry.iteration, 1);
+  assert.ok(holdsPattern(loaded.shard.tensors, 1));
+  assert.equal(loaded.skipped.length, 1);
+  assert.match(
+    loaded.skipped[0].error,
+    /checkpoint 2 of machine 0 in machine 0's memory: chunk \d+ .* does not match its checksum/,
+  );
+});
+
+function findBytes(haystack: Uint8Array, needle: Uint8Array): number {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+Deno.test("an arena that is full is a clear error, and nothing stored is disturbed", async () => {
+  const shard = patternShard(1);
+  const store = InMemoryCheckpointStore.create(0, 4 * shard.length, { slotsPerOwner: 3 });
+  await store.save(0, 1, shard);
+  await assert.rejects(store.save(1, 1, patternShard(1, 1)), (error: Error) => {
+    assert.ok(error instanceof ArenaFullError);
+    assert.match(
+      error.message,
+      /machine 0's arena cannot hold 3 checkpoints of \d+ bytes for machine 1: \d+ of \d+ bytes are free/,
+    );
+    return true;
+  });
+  await assert.rejects(store.save(0, 2, patternShard(2, 0, 20_000)), /does not fit its \d+-byte slots/);
+  assert.ok(holdsPattern((await store.load(0)).shard.tensors, 1));
+  assert.throws(() => InMemoryCheckpointStore.create(0, 100), /cannot even hold its tables/);
+  assert.throws(() => InMemoryCheckpointStore.create(0, 1 << 20, { slotsPerOwner: 1 }), /at least 2/);
+});
+
+Deno.test("statistics: bytes per owner and per kind, newest iteration per owner, where replicas are", async () => {
+  const store = InMemoryCheckpointStore.create(2, 8 << 20);
+  await store.save(2, 7, patternShard(7, 2));
+  await store.save(2, 8, patternShard(8, 2));
+  await store.save(3, 8, patternShard(8, 3));
+  store.markReplicated(2, 8, 3);
+  store.markReplicated(2, 8, 5);
+  const stats = store.stats();
+  const size = patternShard(7, 2).length;
+  assert.deepEqual(stats.byKind, { own: 2 * size, replica: size });
+  assert.deepEqual(stats.byOwner.get(2), { bytes: 2 * size, newest: 8 });
+  assert.deepEqual(stats.byOwner.get(3), { bytes: size, newest: 8 });
+  const [newest] = await store.entries(2);
+  assert.deepEqual([newest.iteration, newest.kind, newest.replicatedTo], [8, "own", [3, 5]]);
+  assert.equal((await store.entries(3))[0].kind, "replica");
+});
+
+Deno.test("a reader Worker never sees a torn checkpoint while a writer Worker is terminated mid-write", async () => {
+  const store = InMemoryCheckpointStore.create(0, 64 << 20);
+  await store.save(0, 0, patternShard(0, 0, 200_000));
+  // The writer records the iteration it started and the one it finished here: [started, finished].
+  const progress = new Int32Array(new SharedArrayBuffer(8));
+  const writer = new Worker(new URL("./workers/checkpoint_writer.ts", import.meta.url), { type: "module" });
+  const reader = new Worker(new URL("./workers/checkpoint_reader.ts", import.meta.url), { type: "module" });
+  try {
+    const readerDone = new Promise<{ reads: number; problems: string[] }>((resolve, reject) => {
+      reader.onmessage = ({ data }) => resolve(data);
+      reader.onerror = (event) => reject(new Error(event.message));
+    });
+    reader.postMessage({ buffer: store.buffer, milliseconds: 1500 });
+    writer.postMessage({ buffer: store.buffer, progress: progress.buffer, floats: 200_000 });
+    // Wait for a few complete writes, then terminate the writer in the middle of one.
+    while (!(Atomics.load(progress, 0) >= 6 && Atomics.load(progress, 0) !== Atomics.load(progress, 1))) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    writer.terminate();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const [started, finished] = [Atomics.load(progress, 0), Atomics.load(progress, 1)];
+    const { reads, problems } = await readerDone;
+    assert.deepEqual(problems, []);
+    assert.ok(reads > 10, `the reader read ${reads} times`);
+    const loaded = await store.load(0);
+    // The newest complete checkpoint is the last finished write (or the one being finished as it was stopped).
+    const newest = loaded.entry.iteration;
+    assert.ok(
+      newest === finished || (newest === started && finished === started - 1),
+      `${newest} vs ${started}/${finished}`,
+    );
+    assert.ok(holdsPattern(loaded.shard.tensors, newest));
+    // The abandoned slot is reclaimed by the next write, and the newest complete one is untouched by it.
+    await store.save(0, 100, patternShard(100, 0, 200_000));
+    assert.deepEqual((await store.entries(0)).map((e) => e.iteration).slice(0, 2), [100, newest]);
+  } finally {
+    writer.terminate();
+    reader.terminate();
+  }
+});
+
+Deno.test("patternTensors fixtures differ between iterations (the torn-read test depends on it)", () => {
+  assert.ok(!holdsPattern(patternTensors(1), 2));
+});
