@@ -3,6 +3,8 @@
 // and the data order's position and RNG.
 
 import { AdamW, type AdamWSettings } from "../kernels/adamw.ts";
+import type { CaptureSource } from "./capture.ts";
+import { type DecodedShard, DEFAULT_CHUNK_BYTES, type ShardMeta } from "./checkpoint.ts";
 import { type Batch, BatchLoader, type Corpus, type DataState } from "./data.ts";
 import { readBuffer, storageBuffer } from "./gpu.ts";
 import { GPT2, type GPT2Config, initialParameters } from "./model.ts";
@@ -49,7 +51,7 @@ export class Trainer {
   readonly settings: TrainerSettings;
   readonly loader: BatchLoader | null;
   #step = 0;
-  readonly #device: GPUDevice;
+  readonly device: GPUDevice;
   readonly #adamw: AdamW;
   readonly #m: GPUBuffer;
   readonly #v: GPUBuffer;
@@ -59,7 +61,7 @@ export class Trainer {
     if (corpus && corpus.vocabSize > config.vocab_size) {
       throw new Error(`the corpus has a vocabulary of ${corpus.vocabSize}, the model only ${config.vocab_size}`);
     }
-    this.#device = device;
+    this.device = device;
     this.settings = settings;
     this.model = new GPT2(device, config, settings.batch, settings.time);
     this.model.writeParameters(initialParameters(config, settings.seed));
@@ -97,9 +99,9 @@ export class Trainer {
       this.settings,
     );
     pass.end();
-    this.#device.queue.submit([encoder.finish()]);
+    this.device.queue.submit([encoder.finish()]);
     const loss = await this.model.readMeanLoss();
-    const normSquared = new Float32Array(await readBuffer(this.#device, this.#adamw.normSquared))[0];
+    const normSquared = new Float32Array(await readBuffer(this.device, this.#adamw.normSquared))[0];
     this.#step++;
     const milliseconds = performance.now() - start;
     const tokens = this.settings.batch * this.settings.time;
@@ -114,20 +116,53 @@ export class Trainer {
 
   /** Forward and backward on `batch` without an update: returns the mean loss, and model.grads holds the gradients. */
   async computeGradients(batch: Batch): Promise<number> {
-    this.#device.queue.submit([this.#encodeGradients(batch).finish()]);
+    this.device.queue.submit([this.#encodeGradients(batch).finish()]);
     return await this.model.readMeanLoss();
   }
 
   #encodeGradients(batch: Batch): GPUCommandEncoder {
     this.model.setBatch(batch.inputs, batch.targets);
-    const encoder = this.#device.createCommandEncoder({ label: `step ${this.#step + 1}` });
+    const encoder = this.device.createCommandEncoder({ label: `step ${this.#step + 1}` });
     this.model.encodeForward(encoder, true);
     this.model.encodeBackward(encoder);
     return encoder;
   }
 
+  /** The GPU buffers a checkpoint shard of [start, end) (default: the whole state) is captured from. */
+  checkpointSource(start = 0, end = this.model.totalFloats): CaptureSource {
+    return { params: this.model.params, m: this.#m, v: this.#v, start, end };
+  }
+
+  /** The metadata of a shard of this run's state as it is now (call it when the capture begins). */
+  checkpointMeta(owner: number, shard: ShardMeta["shard"], chunkBytes = DEFAULT_CHUNK_BYTES): ShardMeta {
+    const data = this.loader?.state ?? { position: 0, rng: 0 };
+    return { config: this.model.config, iteration: this.#step, data, owner, shard, chunkBytes, createdAt: Date.now() };
+  }
+
+  /** Puts a checkpoint shard's state back on the GPU: its range of params, m and v, the step and the data order. */
+  restoreShard({ meta, tensors }: DecodedShard) {
+    const { start, end, totalFloats } = meta.shard;
+    if (totalFloats !== this.model.totalFloats || JSON.stringify(meta.config) !== JSON.stringify(this.model.config)) {
+      throw new Error(`the checkpoint is of another model (${JSON.stringify(meta.config)})`);
+    }
+    const queue = this.device.queue;
+    for (
+      const [buffer, values] of [[this.model.params, tensors.params], [this.#m, tensors.m], [
+        this.#v,
+        tensors.v,
+      ]] as const
+    ) {
+      if (values.length !== end - start) {
+        throw new Error(`checkpoint shard: ${values.length} floats for a range of ${end - start}`);
+      }
+      queue.writeBuffer(buffer, start * 4, values);
+    }
+    this.#step = meta.iteration;
+    this.loader?.restore(meta.data);
+  }
+
   async exportState(): Promise<TrainerState> {
-    const read = async (buffer: GPUBuffer) => new Float32Array(await readBuffer(this.#device, buffer));
+    const read = async (buffer: GPUBuffer) => new Float32Array(await readBuffer(this.device, buffer));
     return {
       step: this.#step,
       params: await this.model.readParameters(),
@@ -144,8 +179,8 @@ export class Trainer {
       if (values.length !== n) throw new Error(`trainer state: ${name} has ${values.length} floats, the model ${n}`);
     }
     this.model.writeParameters(state.params);
-    this.#device.queue.writeBuffer(this.#m, 0, state.m);
-    this.#device.queue.writeBuffer(this.#v, 0, state.v);
+    this.device.queue.writeBuffer(this.#m, 0, state.m);
+    this.device.queue.writeBuffer(this.#v, 0, state.v);
     this.loader?.restore(state.data);
     this.#step = state.step;
   }

@@ -1,9 +1,17 @@
 // GPT-2 weights as safetensors: load a published checkpoint (Hugging Face's gpt2 model.safetensors,
 // with or without the "transformer." prefix of GPT2LMHeadModel) into the flat parameter layout, and
-// save ours the same way so that other tools load them.
+// save ours the same way so that other tools load them; and a whole training state (weights, AdamW
+// moments, step, data order) exported to and imported from one standard safetensors file.
 
 import { type GPT2Config, parameterLayout } from "./model.ts";
-import { encodeSafetensors, parseSafetensors, type SafetensorsFile, tensorAsF32 } from "./safetensors.ts";
+import {
+  encodeSafetensors,
+  parseSafetensors,
+  SafetensorsError,
+  type SafetensorsFile,
+  tensorAsF32,
+} from "./safetensors.ts";
+import type { TrainerState } from "./trainer.ts";
 
 /** The flat parameters of `config` from a safetensors file; a missing or misshapen tensor is an error. */
 export function parametersFromSafetensors(file: Uint8Array, config: GPT2Config, source?: string): Float32Array {
@@ -32,4 +40,42 @@ export function namedParameters(params: Float32Array, config: GPT2Config, prefix
 /** A safetensors file of the parameters, with the config in its metadata. */
 export function parametersToSafetensors(params: Float32Array, config: GPT2Config): Uint8Array {
   return encodeSafetensors(namedParameters(params, config), { format: "pt", gpt2_config: JSON.stringify(config) });
+}
+
+/**
+ * A whole training state as one standard safetensors file: the parameters under their Hugging Face
+ * names (so any GPT-2 loader takes them), AdamW's moments as `optimizer.m.<name>` and `optimizer.v.<name>`,
+ * and the step, data order and config in the metadata.
+ */
+export function trainerStateToSafetensors(state: TrainerState, config: GPT2Config): Uint8Array {
+  return encodeSafetensors(
+    [
+      ...namedParameters(state.params, config),
+      ...namedParameters(state.m, config, "optimizer.m."),
+      ...namedParameters(state.v, config, "optimizer.v."),
+    ],
+    { format: "pt", gpt2_config: JSON.stringify(config), step: String(state.step), data: JSON.stringify(state.data) },
+  );
+}
+
+/** The training state written by `trainerStateToSafetensors`, checked against `config`. */
+export function trainerStateFromSafetensors(file: Uint8Array, config: GPT2Config, source = "checkpoint"): TrainerState {
+  const parsed = parseSafetensors(file, source);
+  const { step, data } = parsed.metadata;
+  if (step === undefined || data === undefined) {
+    throw new SafetensorsError(`${source}: no training state in its metadata (a weights-only file?)`);
+  }
+  const { specs, totalFloats } = parameterLayout(config);
+  const read = (prefix: string) => {
+    const flat = new Float32Array(totalFloats);
+    for (const spec of specs) flat.set(tensorAsF32(parsed, `${prefix}${spec.name}`, spec.shape, source), spec.offset);
+    return flat;
+  };
+  return {
+    step: Number(step),
+    params: read(""),
+    m: read("optimizer.m."),
+    v: read("optimizer.v."),
+    data: JSON.parse(data),
+  };
 }

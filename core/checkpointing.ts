@@ -1,0 +1,75 @@
+// A checkpoint of a training run every iteration, into a store: capture the shard from the GPU right
+// after the step is submitted (training goes on), write it from the mapped staging memory straight into
+// a slot of the in-memory store, and restore a run from the newest valid checkpoint.
+
+import { CheckpointCapture } from "./capture.ts";
+import { shardLayout, writeShard } from "./checkpoint.ts";
+import type { InMemoryCheckpointStore } from "./memory-store.ts";
+import type { LoadResult, StoredEntry } from "./store.ts";
+import type { Trainer } from "./trainer.ts";
+
+export interface CheckpointTiming {
+  /** How long training was held up by the checkpoint. */
+  blockedMilliseconds: number;
+  /** From the start of the capture to the checkpoint being published in the store. */
+  totalMilliseconds: number;
+  entry: StoredEntry;
+}
+
+/** The whole state of a single-node run as one shard (the cluster gives each machine its own range). */
+export class Checkpointer {
+  readonly store: InMemoryCheckpointStore;
+  readonly owner: number;
+  readonly #trainer: Trainer;
+  readonly #capture: CheckpointCapture;
+
+  constructor(trainer: Trainer, store: InMemoryCheckpointStore, owner = store.node) {
+    this.#trainer = trainer;
+    this.store = store;
+    this.owner = owner;
+    this.#capture = new CheckpointCapture(trainer.device, trainer.model.totalFloats);
+  }
+
+  /**
+   * Starts a checkpoint of the state the last submitted step leaves; returns once training may go on,
+   * with the time it was held up and a promise of the published checkpoint.
+   */
+  async afterStep(): Promise<{ blockedMilliseconds: number; published: Promise<CheckpointTiming> }> {
+    const start = performance.now();
+    const total = this.#trainer.model.totalFloats;
+    const meta = this.#trainer.checkpointMeta(this.owner, {
+      index: 0,
+      count: 1,
+      start: 0,
+      end: total,
+      totalFloats: total,
+    });
+    const pending = await this.#capture.begin(this.#trainer.checkpointSource());
+    const blockedMilliseconds = performance.now() - start;
+    const published = pending.mapped.then(({ tensors, release }) => {
+      try {
+        const entry = this.store.write(
+          this.owner,
+          meta.iteration,
+          shardLayout(meta).totalBytes,
+          (slot) => writeShard(slot, meta, tensors),
+        );
+        return { blockedMilliseconds, totalMilliseconds: performance.now() - start, entry };
+      } finally {
+        release();
+      }
+    });
+    return { blockedMilliseconds, published };
+  }
+
+  /** Restores the trainer from the newest valid checkpoint in the store (falling back past corrupt ones). */
+  async restore(): Promise<LoadResult> {
+    const loaded = await this.store.load(this.owner, { config: this.#trainer.model.config });
+    this.#trainer.restoreShard(loaded.shard);
+    return loaded;
+  }
+
+  destroy() {
+    this.#capture.destroy();
+  }
+}

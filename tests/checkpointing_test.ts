@@ -1,0 +1,73 @@
+// Checkpoints of a training run: from the GPU into host memory and back onto the GPU bit for bit, with
+// training held up only for the capture's start; and a whole state through a standard safetensors file.
+
+import assert from "node:assert/strict";
+import { Checkpointer } from "../core/checkpointing.ts";
+import { syntheticCorpus } from "../core/data.ts";
+import { InMemoryCheckpointStore } from "../core/memory-store.ts";
+import { parseSafetensors } from "../core/safetensors.ts";
+import { DEFAULT_TRAINER_SETTINGS, Trainer, type TrainerState } from "../core/trainer.ts";
+import { trainerStateFromSafetensors, trainerStateToSafetensors } from "../core/weights.ts";
+import { CONFIG } from "./checkpoint_fixtures.ts";
+import { testDevice } from "./helpers.ts";
+
+const SETTINGS = { ...DEFAULT_TRAINER_SETTINGS, batch: 2, time: 12 };
+const CORPUS = syntheticCorpus(20_000, 3, 97);
+
+function assertSameState(actual: TrainerState, expected: TrainerState) {
+  assert.equal(actual.step, expected.step);
+  assert.deepEqual(actual.data, expected.data);
+  for (const key of ["params", "m", "v"] as const) {
+    assert.deepEqual(new Uint32Array(actual[key].buffer), new Uint32Array(expected[key].buffer), `${key} differ`);
+  }
+}
+
+Deno.test("a checkpoint taken from the GPU into memory every step restores onto the GPU bit for bit", async () => {
+  const device = await testDevice();
+  const store = InMemoryCheckpointStore.create(0, 8 << 20);
+  const original = new Trainer(device, CONFIG, SETTINGS, CORPUS);
+  const checkpointer = new Checkpointer(original, store);
+  const resumed = new Trainer(device, CONFIG, { ...SETTINGS, seed: 5 }, CORPUS);
+  try {
+    for (let i = 0; i < 3; i++) {
+      await original.trainStep();
+      const { blockedMilliseconds, published } = await checkpointer.afterStep();
+      const timing = await published;
+      assert.equal(timing.entry.iteration, i + 1);
+      assert.ok(blockedMilliseconds <= timing.totalMilliseconds);
+    }
+    assert.deepEqual((await store.entries(0)).map((e) => e.iteration), [3, 2, 1]);
+    const expectedLosses = [(await original.trainStep()).loss, (await original.trainStep()).loss];
+
+    const restorer = new Checkpointer(resumed, store);
+    const loaded = await restorer.restore();
+    restorer.destroy();
+    assert.equal(loaded.entry.iteration, 3);
+    assert.equal(resumed.step, 3);
+    assert.deepEqual([(await resumed.trainStep()).loss, (await resumed.trainStep()).loss], expectedLosses);
+    assertSameState(await resumed.exportState(), await original.exportState());
+  } finally {
+    checkpointer.destroy();
+    original.destroy();
+    resumed.destroy();
+  }
+});
+
+Deno.test("a whole training state exports to a standard safetensors file and imports back exactly", async () => {
+  const device = await testDevice();
+  const trainer = new Trainer(device, CONFIG, SETTINGS, CORPUS);
+  try {
+    for (let i = 0; i < 2; i++) await trainer.trainStep();
+    const state = await trainer.exportState();
+    const file = trainerStateToSafetensors(state, CONFIG);
+    const names = [...parseSafetensors(file).tensors.keys()];
+    assert.ok(names.includes("h.0.attn.c_attn.weight") && names.includes("optimizer.m.wte.weight"));
+    assertSameState(trainerStateFromSafetensors(file, CONFIG), state);
+    assert.throws(
+      () => trainerStateFromSafetensors(file, { ...CONFIG, n_embd: 24 }),
+      /has shape \[97,48\], the config needs \[97,24\]/,
+    );
+  } finally {
+    trainer.destroy();
+  }
+});
