@@ -4,6 +4,7 @@
 // writes and reads, modelling remote persistent storage (a cloud file system) at the lab's scale.
 
 import { readShardHeader, type ShardExpectation } from "./checkpoint.ts";
+import { pace } from "./pace.ts";
 import { type CheckpointStore, loadNewestValid, type LoadResult, type StoredEntry } from "./store.ts";
 
 export interface FileStoreOptions {
@@ -17,13 +18,6 @@ export interface FileStoreOptions {
 
 const SUFFIX = ".gemckpt";
 const TEMPORARY = ".tmp-";
-
-/** Sleeps as long as needed for `bytes` since `start` (ms) to have moved at no more than `bandwidth` bytes/s. */
-export async function pace(bytes: number, start: number, bandwidth?: number) {
-  if (!bandwidth) return;
-  const wait = (bytes / bandwidth) * 1000 - (performance.now() - start);
-  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-}
 
 export class FileCheckpointStore implements CheckpointStore {
   readonly directory: string;

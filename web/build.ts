@@ -1,30 +1,26 @@
-// Bundles the lab page and its Workers with Deno's own bundler into web/dist/, beside a copy of
-// index.html: web/dist/ is the whole web root, so the server never exposes sources or config.
+// Bundles browser entry points with Deno's own bundler into a web root beside a copy of their page:
+// the lab (web/ into web/dist/, the whole root the server sees, so it never exposes sources or config),
+// and the pages the browser tests build for themselves.
 
 import { fileURLToPath } from "node:url";
 
 const WEB = fileURLToPath(new URL(".", import.meta.url));
 export const DIST = `${WEB}dist`;
 
-// Every script the page loads: the page itself and each Worker it starts.
-const ENTRY_POINTS = ["main.ts", "selfcheck-worker.ts"];
-
-/** Builds web/dist/; throws with the bundler's own message when bundling fails. */
-export async function buildLab(): Promise<string> {
-  await Deno.mkdir(DIST, { recursive: true });
+/** Bundles `entryPoints` (paths) into `outdir` and copies `page` there as index.html; returns `outdir`. */
+export async function bundlePage(entryPoints: string[], page: string, outdir: string): Promise<string> {
+  await Deno.mkdir(outdir, { recursive: true });
   const { success, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "bundle",
-      "--quiet",
-      "--platform=browser",
-      "--sourcemap=linked",
-      `--outdir=${DIST}`,
-      ...ENTRY_POINTS.map((entry) => `${WEB}${entry}`),
-    ],
+    args: ["bundle", "--quiet", "--platform=browser", "--sourcemap=linked", `--outdir=${outdir}`, ...entryPoints],
     stdout: "inherit",
     stderr: "piped",
   }).output();
-  if (!success) throw new Error(`bundling web/ failed:\n${new TextDecoder().decode(stderr)}`);
-  await Deno.copyFile(`${WEB}index.html`, `${DIST}/index.html`);
-  return DIST;
+  if (!success) throw new Error(`bundling ${entryPoints.join(", ")} failed:\n${new TextDecoder().decode(stderr)}`);
+  await Deno.copyFile(page, `${outdir}/index.html`);
+  return outdir;
+}
+
+/** Builds the lab into web/dist/: the page and every Worker it starts. */
+export function buildLab(): Promise<string> {
+  return bundlePage([`${WEB}main.ts`, `${WEB}selfcheck-worker.ts`], `${WEB}index.html`, DIST);
 }
