@@ -27,6 +27,10 @@ interface Backend {
   list(): Promise<StoredEntry[]>;
 }
 
+// TypeScript's DOM library lacks the async iterator of directory handles that every OPFS browser has.
+const entriesOf = (folder: FileSystemDirectoryHandle) =>
+  (folder as unknown as { entries(): AsyncIterable<[string, FileSystemHandle]> }).entries();
+
 const fileName = (iteration: number) => `${String(iteration).padStart(10, "0")}.gemckpt`;
 
 async function opfsBackend(name: string): Promise<Backend | null> {
@@ -70,15 +74,13 @@ async function opfsBackend(name: string): Promise<Backend | null> {
     },
     async list() {
       const found: StoredEntry[] = [];
-      // deno-lint-ignore no-explicit-any
       for await (
-        const [ownerName, ownerHandle] of (root as any).entries() as AsyncIterable<[string, FileSystemHandle]>
+        const [ownerName, ownerHandle] of entriesOf(root)
       ) {
         const owner = /^machine-(\d+)$/.exec(ownerName);
         if (!owner || ownerHandle.kind !== "directory") continue;
-        // deno-lint-ignore no-explicit-any
         for await (
-          const [name, handle] of (ownerHandle as any).entries() as AsyncIterable<[string, FileSystemHandle]>
+          const [name, handle] of entriesOf(ownerHandle as FileSystemDirectoryHandle)
         ) {
           if (handle.kind !== "file" || !/^\d{10}\.gemckpt$/.test(name)) continue;
           const file = await (handle as FileSystemFileHandle).getFile();
