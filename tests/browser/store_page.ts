@@ -1,6 +1,6 @@
 // Runs in the test page: the browser's persistent checkpoint store, on the backend the test names,
 // saving, keeping the newest K, loading, and falling back past a corrupt checkpoint. The results are
-// left on `window.storeResult` for the test to read.
+// left on `globalThis.storeResult` for the test to read.
 
 import { BrowserCheckpointStore } from "../../core/browser-store.ts";
 import { holdsPattern, patternShard } from "../checkpoint_fixtures.ts";
@@ -27,12 +27,8 @@ async function run(backend: "opfs" | "indexeddb") {
 }
 
 const backend = new URL(location.href).searchParams.get("backend") === "indexeddb" ? "indexeddb" : "opfs";
-declare global {
-  interface Window {
-    storeResult?: unknown;
-  }
-}
+const page = globalThis as { storeResult?: unknown };
 run(backend).then(
-  (result) => window.storeResult = result,
-  (error) => window.storeResult = { error: String(error) },
+  (result) => page.storeResult = result,
+  (error) => page.storeResult = { error: String(error) },
 );
