@@ -1,15 +1,17 @@
 // `deno task bench`: measures this machine and adapter, section by section, and writes one report:
 // bench/results/<date>-<adapter>.md (tables) and .json (the raw numbers). Each section measures against
-// a limit or a peer in the same run: memcpy for memory traffic, TensorFlow.js for kernels and training.
+// a limit or a peer in the same run: memcpy for memory traffic and checkpoints, TensorFlow.js for kernels
+// and training, a file with fsync for in-memory checkpoints.
 
 import { parseArgs } from "node:util";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
+import { checkpointSection } from "./checkpoint.ts";
 import { kernelsSection } from "./kernels.ts";
 import { markdownTable, Progress, type Section, type SectionResult } from "./measure.ts";
 import { memorySection } from "./memory.ts";
 import { trainingSection } from "./training.ts";
 
-const SECTIONS: Section[] = [memorySection, kernelsSection, trainingSection];
+const SECTIONS: Section[] = [memorySection, kernelsSection, trainingSection, checkpointSection];
 const USAGE = `usage: deno task bench [--quick] [--sections ${
   SECTIONS.map((s) => s.name).join(",")
 }] [--out bench/results]`;
