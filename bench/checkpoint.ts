@@ -4,7 +4,7 @@
 // measured in the same run, as the physical limit.
 
 import { CheckpointCapture } from "../core/capture.ts";
-import { encodeShard, shardLayout, type ShardMeta, writeShard } from "../core/checkpoint.ts";
+import { encodeShard, shardLayout, type ShardMeta } from "../core/checkpoint.ts";
 import { FileCheckpointStore } from "../core/file-store.ts";
 import { storageBuffer } from "../core/gpu.ts";
 import { InMemoryCheckpointStore } from "../core/memory-store.ts";
@@ -81,7 +81,7 @@ async function measureState(device: GPUDevice, stateBytes: number, directory: st
   let iteration = 0;
   row.memorySave = await timeRuns(repeats, () => {
     meta.iteration = ++iteration;
-    store.write(0, iteration, shardBytes, (slot) => writeShard(slot, meta, tensors));
+    store.saveShard(meta, tensors);
   });
   row.memoryLoad = await timeRuns(repeats, () => store.load(0));
 
@@ -99,7 +99,7 @@ async function measureState(device: GPUDevice, stateBytes: number, directory: st
       const pending = await capture.begin({ ...gpu, start: 0, end: floats });
       row.captureBlocked.push(pending.blockedMilliseconds);
       const { tensors: mapped, release } = await pending.mapped;
-      store.write(0, meta.iteration, shardBytes, (slot) => writeShard(slot, meta, mapped));
+      store.saveShard(meta, mapped);
       release();
       row.captureTotal.push(performance.now() - start);
     }

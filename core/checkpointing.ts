@@ -3,7 +3,6 @@
 // a slot of the in-memory store, and restore a run from the newest valid checkpoint.
 
 import { CheckpointCapture } from "./capture.ts";
-import { shardLayout, writeShard } from "./checkpoint.ts";
 import type { InMemoryCheckpointStore } from "./memory-store.ts";
 import type { LoadResult, StoredEntry } from "./store.ts";
 import type { Trainer } from "./trainer.ts";
@@ -48,12 +47,7 @@ export class Checkpointer {
     const blockedMilliseconds = performance.now() - start;
     const published = pending.mapped.then(({ tensors, release }) => {
       try {
-        const entry = this.store.write(
-          this.owner,
-          meta.iteration,
-          shardLayout(meta).totalBytes,
-          (slot) => writeShard(slot, meta, tensors),
-        );
+        const entry = this.store.saveShard(meta, tensors);
         return { blockedMilliseconds, totalMilliseconds: performance.now() - start, entry };
       } finally {
         release();

@@ -16,7 +16,15 @@
 //                          replicated-to bitmask (int32)
 //   data (64-aligned)..    the slots themselves, allocated to owners on their first save
 
-import { readShardHeader, type ShardExpectation, verifyShard } from "./checkpoint.ts";
+import {
+  readShardHeader,
+  type ShardExpectation,
+  shardLayout,
+  type ShardMeta,
+  type ShardTensors,
+  verifyShard,
+  writeShard,
+} from "./checkpoint.ts";
 import { type CheckpointStore, loadNewestValid, type LoadResult, type StoredEntry } from "./store.ts";
 
 const MAGIC = 0x47454d49; // "GEMI"
@@ -246,6 +254,16 @@ export class InMemoryCheckpointStore implements CheckpointStore {
         return this.#entry(index, slot);
       },
     };
+  }
+
+  /** Encodes a shard straight into a slot from its tensors (e.g. mapped GPU staging memory) and publishes it. */
+  saveShard(meta: ShardMeta, tensors: ShardTensors): StoredEntry {
+    return this.write(
+      meta.owner,
+      meta.iteration,
+      shardLayout(meta).totalBytes,
+      (slot) => writeShard(slot, meta, tensors),
+    );
   }
 
   /** `beginWrite`, `fill` the slot, and commit: for a shard that is all at hand. */
