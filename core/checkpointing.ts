@@ -56,11 +56,17 @@ export class Checkpointer {
     return { blockedMilliseconds, published };
   }
 
-  /** Restores the trainer from the newest valid checkpoint in the store (falling back past corrupt ones). */
-  async restore(): Promise<LoadResult> {
-    const loaded = await this.store.load(this.owner, { config: this.#trainer.model.config });
-    this.#trainer.restoreShard(loaded.shard);
-    return loaded;
+  /**
+   * Restores the trainer from the newest valid checkpoint in the store, uploading it to the GPU straight
+   * from the arena (falling back past corrupt ones); returns which one and what was passed over.
+   */
+  async restore(): Promise<{ entry: StoredEntry; skipped: LoadResult["skipped"] }> {
+    const { entry, skipped } = await this.store.useNewest(
+      this.owner,
+      { config: this.#trainer.model.config },
+      (shard) => this.#trainer.restoreShard(shard),
+    );
+    return { entry, skipped };
   }
 
   destroy() {

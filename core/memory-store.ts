@@ -17,6 +17,7 @@
 //   data (64-aligned)..    the slots themselves, allocated to owners on their first save
 
 import {
+  type DecodedShard,
   readShardHeader,
   type ShardExpectation,
   shardLayout,
@@ -25,7 +26,14 @@ import {
   verifyShard,
   writeShard,
 } from "./checkpoint.ts";
-import { type CheckpointStore, loadNewestValid, type LoadResult, type StoredEntry } from "./store.ts";
+import {
+  type CheckpointStore,
+  loadNewestValid,
+  type LoadResult,
+  type ReadBytes,
+  type StoredEntry,
+  useNewestValid,
+} from "./store.ts";
 
 const MAGIC = 0x47454d49; // "GEMI"
 const LAYOUT_VERSION = 1;
@@ -327,27 +335,52 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     return found.sort(([ia, sa], [ib, sb]) => ia - ib || this.#entry(ib, sb).iteration - this.#entry(ia, sa).iteration);
   }
 
-  /** A copy of a published slot's bytes, or null if it was rewritten while being copied (a torn read). */
-  #readSlot(owner: number, iteration: number): Uint8Array | null {
+  /**
+   * The bytes of a published slot, as a view (`copy` false) or a copy, with a check that tells whether
+   * a writer has reused the slot since: a seqlock read. Null if the slot no longer holds `iteration`.
+   */
+  #readSlot(owner: number, iteration: number, copy: boolean): ReadBytes | null {
     const index = this.#ownerIndex(owner);
     for (let slot = 0; index >= 0 && slot < this.#i32[C_SLOTS]; slot++) {
       const before = this.#version(index, slot);
       if (before === 0 || before % 2 === 1 || this.#entry(index, slot).iteration !== iteration) continue;
       const start = this.#slotData(index, slot), length = this.#f64[this.#slotBase(index, slot) / 8 + 1];
-      const copy = this.#bytes.slice(start, start + length);
-      return this.#version(index, slot) === before ? copy : null;
+      const bytes = copy ? this.#bytes.slice(start, start + length) : this.#bytes.subarray(start, start + length);
+      const unchanged = () => this.#version(index, slot) === before;
+      if (copy && !unchanged()) return null;
+      return { bytes, unchanged };
     }
     return null;
   }
 
-  /** The newest complete, valid checkpoint of `owner`, falling back past corrupt or torn ones. */
+  #source(entry: StoredEntry): string {
+    return `checkpoint ${entry.iteration} of machine ${entry.owner} in machine ${this.node}'s memory`;
+  }
+
+  /** The newest complete, valid checkpoint of `owner` (a copy), falling back past corrupt or torn ones. */
   load(owner: number, expect: ShardExpectation = {}): Promise<LoadResult> {
     return loadNewestValid(
       owner,
       this.#published(owner).map(([index, slot]) => this.#entry(index, slot)),
-      (entry) => Promise.resolve(this.#readSlot(entry.owner, entry.iteration)),
+      (entry) => Promise.resolve(this.#readSlot(entry.owner, entry.iteration, true)?.bytes ?? null),
       expect,
-      (entry) => `checkpoint ${entry.iteration} of machine ${entry.owner} in machine ${this.node}'s memory`,
+      (entry) => this.#source(entry),
+    );
+  }
+
+  /**
+   * Hands the newest complete, valid checkpoint of `owner` to `use` in place, without copying it out of
+   * the arena (a restore uploads it to the GPU straight from here). If a writer reused the slot while it
+   * was being verified or used, that result is discarded and the next older checkpoint is tried.
+   */
+  useNewest<T>(owner: number, expect: ShardExpectation, use: (shard: DecodedShard, entry: StoredEntry) => T) {
+    return useNewestValid(
+      owner,
+      this.#published(owner).map(([index, slot]) => this.#entry(index, slot)),
+      (entry) => Promise.resolve(this.#readSlot(entry.owner, entry.iteration, false)),
+      expect,
+      (entry) => this.#source(entry),
+      use,
     );
   }
 

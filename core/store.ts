@@ -41,10 +41,55 @@ export class NoCheckpointError extends Error {
   override name = "NoCheckpointError";
 }
 
+/** Bytes of a stored checkpoint as read: a copy, or a view on shared memory that a writer may reuse. */
+export interface ReadBytes {
+  bytes: Uint8Array;
+  /** False if the bytes may have changed since they were read (a writer reused the slot): the read is torn. */
+  unchanged(): boolean;
+}
+
 /**
- * Tries `candidates` newest first: the first whose bytes decode and verify is returned; a corrupt, torn
- * or vanished one is recorded in `skipped` and the next older one is tried.
+ * Tries `candidates` newest first: the first whose bytes decode and verify, and are still unchanged
+ * after `use` has consumed them, gives the result; a corrupt, torn or vanished one is recorded in
+ * `skipped` and the next older one is tried.
  */
+export async function useNewestValid<T>(
+  owner: number,
+  candidates: StoredEntry[],
+  read: (entry: StoredEntry) => Promise<ReadBytes | null>,
+  expect: ShardExpectation,
+  source: (entry: StoredEntry) => string,
+  use: (shard: DecodedShard, entry: StoredEntry) => T,
+): Promise<{ entry: StoredEntry; result: T; skipped: LoadResult["skipped"] }> {
+  const skipped: LoadResult["skipped"] = [];
+  const torn = (entry: StoredEntry) =>
+    skipped.push({ iteration: entry.iteration, error: `${source(entry)}: changed while being read` });
+  for (const entry of [...candidates].sort((a, b) => b.iteration - a.iteration)) {
+    const read_ = await read(entry);
+    if (!read_) {
+      torn(entry);
+      continue;
+    }
+    let result: T;
+    try {
+      result = use(
+        decodeShard(read_.bytes, { ...expect, iteration: entry.iteration, owner: entry.owner }, source(entry)),
+        entry,
+      );
+    } catch (error) {
+      if (!(error instanceof CheckpointCorruptError)) throw error;
+      if (read_.unchanged()) skipped.push({ iteration: entry.iteration, error: error.message });
+      else torn(entry);
+      continue;
+    }
+    if (read_.unchanged()) return { entry, result, skipped };
+    torn(entry);
+  }
+  const why = skipped.length ? `: ${skipped.map((s) => s.error).join("; ")}` : "";
+  throw new NoCheckpointError(`no complete, valid checkpoint of machine ${owner}${why}`);
+}
+
+/** `useNewestValid` for reads that are copies: the decoded shard itself is the result. */
 export async function loadNewestValid(
   owner: number,
   candidates: StoredEntry[],
@@ -52,22 +97,10 @@ export async function loadNewestValid(
   expect: ShardExpectation,
   source: (entry: StoredEntry) => string,
 ): Promise<LoadResult> {
-  const skipped: LoadResult["skipped"] = [];
-  const sorted = [...candidates].sort((a, b) => b.iteration - a.iteration);
-  for (const entry of sorted) {
+  const copy = async (entry: StoredEntry) => {
     const bytes = await read(entry);
-    if (!bytes) {
-      skipped.push({ iteration: entry.iteration, error: `${source(entry)}: changed while being read` });
-      continue;
-    }
-    try {
-      const shard = decodeShard(bytes, { ...expect, iteration: entry.iteration, owner: entry.owner }, source(entry));
-      return { entry, shard, skipped };
-    } catch (error) {
-      if (!(error instanceof CheckpointCorruptError)) throw error;
-      skipped.push({ iteration: entry.iteration, error: error.message });
-    }
-  }
-  const why = skipped.length ? `: ${skipped.map((s) => s.error).join("; ")}` : "";
-  throw new NoCheckpointError(`no complete, valid checkpoint of machine ${owner}${why}`);
+    return bytes && { bytes, unchanged: () => true };
+  };
+  const { entry, result, skipped } = await useNewestValid(owner, candidates, copy, expect, source, (shard) => shard);
+  return { entry, shard: result, skipped };
 }

@@ -85,6 +85,25 @@ Deno.test("a corrupt newest checkpoint is never loaded: the store falls back to 
     loaded.skipped[0].error,
     /checkpoint 2 of machine 0 in machine 0's memory: chunk \d+ .* does not match its checksum/,
   );
+  // The same in place, without copying out of the arena.
+  const inPlace = await store.useNewest(0, {}, (shard) => holdsPattern(shard.tensors, 1));
+  assert.deepEqual([inPlace.entry.iteration, inPlace.result, inPlace.skipped.length], [1, true, 1]);
+});
+
+Deno.test("a checkpoint used in place is discarded if a writer reuses its slot meanwhile", async () => {
+  const store = InMemoryCheckpointStore.create(0, 4 << 20, { slotsPerOwner: 3 });
+  await store.save(0, 1, patternShard(1));
+  await store.save(0, 2, patternShard(2));
+  // While checkpoint 2 is being used, three more saves go round the slots and overwrite it (and 1).
+  const attempt = store.useNewest(0, {}, (_, entry) => {
+    for (const iteration of [3, 4, 5]) {
+      const shard = patternShard(iteration);
+      store.write(0, iteration, shard.length, (slot) => slot.set(shard));
+    }
+    return entry.iteration;
+  });
+  await assert.rejects(attempt, /checkpoint 2 of machine 0 in machine 0's memory: changed while being read/);
+  assert.equal((await store.useNewest(0, {}, (_, entry) => entry.iteration)).result, 5);
 });
 
 function findBytes(haystack: Uint8Array, needle: Uint8Array): number {
