@@ -4,9 +4,10 @@
 //
 // Publishing is a seqlock per slot. A writer takes a slot that is not the newest complete one, makes its
 // version odd, writes and verifies the shard, and only then makes the version even again (an atomic
-// store). A reader copies a slot and keeps the copy only if the version was the same even number before
-// and after. So a reader in another Worker never takes a torn or half-written checkpoint, even if the
-// writer is terminated mid-write: that slot just stays odd until a later write reclaims it.
+// store). A reader, copying a slot or using it in place, keeps what it read only if the version was the
+// same even number before and after. So a reader in another Worker never takes a torn or half-written
+// checkpoint, even if the writer is terminated mid-write: that slot just stays odd until a later write
+// reclaims it.
 //
 // Layout of the buffer (all offsets in bytes):
 //   0..64                  control: magic, layout version, lock, node, max owners, slots per owner,
