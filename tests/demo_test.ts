@@ -11,17 +11,22 @@ async function runDemo(env: Record<string, string>, args: string[] = []) {
   return { code, stdout: new TextDecoder().decode(stdout), stderr: new TextDecoder().decode(stderr) };
 }
 
-Deno.test("deno task demo prints the adapter and trains a small GPT with a falling loss and tokens/s", async () => {
+Deno.test("deno task demo trains with a falling loss, checkpoints to memory and resumes bit for bit after a failure", async () => {
   const demo = await runDemo({}, ["--steps", "40"]);
   assert.equal(demo.code, 0, demo.stderr);
   assert.match(demo.stdout, /^adapter: \S/m);
   assert.match(demo.stdout, /self-check passed/);
-  const steps = [...demo.stdout.matchAll(/^step +(\d+) +loss (\d+\.\d+) .* (\d+) tokens\/s$/gm)];
+  const steps = [...demo.stdout.matchAll(/^step +(\d+) +loss (\d+\.\d+) .* (\d+) tokens\/s/gm)];
   assert.ok(steps.length >= 2, demo.stdout);
   const first = Number(steps[0][2]), last = Number(steps.at(-1)![2]);
   assert.equal(Number(steps.at(-1)![1]), 40);
   assert.ok(last < first - 1, `the loss falls: ${first} -> ${last}`);
   assert.ok(steps.every((step) => Number(step[3]) > 0));
+  assert.match(demo.stdout, /^step +1 .* checkpoint: blocked \d+\.\d+ ms, in memory after \d+\.\d+ ms$/m);
+  assert.match(
+    demo.stdout,
+    /^software failure after step 35: restarted from the checkpoint of step 35 in host memory .* the 5 losses after it equal the failure-free run's bit for bit$/m,
+  );
 });
 
 Deno.test("deno task demo answers a bad option with one line and exit code 2", async () => {
