@@ -4,7 +4,7 @@
 // the run restarts from the checkpoint in memory and must repeat those steps bit for bit.
 // The cluster issue grows it into the full Gemini run.
 
-import { parseArgs } from "node:util";
+import { numberOption, parseOptions, runCommand, UserError } from "../core/cli.ts";
 import { type Corpus, syntheticCorpus, textFileCorpus } from "../core/data.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
 import { MODEL_PRESETS, parameterCount } from "../core/model.ts";
@@ -17,61 +17,41 @@ import { InMemoryCheckpointStore } from "../core/memory-store.ts";
 const USAGE = `usage: deno task demo [--model ${Object.keys(MODEL_PRESETS).join("|")}] [--steps N] [--batch B] ` +
   "[--seq T] [--lr LR] [--corpus FILE.txt] [--seed S]";
 
-class UsageError extends Error {}
-
 // Steps run again after the simulated software failure at the end of the demo.
 const RESUME_STEPS = 5;
 
-function positiveInteger(flag: string, text: string): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value <= 0) {
-    throw new UsageError(`--${flag} must be a positive integer, got "${text}"`);
-  }
-  return value;
-}
-
-function parseOptions(args: string[]) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        model: { type: "string", default: "tiny" },
-        steps: { type: "string", default: "60" },
-        batch: { type: "string", default: "8" },
-        seq: { type: "string", default: "32" },
-        lr: { type: "string", default: "1e-2" },
-        seed: { type: "string", default: String(DEFAULT_TRAINER_SETTINGS.seed) },
-        corpus: { type: "string" },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError(`${(error as Error).message}; ${USAGE}`);
-  }
+function readOptions(args: string[]) {
+  const values = parseOptions(args, {
+    model: { type: "string", default: "tiny" },
+    steps: { type: "string", default: "60" },
+    batch: { type: "string", default: "8" },
+    seq: { type: "string", default: "32" },
+    lr: { type: "string", default: "1e-2" },
+    seed: { type: "string", default: String(DEFAULT_TRAINER_SETTINGS.seed) },
+    corpus: { type: "string" },
+  }, USAGE);
   const config = MODEL_PRESETS[values.model];
   if (!config) {
-    throw new UsageError(`--model must be one of ${Object.keys(MODEL_PRESETS).join(", ")}, got "${values.model}"`);
+    throw new UserError(`--model must be one of ${Object.keys(MODEL_PRESETS).join(", ")}, got "${values.model}"`);
   }
-  const lr = Number(values.lr);
-  if (!(lr > 0)) throw new UsageError(`--lr must be a positive number, got "${values.lr}"`);
-  const time = positiveInteger("seq", values.seq);
+  const time = numberOption("seq", values.seq, { integer: true, positive: true });
   if (time > config.n_ctx) {
-    throw new UsageError(`--seq ${time} exceeds the ${values.model} model's n_ctx of ${config.n_ctx}`);
+    throw new UserError(`--seq ${time} exceeds the ${values.model} model's n_ctx of ${config.n_ctx}`);
   }
   return {
     model: values.model,
     config,
-    steps: positiveInteger("steps", values.steps),
-    batch: positiveInteger("batch", values.batch),
+    steps: numberOption("steps", values.steps, { integer: true, positive: true }),
+    batch: numberOption("batch", values.batch, { integer: true, positive: true }),
     time,
-    lr,
-    seed: Number(values.seed),
+    lr: numberOption("lr", values.lr, { positive: true }),
+    seed: numberOption("seed", values.seed, { integer: true }),
     corpus: values.corpus,
   };
 }
 
 async function main(args: string[]): Promise<number> {
-  const options = parseOptions(args);
+  const options = readOptions(args);
   const corpus: Corpus = options.corpus ? await textFileCorpus(options.corpus) : syntheticCorpus(1 << 20, options.seed);
   const gpu = await acquireGpu();
   console.log(`adapter: ${formatAdapter(gpu.adapter)}`);
@@ -157,9 +137,4 @@ function checkpointBytes(trainer: Trainer): number {
     .totalBytes;
 }
 
-try {
-  Deno.exit(await main(Deno.args));
-} catch (error) {
-  console.error(`demo: ${error instanceof Error ? error.message : error}`);
-  Deno.exit(error instanceof UsageError ? 2 : 1);
-}
+await runCommand("demo", () => main(Deno.args));

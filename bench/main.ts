@@ -3,7 +3,7 @@
 // a limit or a peer in the same run: memcpy for memory traffic and checkpoints, TensorFlow.js for kernels
 // and training, a file with fsync for in-memory checkpoints.
 
-import { parseArgs } from "node:util";
+import { parseOptions, runCommand, UserError } from "../core/cli.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
 import { checkpointSection } from "./checkpoint.ts";
 import { kernelsSection } from "./kernels.ts";
@@ -16,32 +16,22 @@ const USAGE = `usage: deno task bench [--quick] [--sections ${
   SECTIONS.map((s) => s.name).join(",")
 }] [--out bench/results]`;
 
-class UsageError extends Error {}
-
-function parseOptions(args: string[]) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        quick: { type: "boolean", default: false },
-        sections: { type: "string", default: SECTIONS.map((s) => s.name).join(",") },
-        out: { type: "string", default: "bench/results" },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+function readOptions(args: string[]) {
+  const values = parseOptions(args, {
+    quick: { type: "boolean", default: false },
+    sections: { type: "string", default: SECTIONS.map((s) => s.name).join(",") },
+    out: { type: "string", default: "bench/results" },
+  }, USAGE);
   const sections = values.sections.split(",").map((name) => {
     const section = SECTIONS.find((s) => s.name === name.trim());
-    if (!section) throw new UsageError(`unknown section "${name}"`);
+    if (!section) throw new UserError(`unknown section "${name}"; ${USAGE}`);
     return section;
   });
   return { quick: values.quick, sections, out: values.out };
 }
 
-async function main(args: string[]) {
-  const options = parseOptions(args);
+async function main(args: string[]): Promise<number> {
+  const options = readOptions(args);
   const gpu = await acquireGpu();
   const adapter = formatAdapter(gpu.adapter);
   console.error(`bench on ${adapter}${options.quick ? " (quick)" : ""}`);
@@ -71,13 +61,7 @@ async function main(args: string[]) {
   );
   console.log(markdown);
   console.log(`written: ${base}.md, ${base}.json`);
+  return 0;
 }
 
-try {
-  await main(Deno.args);
-} catch (error) {
-  console.error(
-    `bench: ${error instanceof Error ? error.message : error}${error instanceof UsageError ? `; ${USAGE}` : ""}`,
-  );
-  Deno.exit(error instanceof UsageError ? 2 : 1);
-}
+await runCommand("bench", () => main(Deno.args));

@@ -5,7 +5,7 @@
 //   with --steps K: losses [K], the losses of K successive AdamW steps on the same batch
 //                   (betas 0.9/0.95, eps 1e-8, no clipping), and param.<name> after them.
 
-import { parseArgs } from "node:util";
+import { numberOption, parseOptions, runCommand, UserError } from "./cli.ts";
 import { acquireGpu } from "./gpu.ts";
 import { type GPT2Config, validateConfig } from "./model.ts";
 import { encodeSafetensors, type TensorToWrite } from "./safetensors.ts";
@@ -14,9 +14,6 @@ import { namedParameters, parametersFromSafetensors } from "./weights.ts";
 
 const USAGE =
   "usage: deno task gradcheck --weights W.safetensors --tokens T.json --out O.safetensors [--steps K] [--lr LR] [--weight-decay WD]";
-
-/** A user's mistake: reported as one line, never a stack trace. */
-class InputError extends Error {}
 
 interface Options {
   weights: string;
@@ -27,40 +24,25 @@ interface Options {
   weightDecay: number;
 }
 
-function parseOptions(args: string[]): Options {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        weights: { type: "string" },
-        tokens: { type: "string" },
-        out: { type: "string" },
-        steps: { type: "string", default: "0" },
-        lr: { type: "string", default: "1e-3" },
-        "weight-decay": { type: "string", default: "0" },
-      },
-    }));
-  } catch (error) {
-    throw new InputError(`${(error as Error).message}; ${USAGE}`);
-  }
+function readOptions(args: string[]): Options {
+  const values = parseOptions(args, {
+    weights: { type: "string" },
+    tokens: { type: "string" },
+    out: { type: "string" },
+    steps: { type: "string", default: "0" },
+    lr: { type: "string", default: "1e-3" },
+    "weight-decay": { type: "string", default: "0" },
+  }, USAGE);
   for (const required of ["weights", "tokens", "out"] as const) {
-    if (!values[required]) throw new InputError(`--${required} is required; ${USAGE}`);
+    if (!values[required]) throw new UserError(`--${required} is required; ${USAGE}`);
   }
-  const number = (flag: string, text: string, integer: boolean) => {
-    const value = Number(text);
-    if (!Number.isFinite(value) || value < 0 || (integer && !Number.isInteger(value))) {
-      throw new InputError(`--${flag} must be a non-negative ${integer ? "integer" : "number"}, got "${text}"`);
-    }
-    return value;
-  };
   return {
     weights: values.weights!,
     tokens: values.tokens!,
     out: values.out!,
-    steps: number("steps", values.steps, true),
-    lr: number("lr", values.lr, false),
-    weightDecay: number("weight-decay", values["weight-decay"], false),
+    steps: numberOption("steps", values.steps, { integer: true }),
+    lr: numberOption("lr", values.lr),
+    weightDecay: numberOption("weight-decay", values["weight-decay"]),
   };
 }
 
@@ -78,33 +60,33 @@ async function readTokens(path: string): Promise<TokensFile> {
   try {
     json = JSON.parse(await Deno.readTextFile(path));
   } catch (error) {
-    throw new InputError(`cannot read ${path}: ${(error as Error).message}`);
+    throw new UserError(`cannot read ${path}: ${(error as Error).message}`);
   }
   let config: GPT2Config;
   try {
     config = validateConfig(json.config as GPT2Config);
   } catch (error) {
-    throw new InputError(`${path}: ${(error as Error).message}`);
+    throw new UserError(`${path}: ${(error as Error).message}`);
   }
   const rows = (name: "inputs" | "targets") => {
     const value = json[name];
     if (!Array.isArray(value) || value.length === 0 || !value.every(Array.isArray)) {
-      throw new InputError(`${path}: "${name}" must be a non-empty array of token arrays`);
+      throw new UserError(`${path}: "${name}" must be a non-empty array of token arrays`);
     }
     return value as number[][];
   };
   const inputs = rows("inputs"), targets = rows("targets");
   const batch = inputs.length, time = inputs[0].length;
-  if (time === 0) throw new InputError(`${path}: sequences must not be empty`);
-  if (time > config.n_ctx) throw new InputError(`${path}: sequences of ${time} tokens exceed n_ctx = ${config.n_ctx}`);
+  if (time === 0) throw new UserError(`${path}: sequences must not be empty`);
+  if (time > config.n_ctx) throw new UserError(`${path}: sequences of ${time} tokens exceed n_ctx = ${config.n_ctx}`);
   for (const [name, value] of [["inputs", inputs], ["targets", targets]] as const) {
     if (value.length !== batch || value.some((row) => row.length !== time)) {
-      throw new InputError(`${path}: "${name}" must be ${batch} sequences of ${time} tokens, like "inputs"`);
+      throw new UserError(`${path}: "${name}" must be ${batch} sequences of ${time} tokens, like "inputs"`);
     }
     value.forEach((row, b) =>
       row.forEach((id, t) => {
         if (!Number.isInteger(id) || id < 0 || id >= config.vocab_size) {
-          throw new InputError(
+          throw new UserError(
             `${path}: ${name}[${b}][${t}] = ${id} is outside the vocabulary 0..${config.vocab_size - 1}`,
           );
         }
@@ -114,20 +96,20 @@ async function readTokens(path: string): Promise<TokensFile> {
   return { config, inputs: Uint32Array.from(inputs.flat()), targets: Uint32Array.from(targets.flat()), batch, time };
 }
 
-async function main(args: string[]) {
-  const options = parseOptions(args);
+async function main(args: string[]): Promise<number> {
+  const options = readOptions(args);
   const tokens = await readTokens(options.tokens);
   let weightsFile: Uint8Array;
   try {
     weightsFile = await Deno.readFile(options.weights);
   } catch (error) {
-    throw new InputError(`cannot read ${options.weights}: ${(error as Error).message}`);
+    throw new UserError(`cannot read ${options.weights}: ${(error as Error).message}`);
   }
   let weights: Float32Array;
   try {
     weights = parametersFromSafetensors(weightsFile, tokens.config, options.weights);
   } catch (error) {
-    throw new InputError((error as Error).message);
+    throw new UserError((error as Error).message);
   }
 
   const gpu = await acquireGpu();
@@ -159,14 +141,7 @@ async function main(args: string[]) {
   gpu.device.destroy();
   await Deno.writeFile(options.out, encodeSafetensors(out, { adapter: gpu.adapter.description }));
   console.log(`gradcheck: loss ${loss} on ${gpu.adapter.description}; wrote ${out.length} tensors to ${options.out}`);
+  return 0;
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    console.error(`gradcheck: ${message}`);
-    Deno.exit(error instanceof InputError ? 2 : 1);
-  }
-}
+if (import.meta.main) await runCommand("gradcheck", () => main(Deno.args));

@@ -33,6 +33,8 @@ export interface LabServerOptions {
 
 export interface LabServer {
   url: string;
+  /** Settles when the server has stopped. */
+  finished: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -44,7 +46,7 @@ export function serveLab(options: LabServerOptions): LabServer {
   );
   const address = server.addr as Deno.NetAddr;
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
-  return { url: `http://${host}:${address.port}/`, close: () => server.shutdown() };
+  return { url: `http://${host}:${address.port}/`, finished: server.finished, close: () => server.shutdown() };
 }
 
 async function respond(root: string, request: Request): Promise<Response> {
