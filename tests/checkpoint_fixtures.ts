@@ -1,11 +1,11 @@
 // Shards for the checkpoint tests: small, seeded, and recognisable from their iteration alone.
 
-import { DEFAULT_CHUNK_BYTES, encodeShard, type ShardMeta, type ShardTensors } from "../core/checkpoint.ts";
+import { encodeShard, type ShardMeta, type ShardTensors } from "../core/checkpoint.ts";
 import type { GPT2Config } from "../core/model.ts";
 
 export const CONFIG: GPT2Config = { vocab_size: 97, n_ctx: 16, n_embd: 48, n_head: 3, n_layer: 2 };
 
-/** Metadata of shard `index` of `count` over `floats` parameters, taken at `iteration`. */
+/** Metadata of the shard machine `owner` holds (of 4, `floats` each) at `iteration`, in small chunks so that there are many. */
 export function shardMeta(iteration: number, owner = 0, floats = 10_000, chunkBytes = 4096): ShardMeta {
   return {
     config: CONFIG,
@@ -13,7 +13,7 @@ export function shardMeta(iteration: number, owner = 0, floats = 10_000, chunkBy
     data: { position: iteration, rng: 12345 + iteration },
     owner,
     shard: { index: owner, count: 4, start: owner * floats, end: (owner + 1) * floats, totalFloats: 4 * floats },
-    chunkBytes: chunkBytes || DEFAULT_CHUNK_BYTES,
+    chunkBytes,
     createdAt: 1_700_000_000_000 + iteration,
   };
 }
