@@ -9,9 +9,10 @@
 //   bytes 16..    header: JSON, padded with spaces so that the body starts on a 64-byte boundary
 //   body          params[range] | m[range] | v[range], checked in chunks of `chunkBytes`
 //
-// Checksums are Fletcher-style over 32-bit words (two running sums, mod 2^32): a flipped byte always
-// changes the first sum, a reordering the second, and the loop runs near memory speed in JavaScript.
+// Checksums are Fletcher-style over 32-bit words (core/checksum.ts): a flipped byte always changes the
+// first sum, a reordering the second.
 
+import { checksumWords } from "./checksum.ts";
 import type { DataState } from "./data.ts";
 import type { GPT2Config } from "./model.ts";
 
@@ -65,16 +66,6 @@ export interface DecodedShard {
 /** A shard that fails a check: it is reported, never loaded. */
 export class CheckpointCorruptError extends Error {
   override name = "CheckpointCorruptError";
-}
-
-/** Fletcher-style checksum of 32-bit words (the byte length must be a multiple of 4). */
-export function checksumWords(words: Int32Array): number {
-  let a = 0, b = 0;
-  for (let i = 0; i < words.length; i++) {
-    a = (a + words[i]) | 0;
-    b = (b + a) | 0;
-  }
-  return (a ^ Math.imul(b, 0x9e3779b1) ^ words.length) >>> 0;
 }
 
 function checksumBytes(bytes: Uint8Array): number {

@@ -13,8 +13,8 @@
 //   0..64                  control: magic, layout version, lock, node, max owners, slots per owner,
 //                          owners used (int32); allocated and arena bytes (float64 at 32 and 40)
 //   64..                   owner records: owner node, slot capacity, data offset, then one slot record
-//                          per slot: version, iteration (int32), byte length, saved at (float64),
-//                          replicated-to bitmask (int32)
+//                          per slot: version, replicated-to bitmask (int32), byte length, saved at,
+//                          iteration (float64)
 //   data (64-aligned)..    the slots themselves, allocated to owners on their first save
 
 import {
@@ -27,6 +27,7 @@ import {
   verifyShard,
   writeShard,
 } from "./checkpoint.ts";
+import { enableFastChecksum } from "./checksum.ts";
 import {
   type CheckpointStore,
   loadNewestValid,
@@ -40,8 +41,9 @@ const MAGIC = 0x47454d49; // "GEMI"
 const LAYOUT_VERSION = 1;
 const CONTROL_BYTES = 64;
 const OWNER_HEADER_BYTES = 24;
-const SLOT_RECORD_BYTES = 32;
+const SLOT_RECORD_BYTES = 32; // int32 version, int32 replicas, float64 length, time, iteration
 const DATA_ALIGNMENT = 64;
+const HEADER_GROWTH = 4096;
 
 // Int32 indices of the control block.
 const C_MAGIC = 0, C_VERSION = 1, C_LOCK = 2, C_NODE = 3, C_MAX_OWNERS = 4, C_SLOTS = 5, C_OWNERS_USED = 6;
@@ -67,8 +69,28 @@ export interface MemoryStoreOptions {
   maxOwners?: number;
 }
 
+// A WebAssembly page, and the most pages a (32-bit) WebAssembly memory can have.
+const WASM_PAGE = 65536, WASM_MAX_PAGES = 65536;
+
+/**
+ * The arena's memory: a shared WebAssembly.Memory where it fits in one (up to 4 GiB), so that chunk
+ * checksums run with WebAssembly SIMD at memory speed, else a plain SharedArrayBuffer.
+ */
+function arenaMemory(bytes: number): WebAssembly.Memory | SharedArrayBuffer {
+  const pages = Math.ceil(bytes / WASM_PAGE);
+  if (pages > WASM_MAX_PAGES) return new SharedArrayBuffer(bytes);
+  return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+}
+
+/** The SharedArrayBuffer behind an arena (TypeScript types a shared memory's buffer as an ArrayBuffer). */
+function bytesOf(memory: WebAssembly.Memory | SharedArrayBuffer): SharedArrayBuffer {
+  return memory instanceof WebAssembly.Memory ? memory.buffer as unknown as SharedArrayBuffer : memory;
+}
+
 export class InMemoryCheckpointStore implements CheckpointStore {
   /** The arena: hand it to another Worker and `attach` there. */
+  readonly memory: WebAssembly.Memory | SharedArrayBuffer;
+  /** The arena's bytes. */
   readonly buffer: SharedArrayBuffer;
   readonly #i32: Int32Array;
   readonly #f64: Float64Array;
@@ -88,14 +110,15 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     if (!(arenaBytes >= dataStart)) {
       throw new Error(`an arena of ${arenaBytes} bytes cannot even hold its tables (${dataStart})`);
     }
-    let buffer: SharedArrayBuffer;
+    let memory: WebAssembly.Memory | SharedArrayBuffer;
     try {
-      buffer = new SharedArrayBuffer(arenaBytes);
+      memory = arenaMemory(arenaBytes);
     } catch (error) {
       throw new ArenaFullError(
         `cannot allocate a ${arenaBytes}-byte arena for machine ${node}: ${(error as Error).message}`,
       );
     }
+    const buffer = bytesOf(memory);
     const i32 = new Int32Array(buffer, 0, CONTROL_BYTES / 4), f64 = new Float64Array(buffer, 0, CONTROL_BYTES / 8);
     i32[C_NODE] = node;
     i32[C_MAX_OWNERS] = maxOwners;
@@ -107,16 +130,22 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     // page faults: measured here, a first write into untouched memory took ten times as long.
     new Uint8Array(buffer, dataStart).fill(0);
     Atomics.store(i32, C_MAGIC, MAGIC);
-    return new InMemoryCheckpointStore(buffer);
+    return new InMemoryCheckpointStore(memory);
   }
 
-  /** A view on an arena another Worker created. */
-  static attach(buffer: SharedArrayBuffer): InMemoryCheckpointStore {
-    return new InMemoryCheckpointStore(buffer);
+  /**
+   * A view on an arena another Worker created: pass its `memory` where the arena is a WebAssembly.Memory
+   * (checksums then run with SIMD here too), or its `buffer`.
+   */
+  static attach(memory: WebAssembly.Memory | SharedArrayBuffer): InMemoryCheckpointStore {
+    return new InMemoryCheckpointStore(memory);
   }
 
-  private constructor(buffer: SharedArrayBuffer) {
+  private constructor(memory: WebAssembly.Memory | SharedArrayBuffer) {
+    const buffer = bytesOf(memory);
+    this.memory = memory;
     this.buffer = buffer;
+    if (memory instanceof WebAssembly.Memory) enableFastChecksum(memory);
     this.#i32 = new Int32Array(buffer);
     this.#f64 = new Float64Array(buffer, 0, Math.floor(buffer.byteLength / 8));
     this.#bytes = new Uint8Array(buffer);
@@ -169,10 +198,10 @@ export class InMemoryCheckpointStore implements CheckpointStore {
 
   #entry(index: number, slot: number): StoredEntry {
     const base = this.#slotBase(index, slot), owner = this.#i32[this.#ownerBase(index) / 4];
-    const mask = Atomics.load(this.#i32, base / 4 + 6);
+    const mask = Atomics.load(this.#i32, base / 4 + 1);
     return {
       owner,
-      iteration: this.#i32[base / 4 + 1],
+      iteration: this.#f64[base / 8 + 3],
       bytes: this.#f64[base / 8 + 1],
       savedAt: this.#f64[base / 8 + 2],
       kind: owner === this.node ? "own" : "replica",
@@ -209,7 +238,9 @@ export class InMemoryCheckpointStore implements CheckpointStore {
           `machine ${this.node}'s arena already holds checkpoints for ${used} owners, its maximum`,
         );
       }
-      const slotBytes = Math.ceil(capacity / DATA_ALIGNMENT) * DATA_ALIGNMENT;
+      // Later checkpoints of the same shard have slightly longer headers (more digits in the iteration,
+      // the data position, the time): slots leave room for that.
+      const slotBytes = Math.ceil((capacity + HEADER_GROWTH) / DATA_ALIGNMENT) * DATA_ALIGNMENT;
       const start = this.#f64[F_ALLOCATED], free = this.arenaBytes - start;
       if (slots * slotBytes > free) {
         throw new ArenaFullError(
@@ -255,10 +286,10 @@ export class InMemoryCheckpointStore implements CheckpointStore {
       bytes,
       commit: () => {
         verifyShard(bytes, { iteration, owner }, `checkpoint ${iteration} of machine ${owner} written to memory`);
-        this.#i32[word + 1] = iteration;
+        this.#f64[word / 2 + 3] = iteration;
         this.#f64[word / 2 + 1] = byteLength;
         this.#f64[word / 2 + 2] = Date.now();
-        Atomics.store(this.#i32, word + 6, 0);
+        Atomics.store(this.#i32, word + 1, 0);
         Atomics.store(this.#i32, word, this.#i32[word] + 1); // even again: published
         return this.#entry(index, slot);
       },
@@ -310,8 +341,8 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     const index = this.#ownerIndex(owner);
     for (let slot = 0; index >= 0 && slot < this.#i32[C_SLOTS]; slot++) {
       const base = this.#slotBase(index, slot) / 4;
-      if (this.#version(index, slot) % 2 === 0 && this.#i32[base + 1] === iteration) {
-        Atomics.or(this.#i32, base + 6, 1 << peer);
+      if (this.#version(index, slot) % 2 === 0 && this.#f64[base / 2 + 3] === iteration) {
+        Atomics.or(this.#i32, base + 1, 1 << peer);
       }
     }
   }

@@ -33,6 +33,7 @@ export function patternShard(iteration: number, owner = 0, floats = 10_000): Uin
 
 /** True when every value of the tensors is the pattern of `iteration`. */
 export function holdsPattern(tensors: ShardTensors, iteration: number): boolean {
-  return tensors.params.every((x) => x === iteration + 0.25) && tensors.m.every((x) => x === iteration + 0.5) &&
-    tensors.v.every((x) => x === iteration + 0.75);
+  const is = (value: number) => (x: number) => x === Math.fround(value); // as the f32 tensors hold it
+  return tensors.params.every(is(iteration + 0.25)) && tensors.m.every(is(iteration + 0.5)) &&
+    tensors.v.every(is(iteration + 0.75));
 }

@@ -114,6 +114,17 @@ function findBytes(haystack: Uint8Array, needle: Uint8Array): number {
   return -1;
 }
 
+Deno.test("later checkpoints with longer headers (bigger iteration and data position) still fit the slots", async () => {
+  // With shards of 10,923 floats the header of iteration 1 just fits below a 64-byte boundary, and a
+  // twelve-digit iteration pushes the body one boundary further.
+  const floats = 10_923, later = 999_999_999_999;
+  assert.ok(patternShard(later, 0, floats).length > patternShard(1, 0, floats).length, "the later shard is longer");
+  const store = InMemoryCheckpointStore.create(0, 4 << 20);
+  await store.save(0, 1, patternShard(1, 0, floats));
+  await store.save(0, later, patternShard(later, 0, floats));
+  assert.ok(holdsPattern((await store.load(0)).shard.tensors, later));
+});
+
 Deno.test("an arena that is full is a clear error, and nothing stored is disturbed", async () => {
   const shard = patternShard(1);
   const store = InMemoryCheckpointStore.create(0, 4 * shard.length, { slotsPerOwner: 3 });
