@@ -69,7 +69,8 @@ async function main(args: string[]): Promise<number> {
   const trainer = new Trainer(gpu.device, config, settings, corpus);
   // Host memory for the checkpoints: room for 3 of them, taken every iteration as in Gemini.
   const store = InMemoryCheckpointStore.create(0, 3 * checkpointBytes(trainer) + (1 << 20), { maxOwners: 1 });
-  const checkpointer = new Checkpointer(trainer, store);
+  const checksumsOnGpu = !gpu.adapter.isFallback;
+  const checkpointer = new Checkpointer(trainer, store, { checksumsOnGpu });
   // The last RESUME_STEPS steps run once more after a simulated software failure, from the checkpoint in memory.
   const failAfter = Math.max(1, options.steps - RESUME_STEPS), resumeSteps = options.steps - failAfter;
   const every = Math.max(1, Math.round(options.steps / 12));
@@ -110,7 +111,7 @@ async function main(args: string[]): Promise<number> {
   // A software failure after step `failAfter`: the training process restarts and loads its checkpoint
   // from host memory, which survived, then runs the same steps again.
   const restarted = new Trainer(gpu.device, config, settings, corpus);
-  const restorer = new Checkpointer(restarted, store);
+  const restorer = new Checkpointer(restarted, store, { checksumsOnGpu });
   const start = performance.now();
   const { entry } = await restorer.restore();
   const restoreMilliseconds = performance.now() - start;

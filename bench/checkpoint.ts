@@ -6,7 +6,7 @@
 import { CheckpointCapture } from "../core/capture.ts";
 import { encodeShard, shardLayout, type ShardMeta } from "../core/checkpoint.ts";
 import { FileCheckpointStore } from "../core/file-store.ts";
-import { storageBuffer } from "../core/gpu.ts";
+import { storageBufferFrom } from "../core/gpu.ts";
 import { InMemoryCheckpointStore } from "../core/memory-store.ts";
 import { MODEL_PRESETS } from "../core/model.ts";
 import { seededFloats } from "../core/random.ts";
@@ -22,23 +22,38 @@ function repeatsFor(bytes: number): number {
   return bytes >= 512 * MB ? 2 : bytes >= 64 * MB ? 3 : 5;
 }
 
-/** Runs `body` `repeats` times (no warm-up for the largest states: one pass is already seconds) and returns ms. */
-async function timeRuns(repeats: number, body: () => Promise<unknown> | unknown): Promise<number[]> {
+/** Warm-up runs before the timed ones (JIT, caches); none for the largest states, where one pass takes seconds. */
+function warmupsFor(bytes: number): number {
+  return bytes >= 64 * MB ? 0 : 2;
+}
+
+/** Runs `body` `warmups` + `repeats` times and returns the ms of the timed runs. */
+async function timeRuns(warmups: number, repeats: number, body: () => Promise<unknown> | unknown): Promise<number[]> {
   const samples: number[] = [];
-  for (let i = 0; i < repeats; i++) {
+  for (let i = 0; i < warmups + repeats; i++) {
     const start = performance.now();
     await body();
-    samples.push(performance.now() - start);
+    if (i >= warmups) samples.push(performance.now() - start);
   }
   return samples;
+}
+
+/** One way of capturing from the GPU: where the chunk checksums were computed, and its timings (ms). */
+interface CaptureTimes {
+  /** Whether the GPU computed the checksums (it cannot when a buffer exceeds one storage binding). */
+  checksumsOnGpu: boolean;
+  /** How long the capture held training up. */
+  blocked: number[];
+  /** The host's part: the shard from mapped staging memory into a slot, verified and published. */
+  memorySave: number[];
+  /** The whole capture, from its start to the checkpoint published in memory. */
+  total: number[];
 }
 
 interface Row {
   bytes: number;
   memcpy: number[];
-  memorySave: number[];
-  captureBlocked: number[];
-  captureTotal: number[];
+  captures: CaptureTimes[];
   memoryLoad: number[];
   fileSave: number[];
   fileLoad: number[];
@@ -46,7 +61,7 @@ interface Row {
 
 async function measureState(device: GPUDevice, stateBytes: number, directory: string): Promise<Row> {
   const floats = Math.floor(stateBytes / 12);
-  const repeats = repeatsFor(stateBytes);
+  const repeats = repeatsFor(stateBytes), warmups = warmupsFor(stateBytes);
   const meta: ShardMeta = {
     config: MODEL_PRESETS.tiny,
     iteration: 1,
@@ -58,66 +73,63 @@ async function measureState(device: GPUDevice, stateBytes: number, directory: st
   };
   const tensors = { params: seededFloats(floats, 1), m: seededFloats(floats, 2), v: seededFloats(floats, 3) };
   const shardBytes = shardLayout(meta).totalBytes;
-  const row: Row = {
-    bytes: shardBytes,
-    memcpy: [],
-    memorySave: [],
-    captureBlocked: [],
-    captureTotal: [],
-    memoryLoad: [],
-    fileSave: [],
-    fileLoad: [],
-  };
 
   // The limit: copying the same bytes once, host to host.
   // (The target is touched first: this machine's first touch of fresh memory runs at about 0.35 GB/s.)
   const source = encodeShard(meta, tensors), target = new Uint8Array(shardBytes).fill(1); // iteration 1
-  row.memcpy = await timeRuns(repeats, () => target.set(source));
+  const memcpy = await timeRuns(warmups, repeats, () => target.set(source));
 
-  // Host memory: write the shard from the host tensors into a slot, verify, publish; then load it back.
+  // From the GPU into host memory, with the chunk checksums computed on the GPU and on the host.
   const store = InMemoryCheckpointStore.create(0, 3 * (shardBytes + 64) + 64 * 1024, {
     slotsPerOwner: 3,
     maxOwners: 1,
   });
-  let iteration = 0;
-  row.memorySave = await timeRuns(repeats, () => {
-    meta.iteration = ++iteration;
-    store.saveShard(meta, tensors);
-  });
+  const gpu = {
+    params: storageBufferFrom(device, tensors.params, "bench params"),
+    m: storageBufferFrom(device, tensors.m, "bench m"),
+    v: storageBufferFrom(device, tensors.v, "bench v"),
+  };
+  const captures: CaptureTimes[] = [];
+  try {
+    for (const checksumsOnGpu of [true, false]) {
+      const capture = new CheckpointCapture(device, floats, { chunkBytes: meta.chunkBytes, checksumsOnGpu });
+      const times: CaptureTimes = { checksumsOnGpu: false, blocked: [], memorySave: [], total: [] };
+      try {
+        for (let i = 0; i < warmups + repeats; i++) {
+          const start = performance.now();
+          meta.iteration++;
+          const pending = await capture.begin({ ...gpu, start: 0, end: floats });
+          const { tensors: mapped, checksums, release } = await pending.mapped;
+          const hostStart = performance.now();
+          store.saveShard(meta, mapped, checksums ?? undefined);
+          const hostEnd = performance.now();
+          release();
+          times.checksumsOnGpu = checksums !== null;
+          if (i < warmups) continue;
+          times.blocked.push(pending.blockedMilliseconds);
+          times.memorySave.push(hostEnd - hostStart);
+          times.total.push(performance.now() - start);
+        }
+      } finally {
+        capture.destroy();
+      }
+      // Where the GPU cannot checksum this state, both runs were host runs: keep one.
+      if (checksumsOnGpu === times.checksumsOnGpu) captures.push(times);
+    }
+  } finally {
+    for (const buffer of Object.values(gpu)) buffer.destroy();
+  }
   // A restore verifies the shard in place and uploads it from the arena: here into warm host memory.
-  row.memoryLoad = await timeRuns(repeats, () =>
+  const memoryLoad = await timeRuns(warmups, repeats, () =>
     store.useNewest(0, {}, ({ tensors: stored }) => {
       target.set(new Uint8Array(stored.params.buffer, stored.params.byteOffset, 3 * stored.params.byteLength));
     }));
 
-  // From the GPU: what training waits for (the capture's start) and the whole capture into memory.
-  const gpu = {
-    params: storageBuffer(device, floats * 4, "bench params"),
-    m: storageBuffer(device, floats * 4, "bench m"),
-    v: storageBuffer(device, floats * 4, "bench v"),
-  };
-  const capture = new CheckpointCapture(device, floats);
-  try {
-    for (let i = 0; i < repeats; i++) {
-      const start = performance.now();
-      meta.iteration = ++iteration;
-      const pending = await capture.begin({ ...gpu, start: 0, end: floats });
-      row.captureBlocked.push(pending.blockedMilliseconds);
-      const { tensors: mapped, release } = await pending.mapped;
-      store.saveShard(meta, mapped);
-      release();
-      row.captureTotal.push(performance.now() - start);
-    }
-  } finally {
-    capture.destroy();
-    for (const buffer of Object.values(gpu)) buffer.destroy();
-  }
-
   // The persistent baseline: a file written, fsync'd and renamed; then read back and verified.
   const files = new FileCheckpointStore(directory, { keep: 2 });
-  row.fileSave = await timeRuns(repeats, () => files.save(0, 1, source)); // each save replaces the last
-  row.fileLoad = await timeRuns(repeats, () => files.load(0));
-  return row;
+  const fileSave = await timeRuns(warmups, repeats, () => files.save(0, 1, source)); // each save replaces the last
+  const fileLoad = await timeRuns(warmups, repeats, () => files.load(0));
+  return { bytes: shardBytes, memcpy, captures, memoryLoad, fileSave, fileLoad };
 }
 
 export const checkpointSection: Section = {
@@ -142,36 +154,42 @@ export const checkpointSection: Section = {
     return {
       title: "Checkpoints: host memory against a file with fsync",
       intro:
-        'One shard holding the whole state (parameters, AdamW m and v), medians. "memory save" writes it into a slot ' +
-        'of the in-memory store, checksums and verifies it and publishes it; "blocked" is how long a capture from the GPU ' +
-        'holds training up, "capture" the whole capture from the GPU into memory; "file save" writes a file, fsyncs and ' +
-        'renames it. "memory load" verifies the newest checkpoint in place and copies its tensors out (what a restore ' +
-        'uploads to the GPU); "file load" reads the file and verifies it. memcpy copies the same bytes once, the limit.' +
+        "One shard holding the whole state (parameters, AdamW m and v), medians. A capture from the GPU queues the " +
+        'shard\'s copy (and, in the GPU rows, its chunk checksums) on the GPU; "blocked" is how long that holds ' +
+        'training up. "memory save" is the host\'s part: the shard written from the mapped staging memory into a slot ' +
+        'of the in-memory store, checksummed (host rows), verified and published; "capture" is all of it. ' +
+        '"file save" writes a file, fsyncs and renames it. "memory load" verifies the newest checkpoint in place ' +
+        'and copies its tensors out (what a restore uploads to the GPU); "file load" reads and verifies a file. ' +
+        "memcpy copies the same bytes once, the limit." +
         (skipped.length ? ` Not measured: ${skipped.join("; ")}.` : ""),
       header: [
         "state",
+        "checksums",
         "memcpy",
         "memory save",
         "x memcpy",
-        "memory load",
         "blocked ms",
         "capture ms",
         "file save ms",
         "file save / blocked",
+        "memory load",
         "file load ms",
       ],
-      rows: rows.map((r) => [
-        formatBytes(r.bytes),
-        rate(r.bytes, r.memcpy),
-        rate(r.bytes, r.memorySave),
-        (median(r.memcpy) / median(r.memorySave)).toFixed(2),
-        rate(r.bytes, r.memoryLoad),
-        ms(r.captureBlocked),
-        ms(r.captureTotal),
-        ms(r.fileSave),
-        `${Math.round(median(r.fileSave) / Math.max(median(r.captureBlocked), 0.001))}x`,
-        ms(r.fileLoad),
-      ]),
+      rows: rows.flatMap((r) =>
+        r.captures.map((c) => [
+          formatBytes(r.bytes),
+          c.checksumsOnGpu ? "GPU" : "host",
+          rate(r.bytes, r.memcpy),
+          rate(r.bytes, c.memorySave),
+          (median(r.memcpy) / median(c.memorySave)).toFixed(2),
+          ms(c.blocked),
+          ms(c.total),
+          ms(r.fileSave),
+          `${Math.round(median(r.fileSave) / Math.max(median(c.blocked), 0.001))}x`,
+          rate(r.bytes, r.memoryLoad),
+          ms(r.fileLoad),
+        ])
+      ),
       raw: { rows, skipped },
     };
   },

@@ -1,10 +1,13 @@
 // Capturing a checkpoint shard from the GPU without holding training up: the shard's range of the
 // parameters and of AdamW's m and v is copied on the GPU into a staging buffer (queued behind the step
 // that produced it, so the next step can be submitted at once), mapped when the copy is done, and
-// written from the mapped memory straight into a store's slot. Two staging buffers alternate, so one
+// written from the mapped memory straight into a store's slot. The GPU also computes the shard's chunk
+// checksums on the way, so the host only copies and verifies. Two staging buffers alternate, so one
 // capture can be written out while the next is copied; training waits only when both are still busy.
 
-import type { ShardTensors } from "./checkpoint.ts";
+import { ChunkChecksums } from "../kernels/checksum.ts";
+import { DEFAULT_CHUNK_BYTES, type ShardTensors } from "./checkpoint.ts";
+import { storageBuffer } from "./gpu.ts";
 
 /** The GPU buffers a shard is taken from (flat, the same layout) and the range of them it holds. */
 export interface CaptureSource {
@@ -16,12 +19,20 @@ export interface CaptureSource {
   end: number;
 }
 
+/** A captured shard: views on mapped staging memory, valid until `release`. */
+export interface CapturedShard {
+  tensors: ShardTensors;
+  /** The shard's chunk checksums, computed on the GPU; null where the shard was too large to bind. */
+  checksums: Uint32Array | null;
+  release: () => void;
+}
+
 /** A capture in flight: how long the caller was held up, and the mapped state once the copy is done. */
 export interface PendingCapture {
   /** Milliseconds `begin` kept training from going on (waiting for a free staging buffer, encoding). */
   blockedMilliseconds: number;
-  /** Resolves once the GPU has copied the shard: views on the mapped staging memory, valid until `release`. */
-  mapped: Promise<{ tensors: ShardTensors; release: () => void }>;
+  /** Resolves once the GPU has copied the shard. */
+  mapped: Promise<CapturedShard>;
 }
 
 interface Staging {
@@ -33,21 +44,48 @@ interface Staging {
 export class CheckpointCapture {
   readonly #device: GPUDevice;
   readonly #floats: number;
+  readonly #chunkWords: number;
+  readonly #chunks: number;
   readonly #staging: Staging[];
+  readonly #checksumKernel: ChunkChecksums;
+  readonly #checksums: GPUBuffer;
+  readonly #wantChecksumsOnGpu: boolean;
   #next = 0;
 
-  /** Staging for shards of `floats` floats (params, m and v: 12 bytes a float, twice). */
-  constructor(device: GPUDevice, floats: number) {
+  /**
+   * Staging for shards of `floats` floats (params, m and v: 12 bytes a float, twice) and their checksums
+   * in chunks of `chunkBytes`, which must be the chunk size of the shards written from it.
+   * `checksumsOnGpu` should be false on a software adapter: there the GPU is the CPU, and its work runs
+   * inside `queue.submit`, so checksumming "on the GPU" would only move that work into the time
+   * training is blocked (measured on llvmpipe: 1.8 ms blocked for a 16 MiB shard without, 16.5 with).
+   */
+  constructor(
+    device: GPUDevice,
+    floats: number,
+    { chunkBytes = DEFAULT_CHUNK_BYTES, checksumsOnGpu = true }: { chunkBytes?: number; checksumsOnGpu?: boolean } = {},
+  ) {
     this.#device = device;
+    this.#wantChecksumsOnGpu = checksumsOnGpu;
     this.#floats = floats;
+    this.#chunkWords = chunkBytes / 4;
+    this.#chunks = Math.ceil((3 * floats) / this.#chunkWords);
+    this.#checksumKernel = new ChunkChecksums(device);
+    this.#checksums = storageBuffer(device, this.#chunks * 4, "checkpoint chunk checksums");
     this.#staging = [0, 1].map((i) => ({
       buffer: device.createBuffer({
         label: `checkpoint staging ${i}`,
-        size: 3 * floats * 4,
+        size: 3 * floats * 4 + this.#chunks * 4,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       }),
       free: Promise.resolve(),
     }));
+  }
+
+  /** Whether the GPU checksums shards from these buffers: when asked to, and each fits one storage binding. */
+  #checksumsOnGpu(source: CaptureSource): boolean {
+    const limit = this.#device.limits.maxStorageBufferBindingSize;
+    return this.#wantChecksumsOnGpu && ChunkChecksums.fits(this.#floats, this.#chunkWords) &&
+      [source.params, source.m, source.v].every((buffer) => buffer.size <= limit);
   }
 
   /** Queues the copy of `source`'s range; call it right after submitting the step whose state it is. */
@@ -62,6 +100,22 @@ export class CheckpointCapture {
     staging.free = new Promise((resolve) => release = resolve);
 
     const encoder = this.#device.createCommandEncoder({ label: "checkpoint capture" });
+    const withChecksums = this.#checksumsOnGpu(source);
+    if (withChecksums) {
+      const pass = encoder.beginComputePass({ label: "checkpoint checksums" });
+      this.#checksumKernel.encode(
+        pass,
+        this.#checksums,
+        source.params,
+        source.m,
+        source.v,
+        source.start,
+        floats,
+        this.#chunkWords,
+      );
+      pass.end();
+      encoder.copyBufferToBuffer(this.#checksums, 0, staging.buffer, 3 * floats * 4, this.#chunks * 4);
+    }
     [source.params, source.m, source.v].forEach((buffer, i) =>
       encoder.copyBufferToBuffer(buffer, source.start * 4, staging.buffer, i * floats * 4, floats * 4)
     );
@@ -74,6 +128,7 @@ export class CheckpointCapture {
       const tensor = (i: number) => new Float32Array(range, i * floats * 4, floats);
       return {
         tensors: { params: tensor(0), m: tensor(1), v: tensor(2) },
+        checksums: withChecksums ? new Uint32Array(range, 3 * floats * 4, this.#chunks) : null,
         release: () => {
           staging.buffer.unmap();
           release();
@@ -85,5 +140,6 @@ export class CheckpointCapture {
 
   destroy() {
     for (const staging of this.#staging) staging.buffer.destroy();
+    this.#checksums.destroy();
   }
 }

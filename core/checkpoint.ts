@@ -108,10 +108,16 @@ export function shardLayout(meta: ShardMeta): { headerBytes: number; bodyOffset:
 
 /**
  * Writes a shard into `target` (at least `shardLayout(meta).totalBytes` long, e.g. a slot of a store)
- * straight from the tensors, and returns the bytes written. The chunk checksums are computed from
- * `target` after the copy, so they describe exactly the bytes that are there.
+ * straight from the tensors, and returns the bytes written. The chunk checksums are the ones given
+ * (computed by the GPU from the tensors it captured: a store's verification then checks the whole way),
+ * or else computed from `target` after the copy.
  */
-export function writeShard(target: Uint8Array, meta: ShardMeta, tensors: ShardTensors): Uint8Array {
+export function writeShard(
+  target: Uint8Array,
+  meta: ShardMeta,
+  tensors: ShardTensors,
+  checksums?: ArrayLike<number>,
+): Uint8Array {
   const { bodyOffset, totalBytes } = shardLayout(meta);
   const floats = meta.shard.end - meta.shard.start;
   if (target.length < totalBytes) throw new Error(`a shard of ${totalBytes} bytes does not fit in ${target.length}`);
@@ -125,7 +131,9 @@ export function writeShard(target: Uint8Array, meta: ShardMeta, tensors: ShardTe
   [tensors.params, tensors.m, tensors.v].forEach((values, i) =>
     body.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), i * floats * 4)
   );
-  writeHeader(target, meta, chunkChecksums(body, meta.chunkBytes));
+  const chunks = Math.ceil(body.length / meta.chunkBytes);
+  if (checksums && checksums.length !== chunks) throw new Error(`${checksums.length} checksums for ${chunks} chunks`);
+  writeHeader(target, meta, checksums ? Array.from(checksums) : chunkChecksums(body, meta.chunkBytes));
   return target.subarray(0, totalBytes);
 }
 

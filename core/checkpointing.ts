@@ -22,11 +22,18 @@ export class Checkpointer {
   readonly #trainer: Trainer;
   readonly #capture: CheckpointCapture;
 
-  constructor(trainer: Trainer, store: InMemoryCheckpointStore, owner = store.node) {
+  /** `checksumsOnGpu`: false on a software adapter (see CheckpointCapture). */
+  constructor(
+    trainer: Trainer,
+    store: InMemoryCheckpointStore,
+    options: { owner?: number; checksumsOnGpu?: boolean } = {},
+  ) {
     this.#trainer = trainer;
     this.store = store;
-    this.owner = owner;
-    this.#capture = new CheckpointCapture(trainer.device, trainer.model.totalFloats);
+    this.owner = options.owner ?? store.node;
+    this.#capture = new CheckpointCapture(trainer.device, trainer.model.totalFloats, {
+      checksumsOnGpu: options.checksumsOnGpu,
+    });
   }
 
   /**
@@ -45,9 +52,9 @@ export class Checkpointer {
     });
     const pending = await this.#capture.begin(this.#trainer.checkpointSource());
     const blockedMilliseconds = performance.now() - start;
-    const published = pending.mapped.then(({ tensors, release }) => {
+    const published = pending.mapped.then(({ tensors, checksums, release }) => {
       try {
-        const entry = this.store.saveShard(meta, tensors);
+        const entry = this.store.saveShard(meta, tensors, checksums ?? undefined);
         return { blockedMilliseconds, totalMilliseconds: performance.now() - start, entry };
       } finally {
         release();

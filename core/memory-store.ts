@@ -296,14 +296,13 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     };
   }
 
-  /** Encodes a shard straight into a slot from its tensors (e.g. mapped GPU staging memory) and publishes it. */
-  saveShard(meta: ShardMeta, tensors: ShardTensors): StoredEntry {
-    return this.write(
-      meta.owner,
-      meta.iteration,
-      shardLayout(meta).totalBytes,
-      (slot) => writeShard(slot, meta, tensors),
-    );
+  /**
+   * Encodes a shard straight into a slot from its tensors (e.g. mapped GPU staging memory), with the
+   * chunk checksums given (from the GPU) or computed, then verifies and publishes it.
+   */
+  saveShard(meta: ShardMeta, tensors: ShardTensors, checksums?: ArrayLike<number>): StoredEntry {
+    const bytes = shardLayout(meta).totalBytes;
+    return this.write(meta.owner, meta.iteration, bytes, (slot) => writeShard(slot, meta, tensors, checksums));
   }
 
   /** `beginWrite`, `fill` the slot, and commit: for a shard that is all at hand. */

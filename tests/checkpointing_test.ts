@@ -2,13 +2,17 @@
 // training held up only for the capture's start; and a whole state through a standard safetensors file.
 
 import assert from "node:assert/strict";
+import { CheckpointCapture } from "../core/capture.ts";
+import { decodeShard, encodeShard, writeShard } from "../core/checkpoint.ts";
 import { Checkpointer } from "../core/checkpointing.ts";
+import { storageBufferFrom } from "../core/gpu.ts";
+import { seededFloats } from "../core/random.ts";
 import { syntheticCorpus } from "../core/data.ts";
 import { InMemoryCheckpointStore } from "../core/memory-store.ts";
 import { parseSafetensors } from "../core/safetensors.ts";
 import { DEFAULT_TRAINER_SETTINGS, Trainer, type TrainerState } from "../core/trainer.ts";
 import { trainerStateFromSafetensors, trainerStateToSafetensors } from "../core/weights.ts";
-import { CONFIG } from "./checkpoint_fixtures.ts";
+import { CONFIG, shardMeta } from "./checkpoint_fixtures.ts";
 import { testDevice } from "./helpers.ts";
 
 const SETTINGS = { ...DEFAULT_TRAINER_SETTINGS, batch: 2, time: 12 };
@@ -50,6 +54,28 @@ Deno.test("a checkpoint taken from the GPU into memory every step restores onto 
     checkpointer.destroy();
     original.destroy();
     resumed.destroy();
+  }
+});
+
+Deno.test("the GPU's chunk checksums of a captured shard equal the host's, over a range and a partial last chunk", async () => {
+  const device = await testDevice();
+  const total = 5_000, start = 1_234, end = 4_321, chunkBytes = 4096; // 3 x 3,087 floats: 9 full chunks and a part
+  const buffers = [1, 2, 3].map((seed) => storageBufferFrom(device, seededFloats(total, seed), `source ${seed}`));
+  const capture = new CheckpointCapture(device, end - start, { chunkBytes });
+  try {
+    const pending = await capture.begin({ params: buffers[0], m: buffers[1], v: buffers[2], start, end });
+    const { tensors, checksums, release } = await pending.mapped;
+    const meta = { ...shardMeta(1), chunkBytes, shard: { index: 0, count: 1, start, end, totalFloats: total } };
+    const hostComputed = encodeShard(meta, tensors);
+    const fromGpu = encodeShard(meta, tensors);
+    writeShard(fromGpu, meta, tensors, checksums!);
+    assert.equal(checksums!.length, 10);
+    release();
+    assert.deepEqual(fromGpu, hostComputed, "the headers, with their checksums, are the same");
+    assert.deepEqual(decodeShard(fromGpu).tensors.v, seededFloats(total, 3).subarray(start, end));
+  } finally {
+    capture.destroy();
+    for (const buffer of buffers) buffer.destroy();
   }
 });
 
