@@ -8,7 +8,7 @@
 import { Kernel } from "./kernel.ts";
 
 const CHECKSUM_WGSL = /* wgsl */ `
-struct Sizes { start: u32, floats: u32, chunk_words: u32, chunks: u32 }
+struct Sizes { start: u32, floats: u32, chunk_words: u32 }
 @group(0) @binding(0) var<uniform> sizes: Sizes;
 @group(0) @binding(1) var<storage, read_write> checksums: array<u32>;
 @group(0) @binding(2) var<storage, read> params: array<u32>;
@@ -77,6 +77,6 @@ export class ChunkChecksums {
     chunkWords: number,
   ) {
     const chunks = Math.ceil((3 * floats) / chunkWords);
-    this.#kernel.dispatch(pass, [start, floats, chunkWords, chunks], [checksums, params, m, v], [chunks]);
+    this.#kernel.dispatch(pass, [start, floats, chunkWords], [checksums, params, m, v], [chunks]);
   }
 }
