@@ -57,7 +57,7 @@ export class CheckpointCapture {
    * in chunks of `chunkBytes`, which must be the chunk size of the shards written from it.
    * `checksumsOnGpu` should be false on a software adapter: there the GPU is the CPU, and its work runs
    * inside `queue.submit`, so checksumming "on the GPU" would only move that work into the time
-   * training is blocked (measured on llvmpipe: 1.8 ms blocked for a 16 MiB shard without, 16.5 with).
+   * training is blocked (measured on llvmpipe for a 16 MiB shard: 1.4 ms blocked without, 18.7 ms with).
    */
   constructor(
     device: GPUDevice,
