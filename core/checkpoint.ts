@@ -108,9 +108,10 @@ export function shardLayout(meta: ShardMeta): { headerBytes: number; bodyOffset:
 
 /**
  * Writes a shard into `target` (at least `shardLayout(meta).totalBytes` long, e.g. a slot of a store)
- * straight from the tensors, and returns the bytes written. The chunk checksums are the ones given
- * (computed by the GPU from the tensors it captured: a store's verification then checks the whole way),
- * or else computed from `target` after the copy.
+ * straight from the tensors, a chunk at a time, and returns the bytes written. Each chunk is checksummed
+ * in `target` right after it is copied, while it is still in cache: against the checksums given
+ * (computed by the GPU from the tensors it captured, so the check covers the whole way from the GPU to
+ * `target`; a mismatch is a CheckpointCorruptError), or to compute them.
  */
 export function writeShard(
   target: Uint8Array,
@@ -128,12 +129,32 @@ export function writeShard(
     }
   }
   const body = target.subarray(bodyOffset, totalBytes);
-  [tensors.params, tensors.m, tensors.v].forEach((values, i) =>
-    body.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), i * floats * 4)
-  );
   const chunks = Math.ceil(body.length / meta.chunkBytes);
   if (checksums && checksums.length !== chunks) throw new Error(`${checksums.length} checksums for ${chunks} chunks`);
-  writeHeader(target, meta, checksums ? Array.from(checksums) : chunkChecksums(body, meta.chunkBytes));
+  const sources = [tensors.params, tensors.m, tensors.v].map((t) =>
+    new Uint8Array(t.buffer, t.byteOffset, t.byteLength)
+  );
+  const tensorBytes = floats * 4;
+  const sums: number[] = [];
+  for (let chunk = 0; chunk < chunks; chunk++) {
+    const begin = chunk * meta.chunkBytes, end = Math.min(begin + meta.chunkBytes, body.length);
+    // The body is the three tensors end to end: a chunk may take the end of one and the start of the next.
+    for (let at = begin; at < end;) {
+      const tensor = Math.floor(at / tensorBytes), offset = at - tensor * tensorBytes;
+      const length = Math.min(end - at, tensorBytes - offset);
+      body.set(sources[tensor].subarray(offset, offset + length), at);
+      at += length;
+    }
+    const sum = checksumWords(new Int32Array(body.buffer, body.byteOffset + begin, (end - begin) / 4));
+    if (checksums && sum !== checksums[chunk]) {
+      throw new CheckpointCorruptError(
+        `checkpoint ${meta.iteration} of machine ${meta.owner}: chunk ${chunk} as written does not match the checksum ` +
+          "computed where it was captured",
+      );
+    }
+    sums.push(sum);
+  }
+  writeHeader(target, meta, sums);
   return target.subarray(0, totalBytes);
 }
 
@@ -187,9 +208,15 @@ export function readShardHeader(bytes: Uint8Array, source = "checkpoint"): Shard
 
 /**
  * Checks a whole shard: its header, that it is the model, iteration and owner expected, that it is not
- * truncated, and every chunk's checksum. Throws a CheckpointCorruptError saying what is wrong.
+ * truncated, and every chunk's checksum (unless `chunks` is false: for a shard whose chunks `writeShard`
+ * has just checked as it wrote them). Throws a CheckpointCorruptError saying what is wrong.
  */
-export function verifyShard(bytes: Uint8Array, expect: ShardExpectation = {}, source = "checkpoint"): ShardHeader {
+export function verifyShard(
+  bytes: Uint8Array,
+  expect: ShardExpectation = {},
+  source = "checkpoint",
+  { chunks = true }: { chunks?: boolean } = {},
+): ShardHeader {
   const header = readShardHeader(bytes, source);
   const fail = (why: string): never => {
     throw new CheckpointCorruptError(`${source}: ${why}`);
@@ -205,6 +232,7 @@ export function verifyShard(bytes: Uint8Array, expect: ShardExpectation = {}, so
   }
   const { bodyOffset, totalBytes } = shardLayout(header);
   if (bytes.length < totalBytes) fail(`truncated: ${bytes.length} of ${totalBytes} bytes`);
+  if (!chunks) return header;
   const actual = chunkChecksums(bytes.subarray(bodyOffset, totalBytes), header.chunkBytes);
   const bad = header.chunkChecksums.findIndex((expected, i) => expected !== hex(actual[i]));
   if (bad >= 0) {

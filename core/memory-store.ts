@@ -58,8 +58,12 @@ export class ArenaFullError extends Error {
 /** A checkpoint being written into a slot: fill `bytes`, then `commit` (verify and publish). */
 export interface SlotWriter {
   bytes: Uint8Array;
-  /** Verifies the shard in the slot and publishes it; throws (leaving it unpublished) if it fails a check. */
-  commit(): StoredEntry;
+  /**
+   * Verifies the shard in the slot and publishes it; throws (leaving it unpublished) if it fails a check.
+   * `chunksChecked`: the chunks were checked against their checksums as they were written (`writeShard`
+   * does), so only the header is checked again.
+   */
+  commit(options?: { chunksChecked?: boolean }): StoredEntry;
 }
 
 export interface MemoryStoreOptions {
@@ -284,8 +288,9 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     const bytes = this.#bytes.subarray(start, start + byteLength);
     return {
       bytes,
-      commit: () => {
-        verifyShard(bytes, { iteration, owner }, `checkpoint ${iteration} of machine ${owner} written to memory`);
+      commit: ({ chunksChecked = false } = {}) => {
+        const source = `checkpoint ${iteration} of machine ${owner} written to memory`;
+        verifyShard(bytes, { iteration, owner }, source, { chunks: !chunksChecked });
         this.#f64[word / 2 + 3] = iteration;
         this.#f64[word / 2 + 1] = byteLength;
         this.#f64[word / 2 + 2] = Date.now();
@@ -297,12 +302,13 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   }
 
   /**
-   * Encodes a shard straight into a slot from its tensors (e.g. mapped GPU staging memory), with the
-   * chunk checksums given (from the GPU) or computed, then verifies and publishes it.
+   * Encodes a shard straight into a slot from its tensors (e.g. mapped GPU staging memory), checking each
+   * chunk as it lands against the checksums given (from the GPU) or computing them, and publishes it.
    */
   saveShard(meta: ShardMeta, tensors: ShardTensors, checksums?: ArrayLike<number>): StoredEntry {
-    const bytes = shardLayout(meta).totalBytes;
-    return this.write(meta.owner, meta.iteration, bytes, (slot) => writeShard(slot, meta, tensors, checksums));
+    const writer = this.beginWrite(meta.owner, meta.iteration, shardLayout(meta).totalBytes);
+    writeShard(writer.bytes, meta, tensors, checksums);
+    return writer.commit({ chunksChecked: true });
   }
 
   /** `beginWrite`, `fill` the slot, and commit: for a shard that is all at hand. */

@@ -90,6 +90,20 @@ Deno.test("a corrupt newest checkpoint is never loaded: the store falls back to 
   assert.deepEqual([inPlace.entry.iteration, inPlace.result, inPlace.skipped.length], [1, true, 1]);
 });
 
+Deno.test("a chunk that lands different from the checksum computed at capture is never published", async () => {
+  const store = InMemoryCheckpointStore.create(0, 4 << 20);
+  await store.save(0, 1, patternShard(1));
+  assert.equal(store.saveShard(shardMeta(2), patternTensors(2)).iteration, 2); // checksums computed while writing
+  // As if the GPU's checksums (or the staging memory) disagreed with what reached the slot.
+  const meta3 = shardMeta(3);
+  const wrong = Array.from({ length: Math.ceil((3 * 10_000 * 4) / meta3.chunkBytes) }, () => 12345);
+  assert.throws(
+    () => store.saveShard(meta3, patternTensors(3), wrong),
+    /chunk 0 as written does not match the checksum computed where it was captured/,
+  );
+  assert.equal((await store.load(0)).entry.iteration, 2, "the newest complete checkpoint is still 2");
+});
+
 Deno.test("a checkpoint used in place is discarded if a writer reuses its slot meanwhile", async () => {
   const store = InMemoryCheckpointStore.create(0, 4 << 20, { slotsPerOwner: 3 });
   await store.save(0, 1, patternShard(1));
