@@ -22,9 +22,12 @@ function repeatsFor(bytes: number): number {
   return bytes >= 512 * MB ? 2 : bytes >= 64 * MB ? 3 : 5;
 }
 
-/** Warm-up runs before the timed ones (JIT, caches); none for the largest states, where one pass takes seconds. */
+/**
+ * Warm-up runs before the timed ones (JIT, caches, and the first touch of fresh staging and slot memory,
+ * which costs more than the copy here); none for the largest state, where one pass takes seconds.
+ */
 function warmupsFor(bytes: number): number {
-  return bytes >= 64 * MB ? 0 : 2;
+  return bytes >= 512 * MB ? 0 : bytes >= 64 * MB ? 1 : 2;
 }
 
 /** Runs `body` `warmups` + `repeats` times and returns the ms of the timed runs. */
