@@ -10,7 +10,7 @@ import { storageBufferFrom } from "../core/gpu.ts";
 import { InMemoryCheckpointStore } from "../core/memory-store.ts";
 import { MODEL_PRESETS } from "../core/model.ts";
 import { seededFloats } from "../core/random.ts";
-import { type BenchContext, formatBandwidth, formatBytes, median, type Section } from "./measure.ts";
+import { type BenchContext, formatBandwidth, formatBytes, median, type Section, time } from "./measure.ts";
 
 const MB = 1 << 20;
 
@@ -30,15 +30,9 @@ function warmupsFor(bytes: number): number {
   return bytes >= 512 * MB ? 0 : bytes >= 64 * MB ? 1 : 2;
 }
 
-/** Runs `body` `warmups` + `repeats` times and returns the ms of the timed runs. */
+/** `time` in milliseconds, the unit of this section's raw numbers. */
 async function timeRuns(warmups: number, repeats: number, body: () => Promise<unknown> | unknown): Promise<number[]> {
-  const samples: number[] = [];
-  for (let i = 0; i < warmups + repeats; i++) {
-    const start = performance.now();
-    await body();
-    if (i >= warmups) samples.push(performance.now() - start);
-  }
-  return samples;
+  return (await time(repeats, body, warmups)).map((seconds) => seconds * 1000);
 }
 
 /** One way of capturing from the GPU: where the chunk checksums were computed, and its timings (ms). */

@@ -24,14 +24,13 @@ export interface Section {
   run(context: BenchContext): Promise<SectionResult>;
 }
 
-/** Runs `body` `repeats` times after one warm-up and returns the seconds of each run. */
-export async function time(repeats: number, body: () => Promise<unknown> | unknown): Promise<number[]> {
-  await body();
+/** Runs `body` `warmups` times untimed, then `repeats` times, and returns the seconds of each timed run. */
+export async function time(repeats: number, body: () => Promise<unknown> | unknown, warmups = 1): Promise<number[]> {
   const samples: number[] = [];
-  for (let i = 0; i < repeats; i++) {
+  for (let i = 0; i < warmups + repeats; i++) {
     const start = performance.now();
     await body();
-    samples.push((performance.now() - start) / 1000);
+    if (i >= warmups) samples.push((performance.now() - start) / 1000);
   }
   return samples;
 }

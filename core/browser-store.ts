@@ -6,7 +6,7 @@
 
 import { createStore, del, get, keys, set, type UseStore } from "idb-keyval";
 import { readShardHeader, type ShardExpectation } from "./checkpoint.ts";
-import { pace } from "./pace.ts";
+import { describeCap, pace } from "./pace.ts";
 import { type CheckpointStore, loadNewestValid, type LoadResult, type StoredEntry } from "./store.ts";
 
 export interface BrowserStoreOptions {
@@ -160,8 +160,7 @@ export class BrowserCheckpointStore implements CheckpointStore {
   }
 
   get description(): string {
-    const cap = this.#bandwidth ? ` at ${(this.#bandwidth * 8 / 1e9).toFixed(2)} Gbit/s` : "";
-    return `${this.#backend.kind}${cap}`;
+    return `${this.#backend.kind}${describeCap(this.#bandwidth)}`;
   }
 
   async save(owner: number, iteration: number, shard: Uint8Array): Promise<StoredEntry> {

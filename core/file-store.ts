@@ -4,7 +4,7 @@
 // writes and reads, modelling remote persistent storage (a cloud file system) at the lab's scale.
 
 import { readShardHeader, type ShardExpectation } from "./checkpoint.ts";
-import { pace } from "./pace.ts";
+import { describeCap, pace } from "./pace.ts";
 import { type CheckpointStore, loadNewestValid, type LoadResult, type StoredEntry } from "./store.ts";
 
 export interface FileStoreOptions {
@@ -39,8 +39,7 @@ export class FileCheckpointStore implements CheckpointStore {
   }
 
   get description(): string {
-    const cap = this.#bandwidth ? ` at ${(this.#bandwidth * 8 / 1e9).toFixed(2)} Gbit/s` : "";
-    return `files in ${this.directory}${cap}`;
+    return `files in ${this.directory}${describeCap(this.#bandwidth)}`;
   }
 
   #ownerDirectory(owner: number): string {

@@ -6,3 +6,8 @@ export async function pace(bytes: number, start: number, bandwidth?: number) {
   const wait = (bytes / bandwidth) * 1000 - (performance.now() - start);
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
 }
+
+/** " at 20.00 Gbit/s" for a store's description, or nothing without a cap. */
+export function describeCap(bandwidth?: number): string {
+  return bandwidth ? ` at ${(bandwidth * 8 / 1e9).toFixed(2)} Gbit/s` : "";
+}
