@@ -68,7 +68,9 @@ async function main(args: string[]): Promise<number> {
   const settings = { ...DEFAULT_TRAINER_SETTINGS, batch, time, lr: options.lr, seed: options.seed };
   const trainer = new Trainer(gpu.device, config, settings, corpus);
   // Host memory for the checkpoints: room for 3 of them, taken every iteration as in Gemini.
-  const store = InMemoryCheckpointStore.create(0, 3 * checkpointBytes(trainer) + (1 << 20), { maxOwners: 1 });
+  const store = InMemoryCheckpointStore.create(0, 3 * shardLayout(trainer.checkpointMeta(0)).totalBytes + (1 << 20), {
+    maxOwners: 1,
+  });
   const checksumsOnGpu = !gpu.adapter.isFallback;
   const checkpointer = new Checkpointer(trainer, store, { checksumsOnGpu });
   // The last RESUME_STEPS steps run once more after a simulated software failure, from the checkpoint in memory.
@@ -129,13 +131,6 @@ async function main(args: string[]): Promise<number> {
   restarted.destroy();
   gpu.device.destroy();
   return exact ? 0 : 1;
-}
-
-/** Bytes of one checkpoint of the trainer's whole state. */
-function checkpointBytes(trainer: Trainer): number {
-  const total = trainer.model.totalFloats;
-  return shardLayout(trainer.checkpointMeta(0, { index: 0, count: 1, start: 0, end: total, totalFloats: total }))
-    .totalBytes;
 }
 
 await runCommand("demo", () => main(Deno.args));

@@ -42,14 +42,7 @@ export class Checkpointer {
    */
   async afterStep(): Promise<{ blockedMilliseconds: number; published: Promise<CheckpointTiming> }> {
     const start = performance.now();
-    const total = this.#trainer.model.totalFloats;
-    const meta = this.#trainer.checkpointMeta(this.owner, {
-      index: 0,
-      count: 1,
-      start: 0,
-      end: total,
-      totalFloats: total,
-    });
+    const meta = this.#trainer.checkpointMeta(this.owner);
     const pending = await this.#capture.begin(this.#trainer.checkpointSource());
     const blockedMilliseconds = performance.now() - start;
     const published = pending.mapped.then(({ tensors, checksums, release }) => {

@@ -133,10 +133,28 @@ export class Trainer {
     return { params: this.model.params, m: this.#m, v: this.#v, start, end };
   }
 
-  /** The metadata of a shard of this run's state as it is now (call it when the capture begins). */
-  checkpointMeta(owner: number, shard: ShardMeta["shard"], chunkBytes = DEFAULT_CHUNK_BYTES): ShardMeta {
-    const data = this.loader?.state ?? { position: 0, rng: 0 };
+  /**
+   * The metadata of a shard of this run's state as it is now (call it when the capture begins); by
+   * default the shard is the whole state, as a single-node run checkpoints it.
+   */
+  checkpointMeta(
+    owner: number,
+    shard: ShardMeta["shard"] = {
+      index: 0,
+      count: 1,
+      start: 0,
+      end: this.model.totalFloats,
+      totalFloats: this.model.totalFloats,
+    },
+    chunkBytes = DEFAULT_CHUNK_BYTES,
+  ): ShardMeta {
+    const data = this.#dataState;
     return { config: this.model.config, iteration: this.#step, data, owner, shard, chunkBytes, createdAt: Date.now() };
+  }
+
+  /** Where the data order is; without a corpus, batches come from the caller and there is no order to save. */
+  get #dataState(): DataState {
+    return this.loader?.state ?? { position: 0, rng: 0 };
   }
 
   /** Puts a checkpoint shard's state back on the GPU: its range of params, m and v, the step and the data order. */
@@ -168,8 +186,7 @@ export class Trainer {
       params: await this.model.readParameters(),
       m: await read(this.#m),
       v: await read(this.#v),
-      // Without a corpus, batches come from the caller: there is no order to save.
-      data: this.loader?.state ?? { position: 0, rng: 0 },
+      data: this.#dataState,
     };
   }
 
