@@ -356,7 +356,11 @@ export class InMemoryCheckpointStore implements CheckpointStore {
 
   /** Published checkpoints, newest first within each owner. */
   entries(owner?: number): Promise<StoredEntry[]> {
-    return Promise.resolve(this.#published(owner).map(([index, slot]) => this.#entry(index, slot)));
+    return Promise.resolve(this.#entries(owner));
+  }
+
+  #entries(owner?: number): StoredEntry[] {
+    return this.#published(owner).map(([index, slot]) => this.#entry(index, slot));
   }
 
   #published(owner?: number): [number, number][] {
@@ -398,7 +402,7 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   load(owner: number, expect: ShardExpectation = {}): Promise<LoadResult> {
     return loadNewestValid(
       owner,
-      this.#published(owner).map(([index, slot]) => this.#entry(index, slot)),
+      this.#entries(owner),
       (entry) => Promise.resolve(this.#readSlot(entry.owner, entry.iteration, true)?.bytes ?? null),
       expect,
       (entry) => this.#source(entry),
@@ -413,7 +417,7 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   useNewest<T>(owner: number, expect: ShardExpectation, use: (shard: DecodedShard, entry: StoredEntry) => T) {
     return useNewestValid(
       owner,
-      this.#published(owner).map(([index, slot]) => this.#entry(index, slot)),
+      this.#entries(owner),
       (entry) => Promise.resolve(this.#readSlot(entry.owner, entry.iteration, false)),
       expect,
       (entry) => this.#source(entry),
