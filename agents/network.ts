@@ -1,0 +1,263 @@
+// The simulated network: every byte between machines crosses it, training traffic and checkpoint traffic
+// alike. Each machine has a NIC with a send and a receive link of the same bandwidth. A message occupies
+// the sender's send link and the receiver's receive link for bytes / bandwidth, in the order it was sent
+// (one queue per link, as a NIC serialises its frames), and arrives one latency after its last byte. The
+// bytes are copied for real and delivered in real time, and every transfer is recorded on a timeline
+// (who, what kind, bytes, queued, start, end) that the bench and the lab read.
+//
+// Senders decide what goes out when: a message is the unit of scheduling, so a checkpoint sent as chunks
+// of its own lets a scheduler put each chunk where training traffic leaves the link idle.
+//
+// `Network` is the switch, in the thread that owns the cluster; `NetworkEndpoint` is a machine's NIC
+// driver, in its Worker, connected to the switch by a MessagePort.
+
+/** What a transfer carries: the collectives of training, checkpoint replicas, or a shard fetched in recovery. */
+export type TrafficKind = "training" | "checkpoint" | "retrieval";
+
+export interface NetworkSettings {
+  /** Bytes per second of each link (a NIC sends and receives at this rate at once). */
+  bandwidth: number;
+  /** Milliseconds from a message's last byte leaving to its arrival. */
+  latencyMs: number;
+}
+
+/** One message on the timeline. Times are milliseconds since the network started. */
+export interface TransferRecord {
+  id: number;
+  from: number;
+  to: number;
+  kind: TrafficKind;
+  /** What it is within its kind: "reduce-scatter", "all-gather", "replica", ... */
+  label: string;
+  bytes: number;
+  queuedAt: number;
+  start: number;
+  end: number;
+  /** Set when the message never arrived, with the reason (a machine failed, nobody was attached). */
+  dropped?: string;
+}
+
+/** A message as a machine sends it. */
+interface Outgoing {
+  to: number;
+  kind: TrafficKind;
+  label: string;
+  tag: string;
+  epoch: number;
+  bytes: ArrayBuffer;
+  info?: unknown;
+}
+
+/** A message as it arrives. */
+export interface Delivery {
+  from: number;
+  kind: TrafficKind;
+  label: string;
+  tag: string;
+  /** The sender's recovery epoch when it sent the message. */
+  epoch: number;
+  bytes: Uint8Array;
+  info?: unknown;
+}
+
+export function validateNetworkSettings(settings: NetworkSettings): NetworkSettings {
+  if (!(settings.bandwidth > 0)) {
+    throw new Error(`network bandwidth must be positive bytes/s, got ${settings.bandwidth}`);
+  }
+  if (!(settings.latencyMs >= 0)) throw new Error(`network latency must be at least 0 ms, got ${settings.latencyMs}`);
+  return settings;
+}
+
+export class Network {
+  readonly settings: NetworkSettings;
+  /** Every transfer so far, in the order sent (the oldest dropped past `timelineLimit`). */
+  readonly timeline: TransferRecord[] = [];
+  readonly #origin = performance.now();
+  readonly #ports = new Map<number, MessagePort>();
+  readonly #sendFree = new Map<number, number>();
+  readonly #receiveFree = new Map<number, number>();
+  readonly #inFlight = new Map<number, { record: TransferRecord; timer: ReturnType<typeof setTimeout> }>();
+  readonly #listeners = new Set<(record: TransferRecord) => void>();
+  readonly #timelineLimit: number;
+  #nextId = 0;
+
+  constructor(settings: NetworkSettings, options: { timelineLimit?: number } = {}) {
+    this.settings = validateNetworkSettings({ ...settings });
+    this.#timelineLimit = options.timelineLimit ?? 200_000;
+  }
+
+  /** Milliseconds since the network started: the timeline's clock. */
+  now(): number {
+    return performance.now() - this.#origin;
+  }
+
+  /** Plugs machine `rank`'s NIC (the other end of `port` is its `NetworkEndpoint`) into the switch. */
+  attach(rank: number, port: MessagePort) {
+    this.detach(rank, `machine ${rank} was replaced`);
+    this.#ports.set(rank, port);
+    port.onmessage = ({ data }: MessageEvent<Outgoing>) => this.#send(rank, data);
+  }
+
+  /** Unplugs a machine: what it was sending or receiving is lost, as when a machine fails. */
+  detach(rank: number, why: string) {
+    const port = this.#ports.get(rank);
+    if (!port) return;
+    port.onmessage = null;
+    port.close();
+    this.#ports.delete(rank);
+    for (const [id, { record, timer }] of this.#inFlight) {
+      if (record.from !== rank && record.to !== rank) continue;
+      clearTimeout(timer);
+      this.#inFlight.delete(id);
+      record.dropped = why;
+    }
+  }
+
+  /** Calls `listener` with each transfer as it is queued (it is updated in place if later dropped). */
+  onTransfer(listener: (record: TransferRecord) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Bytes in flight (queued or on the wire) now. */
+  get bytesInFlight(): number {
+    let bytes = 0;
+    for (const { record } of this.#inFlight.values()) bytes += record.bytes;
+    return bytes;
+  }
+
+  close() {
+    for (const rank of [...this.#ports.keys()]) this.detach(rank, "the network was shut down");
+  }
+
+  #send(from: number, message: Outgoing) {
+    const queuedAt = this.now(), bytes = message.bytes.byteLength, to = message.to;
+    const start = Math.max(queuedAt, this.#sendFree.get(from) ?? 0, this.#receiveFree.get(to) ?? 0);
+    const end = start + (bytes / this.settings.bandwidth) * 1000;
+    this.#sendFree.set(from, end);
+    this.#receiveFree.set(to, end);
+    const record: TransferRecord = {
+      id: this.#nextId++,
+      from,
+      to,
+      kind: message.kind,
+      label: message.label,
+      bytes,
+      queuedAt,
+      start,
+      end,
+    };
+    this.timeline.push(record);
+    if (this.timeline.length > this.#timelineLimit) this.timeline.splice(0, this.timeline.length / 2);
+    const timer = setTimeout(() => {
+      this.#inFlight.delete(record.id);
+      const port = this.#ports.get(to);
+      if (!port) {
+        record.dropped = `no machine ${to} on the network`;
+        return;
+      }
+      const delivery: Delivery = {
+        from,
+        kind: message.kind,
+        label: message.label,
+        tag: message.tag,
+        epoch: message.epoch,
+        bytes: new Uint8Array(message.bytes),
+        info: message.info,
+      };
+      port.postMessage(delivery, [message.bytes]);
+    }, end + this.settings.latencyMs - queuedAt);
+    this.#inFlight.set(record.id, { record, timer });
+    for (const listener of this.#listeners) listener(record);
+  }
+}
+
+/** A receive or a collective was abandoned because the cluster began a recovery. */
+export class AbortedError extends Error {
+  override name = "AbortedError";
+}
+
+/**
+ * A machine's side of the network. Messages are matched to receivers by sender and tag; kinds with a
+ * handler (a replica arriving unasked) go to it instead. After `abort(epoch)`, messages sent before the
+ * sender knew of that epoch are dropped, so nothing of an abandoned iteration leaks into the next.
+ */
+export class NetworkEndpoint {
+  readonly rank: number;
+  readonly #port: MessagePort;
+  #epoch = 0;
+  readonly #arrived = new Map<string, Delivery[]>();
+  readonly #waiting = new Map<string, { resolve: (delivery: Delivery) => void; reject: (error: Error) => void }>();
+  readonly #handlers = new Map<TrafficKind, (delivery: Delivery) => void>();
+
+  constructor(rank: number, port: MessagePort, epoch = 0) {
+    this.rank = rank;
+    this.#port = port;
+    this.#epoch = epoch;
+    port.onmessage = ({ data }: MessageEvent<Delivery>) => this.#arrive(data);
+  }
+
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** Sends a copy of `bytes` to machine `to`. */
+  send(to: number, kind: TrafficKind, label: string, tag: string, bytes: Uint8Array, info?: unknown) {
+    const copy = bytes.slice().buffer;
+    const message: Outgoing = { to, kind, label, tag, epoch: this.#epoch, bytes: copy, info };
+    this.#port.postMessage(message, [copy]);
+  }
+
+  /** The next message from `from` with `tag`, for a caller that began in `epoch` (rejected if that has passed). */
+  receive(from: number, tag: string, epoch = this.#epoch): Promise<Delivery> {
+    if (epoch !== this.#epoch) {
+      return Promise.reject(new AbortedError(`machine ${this.rank}: recovery ${this.#epoch} began`));
+    }
+    const key = `${from}/${tag}`;
+    const queued = this.#arrived.get(key);
+    if (queued?.length) {
+      const delivery = queued.shift()!;
+      if (!queued.length) this.#arrived.delete(key);
+      return Promise.resolve(delivery);
+    }
+    if (this.#waiting.has(key)) throw new Error(`machine ${this.rank} is already waiting for ${key}`);
+    return new Promise((resolve, reject) => this.#waiting.set(key, { resolve, reject }));
+  }
+
+  /** Hands every message of `kind` to `handler` as it arrives. */
+  handle(kind: TrafficKind, handler: (delivery: Delivery) => void) {
+    this.#handlers.set(kind, handler);
+  }
+
+  /** Moves to `epoch`: pending receives fail with AbortedError and older messages are dropped. */
+  abort(epoch: number) {
+    this.#epoch = epoch;
+    const waiting = [...this.#waiting.values()];
+    this.#waiting.clear();
+    for (const { reject } of waiting) reject(new AbortedError(`machine ${this.rank}: recovery ${epoch} began`));
+    for (const [key, queued] of this.#arrived) {
+      const kept = queued.filter((delivery) => delivery.epoch >= epoch);
+      if (kept.length) this.#arrived.set(key, kept);
+      else this.#arrived.delete(key);
+    }
+  }
+
+  close() {
+    this.#port.onmessage = null;
+    this.#port.close();
+  }
+
+  #arrive(delivery: Delivery) {
+    if (delivery.epoch < this.#epoch) return;
+    const handler = this.#handlers.get(delivery.kind);
+    if (handler) return handler(delivery);
+    const key = `${delivery.from}/${delivery.tag}`;
+    const waiter = this.#waiting.get(key);
+    if (waiter && delivery.epoch === this.#epoch) {
+      this.#waiting.delete(key);
+      waiter.resolve(delivery);
+    } else {
+      this.#arrived.set(key, [...(this.#arrived.get(key) ?? []), delivery]);
+    }
+  }
+}
