@@ -134,15 +134,20 @@ export function storageBuffer(device: GPUDevice, byteLength: number, label: stri
   });
 }
 
-/** Copies `byteLength` bytes of a GPU buffer back to the host (waits for the queue to reach it). */
-export async function readBuffer(device: GPUDevice, source: GPUBuffer, byteLength = source.size): Promise<ArrayBuffer> {
+/** Copies `byteLength` bytes of a GPU buffer from `offset` (a multiple of 4) back to the host (waits for the queue). */
+export async function readBuffer(
+  device: GPUDevice,
+  source: GPUBuffer,
+  byteLength = source.size,
+  offset = 0,
+): Promise<ArrayBuffer> {
   const staging = device.createBuffer({
     label: `${source.label} readback`,
     size: alignTo4(byteLength),
     usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
   });
   const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(source, 0, staging, 0, alignTo4(byteLength));
+  encoder.copyBufferToBuffer(source, offset, staging, 0, alignTo4(byteLength));
   device.queue.submit([encoder.finish()]);
   try {
     await staging.mapAsync(GPUMapMode.READ);

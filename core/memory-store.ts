@@ -18,6 +18,7 @@
 //   data (64-aligned)..    the slots themselves, allocated to owners on their first save
 
 import {
+  CheckpointCorruptError,
   type DecodedShard,
   readShardHeader,
   type ShardExpectation,
@@ -394,7 +395,7 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     return null;
   }
 
-  #source(entry: StoredEntry): string {
+  #source(entry: Pick<StoredEntry, "owner" | "iteration">): string {
     return `checkpoint ${entry.iteration} of machine ${entry.owner} in machine ${this.node}'s memory`;
   }
 
@@ -423,6 +424,19 @@ export class InMemoryCheckpointStore implements CheckpointStore {
       (entry) => this.#source(entry),
       use,
     );
+  }
+
+  /** A verified copy of `owner`'s checkpoint `iteration` as encoded (to send to a peer), or null if it has none. */
+  copyOf(owner: number, iteration: number): Uint8Array | null {
+    const read = this.#readSlot(owner, iteration, true);
+    if (!read) return null;
+    try {
+      verifyShard(read.bytes, { owner, iteration }, this.#source({ owner, iteration }));
+    } catch (error) {
+      if (error instanceof CheckpointCorruptError) return null;
+      throw error;
+    }
+    return read.bytes;
   }
 
   /** Bytes used per owner and per kind, and the newest complete iteration per owner. */

@@ -30,7 +30,7 @@ export interface CheckpointStore {
   readonly description: string;
   /** Stores a whole encoded shard for `owner`; it becomes visible only once complete and verified. */
   save(owner: number, iteration: number, shard: Uint8Array): Promise<StoredEntry>;
-  /** The newest checkpoint of `owner` that passes every check (see `loadNewestValid`). */
+  /** The newest checkpoint of `owner` (of `expect.iteration` if given) that passes every check (see `loadNewestValid`). */
   load(owner: number, expect?: ShardExpectation): Promise<LoadResult>;
   /** What is stored, newest first within each owner. */
   entries(owner?: number): Promise<StoredEntry[]>;
@@ -49,7 +49,7 @@ export interface ReadBytes {
 }
 
 /**
- * Tries `candidates` newest first: the first whose bytes decode and verify, and are still unchanged
+ * Tries `candidates` (only those of `expect.iteration`, when it is given) newest first: the first whose bytes decode and verify, and are still unchanged
  * after `use` has consumed them, gives the result; a corrupt, torn or vanished one is recorded in
  * `skipped` and the next older one is tried.
  */
@@ -64,7 +64,8 @@ export async function useNewestValid<T>(
   const skipped: LoadResult["skipped"] = [];
   const torn = (entry: StoredEntry) =>
     skipped.push({ iteration: entry.iteration, error: `${source(entry)}: changed while being read` });
-  for (const entry of [...candidates].sort((a, b) => b.iteration - a.iteration)) {
+  const wanted = candidates.filter((entry) => expect.iteration === undefined || entry.iteration === expect.iteration);
+  for (const entry of wanted.sort((a, b) => b.iteration - a.iteration)) {
     const read_ = await read(entry);
     if (!read_) {
       torn(entry);

@@ -128,6 +128,42 @@ export class Trainer {
     return encoder;
   }
 
+  /**
+   * One optimizer step on the shard [start, end) of the state, as sharded data-parallel training takes it:
+   * `grads` is that range of the gradient averaged over every machine and `normSquared` the squared norm
+   * of the whole averaged gradient (the cluster sums it); the rest of params, m and v is left as it is.
+   * The shard must start on a 64-float boundary (a storage binding's offset is 256-byte aligned).
+   */
+  updateShard({ start, end }: { start: number; end: number }, grads: Float32Array, normSquared: number) {
+    const n = end - start;
+    if (grads.length !== n) throw new Error(`updateShard: ${grads.length} gradients for a range of ${n}`);
+    const queue = this.device.queue;
+    queue.writeBuffer(this.model.grads, start * 4, grads);
+    queue.writeBuffer(this.#adamw.normSquared, 0, Float32Array.of(normSquared));
+    const range = (buffer: GPUBuffer): GPUBufferBinding => ({ buffer, offset: start * 4, size: n * 4 });
+    const encoder = this.device.createCommandEncoder({ label: `shard update ${this.#step + 1}` });
+    const pass = encoder.beginComputePass({ label: "optimizer shard" });
+    const { params, grads: gradients } = this.model;
+    this.#adamw.encodeUpdate(
+      pass,
+      range(params),
+      range(this.#m),
+      range(this.#v),
+      range(gradients),
+      n,
+      this.#step + 1,
+      this.settings,
+    );
+    pass.end();
+    queue.submit([encoder.finish()]);
+    this.#step++;
+  }
+
+  /** The parameters in [start, end). */
+  async readParameterRange({ start, end }: { start: number; end: number }): Promise<Float32Array> {
+    return new Float32Array(await readBuffer(this.device, this.model.params, (end - start) * 4, start * 4));
+  }
+
   /** The GPU buffers a checkpoint shard of [start, end) (default: the whole state) is captured from. */
   checkpointSource(start = 0, end = this.model.totalFloats): CaptureSource {
     return { params: this.model.params, m: this.#m, v: this.#v, start, end };

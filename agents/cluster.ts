@@ -1,0 +1,256 @@
+// The simulated hardware: machines (each a Worker with its own GPUDevice, plus a SharedArrayBuffer that
+// the cluster allocates as its host memory) and the network between them; and the failure injection.
+// A software failure ends a machine's Worker but leaves its memory, so the restarted Worker finds its
+// checkpoints there; a hardware failure ends the Worker and discards its memory, so the replacement
+// machine starts with empty memory. Machines share nothing but the network.
+
+import * as Comlink from "comlink";
+import { shardLayout } from "../core/checkpoint.ts";
+import { InMemoryCheckpointStore } from "../core/memory-store.ts";
+import { MODEL_PRESETS, parameterLayout } from "../core/model.ts";
+import { DEFAULT_TRAINER_SETTINGS } from "../core/trainer.ts";
+import { Rng } from "../core/random.ts";
+import { shardRanges } from "./collectives.ts";
+import { Network, type NetworkSettings } from "./network.ts";
+import { type PlacementPlan, placementPlan, type PlacementStrategy, replicaPeers } from "./placement.ts";
+import type { CheckpointSpec, FaultPoint, MachineStatus, PersistentSpec, RootService, TrainingSpec } from "./spec.ts";
+import type { MachineApi } from "./worker.ts";
+
+export interface ClusterSettings {
+  machines: number;
+  /** Copies of each checkpoint in CPU memory, the owner's included (m). */
+  replicas: number;
+  placement: PlacementStrategy;
+  training: TrainingSpec;
+  checkpoint: CheckpointSpec;
+  persistent: PersistentSpec;
+  network: NetworkSettings;
+  heartbeatMs: number;
+}
+
+/**
+ * A cluster the size of the paper's smallest (four machines, m = 2, group placement), training the tiny
+ * model with a checkpoint in memory every iteration and a persistent one every 4, over a network 20
+ * times faster than the persistent store (the paper's 400 Gbps against 20 Gbps, scaled to this model).
+ */
+export function defaultClusterSettings(persistent: PersistentSpec): ClusterSettings {
+  return {
+    machines: 4,
+    replicas: 2,
+    placement: "group",
+    training: {
+      config: MODEL_PRESETS.tiny,
+      batchPerMachine: 2,
+      time: 32,
+      optimizer: { ...DEFAULT_TRAINER_SETTINGS, lr: 1e-2 },
+      corpus: { tokens: 1 << 16, seed: 1 },
+    },
+    checkpoint: { every: 1, persistEvery: 4, chunkBytes: 64 << 10, slotsPerOwner: 3 },
+    persistent,
+    network: { bandwidth: 400e6, latencyMs: 0.05 },
+    heartbeatMs: 50,
+  };
+}
+
+export type FailureKind = "software" | "hardware";
+
+/** A failure as the cluster saw it happen (the root only learns of it by the missing heartbeats). */
+export interface FailureRecord {
+  rank: number;
+  kind: FailureKind;
+  /** Where the machine was: an injected fault point, or "at once" for a failure injected from outside. */
+  where: string;
+  /** On the network's clock (ms). */
+  at: number;
+}
+
+/** A running machine as the root agent drives it. */
+export interface Machine {
+  rank: number;
+  incarnation: number;
+  api: Comlink.Remote<MachineApi>;
+  /** Its state right after it started. */
+  status: MachineStatus;
+  /** Whether it found its host memory from before (a software failure's restart). */
+  memoryKept: boolean;
+}
+
+interface Slot {
+  memory: WebAssembly.Memory | SharedArrayBuffer | null;
+  worker: Worker | null;
+  /** The cluster's ends of the machine's heartbeat and life channels, closed when it stops. */
+  ports: MessagePort[];
+  incarnation: number;
+  /** The kind of failure an armed fault point of this machine stands for. */
+  armedKind: FailureKind;
+  lastFailure: FailureRecord | null;
+}
+
+export class SimulatedCluster {
+  readonly settings: ClusterSettings;
+  readonly network: Network;
+  readonly plan: PlacementPlan;
+  readonly #workerUrl: URL;
+  readonly #slots: Slot[];
+  readonly #failureListeners = new Set<(failure: FailureRecord) => void>();
+
+  constructor(settings: ClusterSettings, workerUrl = new URL("./worker.ts", import.meta.url)) {
+    this.settings = settings;
+    this.plan = placementPlan(settings.placement, settings.machines, settings.replicas);
+    this.network = new Network(settings.network);
+    this.#workerUrl = workerUrl;
+    this.#slots = Array.from({ length: settings.machines }, () => ({
+      memory: null,
+      worker: null,
+      ports: [],
+      incarnation: -1,
+      armedKind: "software",
+      lastFailure: null,
+    }));
+  }
+
+  /** Bytes of host memory each machine's checkpoint arena gets: K checkpoints of its shard and its replicas. */
+  get arenaBytes(): number {
+    const { training, checkpoint, machines, replicas } = this.settings;
+    const { totalFloats } = parameterLayout(training.config);
+    const largest = Math.max(...shardRanges(totalFloats, machines).map(({ end, start }) => end - start));
+    const shardBytes = shardLayout({
+      config: training.config,
+      iteration: 1e12,
+      data: { position: 1e12, rng: 2 ** 32 - 1 },
+      owner: machines,
+      shard: { index: machines, count: machines, start: totalFloats, end: totalFloats + largest, totalFloats },
+      chunkBytes: checkpoint.chunkBytes,
+      createdAt: Date.now(),
+    }).totalBytes;
+    // A slot leaves 4 KiB for headers that grow, rounded to 64 bytes; the tables take under 64 KiB.
+    return (1 << 16) + replicas * checkpoint.slotsPerOwner * (shardBytes + 4096 + 64);
+  }
+
+  /**
+   * Starts machine `rank` (again): with the memory it had if a software failure left it, else with new
+   * memory. `root` answers its heartbeats.
+   */
+  async launch(rank: number, epoch: number, root: RootService): Promise<Machine> {
+    const slot = this.#slots[rank];
+    if (slot.worker) throw new Error(`machine ${rank} is already running`);
+    const memoryKept = slot.memory !== null;
+    slot.memory ??= InMemoryCheckpointStore.create(rank, this.arenaBytes, {
+      slotsPerOwner: this.settings.checkpoint.slotsPerOwner,
+      maxOwners: this.settings.replicas,
+    }).memory;
+    slot.incarnation++;
+    const worker = new Worker(this.#workerUrl, { type: "module", name: `machine ${rank}` });
+    slot.worker = worker;
+    const network = new MessageChannel(), rootChannel = new MessageChannel(), life = new MessageChannel();
+    slot.ports = [rootChannel.port1, life.port1];
+    this.network.attach(rank, network.port1);
+    Comlink.expose(root, rootChannel.port1);
+    life.port1.onmessage = ({ data }: MessageEvent<{ where: string }>) => this.#fail(rank, slot.armedKind, data.where);
+    const api = Comlink.wrap<MachineApi>(worker);
+    const spec = {
+      rank,
+      machines: this.settings.machines,
+      incarnation: slot.incarnation,
+      epoch,
+      training: this.settings.training,
+      checkpoint: this.settings.checkpoint,
+      persistent: this.settings.persistent,
+      replicaPeers: replicaPeers(this.plan, rank),
+      heartbeatMs: this.settings.heartbeatMs,
+      memory: slot.memory,
+      network: network.port2,
+      root: rootChannel.port2,
+      life: life.port2,
+    };
+    const status = await api.start(Comlink.transfer(spec, [network.port2, rootChannel.port2, life.port2]));
+    return { rank, incarnation: slot.incarnation, api, status, memoryKept };
+  }
+
+  /** Arms a failure of `kind` that strikes `machine` when it reaches `point`. */
+  async arm(machine: Machine, kind: FailureKind, point: FaultPoint) {
+    this.#slots[machine.rank].armedKind = kind;
+    await machine.api.injectFault(point);
+  }
+
+  /** Fails `ranks` now, wherever they are. */
+  fail(ranks: number[], kind: FailureKind) {
+    for (const rank of ranks) this.#fail(rank, kind, "at once");
+  }
+
+  /** Whether machine `rank` is running. */
+  isRunning(rank: number): boolean {
+    return this.#slots[rank].worker !== null;
+  }
+
+  /** The last failure of machine `rank` (its current incarnation's, if it is down). */
+  lastFailure(rank: number): FailureRecord | null {
+    return this.#slots[rank].lastFailure;
+  }
+
+  onFailure(listener: (failure: FailureRecord) => void): () => void {
+    this.#failureListeners.add(listener);
+    return () => this.#failureListeners.delete(listener);
+  }
+
+  #fail(rank: number, kind: FailureKind, where: string) {
+    const slot = this.#slots[rank];
+    if (!slot.worker) return;
+    this.#stop(slot);
+    this.network.detach(rank, `machine ${rank} failed`);
+    if (kind === "hardware") slot.memory = null;
+    slot.lastFailure = { rank, kind, where, at: this.network.now() };
+    for (const listener of this.#failureListeners) listener(slot.lastFailure);
+  }
+
+  #stop(slot: Slot) {
+    slot.worker?.terminate();
+    slot.worker = null;
+    for (const port of slot.ports) port.close();
+    slot.ports = [];
+  }
+
+  shutdown() {
+    for (const slot of this.#slots) this.#stop(slot);
+    this.network.close();
+  }
+}
+
+/** A failure of some machines at an iteration, as a seeded schedule lists them. */
+export interface ScheduledFailure {
+  iteration: number;
+  ranks: number[];
+  kind: FailureKind;
+  phase: "step" | "checkpoint" | "replication";
+}
+
+/**
+ * `count` failures at random iterations in [first, last], each of one random machine (two at once with
+ * probability `pairs`), of a random kind and at a random point of the iteration, from `seed`.
+ */
+export function randomFailureSchedule(
+  seed: number,
+  { machines, first, last, count, pairs = 0 }: {
+    machines: number;
+    first: number;
+    last: number;
+    count: number;
+    pairs?: number;
+  },
+): ScheduledFailure[] {
+  const rng = new Rng(seed), phases = ["step", "checkpoint", "replication"] as const;
+  const schedule: ScheduledFailure[] = [];
+  for (let i = 0; i < count; i++) {
+    const first_ = rng.below(machines);
+    const ranks = rng.uniform() < pairs && machines > 1
+      ? [first_, (first_ + 1 + rng.below(machines - 1)) % machines]
+      : [first_];
+    schedule.push({
+      iteration: first + rng.below(last - first + 1),
+      ranks,
+      kind: rng.uniform() < 0.5 ? "software" : "hardware",
+      phase: phases[rng.below(phases.length)],
+    });
+  }
+  return schedule.sort((a, b) => a.iteration - b.iteration);
+}

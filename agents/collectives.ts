@@ -1,0 +1,108 @@
+// The collectives of sharded data-parallel training, over the simulated network in a fixed ring order,
+// so that every sum is taken in the same order in every run (the float results are then bit-identical
+// whatever failures happened in between, for the same number of machines).
+//
+// Shards: the flat state [totalFloats] cut into N contiguous ranges, each starting on a 64-float boundary
+// (a GPU storage binding's offset must be 256-byte aligned, and AdamW updates a shard through one).
+// reduce-scatter: machine r ends with shard r of the sum over machines, divided by N. Shard c's partial
+//                 sum starts at machine c+1 and travels the ring, each machine adding its own part:
+//                 ((g[c+1] + g[c+2]) + ...) + g[c], in float32.
+// Each takes the recovery epoch its caller began in: once a recovery has begun, it fails (AbortedError)
+// instead of taking a message meant for the iteration that replaces it.
+// all-gather:     every machine ends with every machine's piece, passed around the ring in N-1 steps.
+
+import type { NetworkEndpoint } from "./network.ts";
+
+export interface ShardRange {
+  index: number;
+  count: number;
+  /** In floats: [start, end). */
+  start: number;
+  end: number;
+  totalFloats: number;
+}
+
+const SHARD_ALIGNMENT_FLOATS = 64;
+
+/** The N shards of a flat state of `totalFloats` floats. */
+export function shardRanges(totalFloats: number, count: number): ShardRange[] {
+  const units = Math.ceil(totalFloats / SHARD_ALIGNMENT_FLOATS);
+  if (units < count) throw new Error(`${totalFloats} floats cannot be cut into ${count} aligned shards`);
+  return Array.from({ length: count }, (_, index) => {
+    const start = Math.floor((units * index) / count) * SHARD_ALIGNMENT_FLOATS;
+    const end = Math.min(totalFloats, Math.floor((units * (index + 1)) / count) * SHARD_ALIGNMENT_FLOATS);
+    return { index, count, start, end, totalFloats };
+  });
+}
+
+const floatsOf = (bytes: Uint8Array) => new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+const bytesOf = (floats: Float32Array) => new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength);
+
+/** Machine `rank`'s shard of the mean of every machine's `values` (all [totalFloats]). */
+export async function reduceScatterMean(
+  network: NetworkEndpoint,
+  values: Float32Array,
+  shards: ShardRange[],
+  tag: string,
+  epoch: number,
+): Promise<Float32Array> {
+  const n = shards.length, rank = network.rank;
+  const next = (rank + 1) % n, previous = (rank + n - 1) % n;
+  const part = (c: number) => values.subarray(shards[c].start, shards[c].end);
+  let partial = part((rank + n - 1) % n);
+  for (let step = 0; step < n - 1; step++) {
+    network.send(next, "training", "reduce-scatter", `${tag}/rs/${step}`, bytesOf(partial));
+    const received = floatsOf((await network.receive(previous, `${tag}/rs/${step}`, epoch)).bytes);
+    const own = part((rank + 2 * n - 2 - step) % n);
+    const sum = new Float32Array(own.length);
+    for (let i = 0; i < own.length; i++) sum[i] = received[i] + own[i];
+    partial = sum;
+  }
+  const mean = new Float32Array(partial.length);
+  for (let i = 0; i < mean.length; i++) mean[i] = partial[i] / n;
+  return mean;
+}
+
+/** Every machine's `piece`, by rank (the pieces may differ in length). */
+export async function allGather(
+  network: NetworkEndpoint,
+  piece: Uint8Array,
+  count: number,
+  tag: string,
+  epoch: number,
+): Promise<Uint8Array[]> {
+  const rank = network.rank, next = (rank + 1) % count, previous = (rank + count - 1) % count;
+  const pieces: Uint8Array[] = new Array(count);
+  pieces[rank] = piece;
+  for (let step = 0; step < count - 1; step++) {
+    network.send(next, "training", "all-gather", `${tag}/ag/${step}`, pieces[(rank + count - step) % count]);
+    pieces[(rank + count - 1 - step) % count] = (await network.receive(previous, `${tag}/ag/${step}`, epoch)).bytes;
+  }
+  return pieces;
+}
+
+/** The whole flat state from every machine's shard of it. */
+export async function allGatherShards(
+  network: NetworkEndpoint,
+  shard: Float32Array,
+  shards: ShardRange[],
+  tag: string,
+  epoch: number,
+): Promise<Float32Array> {
+  const pieces = await allGather(network, bytesOf(shard), shards.length, tag, epoch);
+  const whole = new Float32Array(shards[0].totalFloats);
+  pieces.forEach((piece, c) => whole.set(floatsOf(piece), shards[c].start));
+  return whole;
+}
+
+/** The sum, in rank order, of one number from each machine. */
+export async function allSum(
+  network: NetworkEndpoint,
+  value: number,
+  count: number,
+  tag: string,
+  epoch: number,
+): Promise<number> {
+  const pieces = await allGather(network, new Uint8Array(Float64Array.of(value).buffer), count, tag, epoch);
+  return pieces.reduce((sum, piece) => sum + new Float64Array(piece.slice().buffer)[0], 0);
+}

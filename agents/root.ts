@@ -1,0 +1,392 @@
+// The root agent: starts and registers the machines, watches their heartbeats through the health store
+// (a machine whose lease runs out is declared failed, and the detection time is measured), drives
+// training one iteration at a time, and drives recovery:
+//   1. stop every surviving machine (a new recovery epoch: what was in flight is dropped),
+//   2. restart the failed machines: on the same machine after a software failure (its memory kept),
+//      on a replacement after a hardware failure (new, empty memory),
+//   3. take stock of every machine's memory and of the persistent store, and roll every machine back to
+//      the newest iteration that is complete for every shard: each shard from its owner's memory, else a
+//      peer holding a replica, else the persistent store (else the initial state),
+//   4. all-gather the parameters, and resume.
+// A failure during any of it starts the recovery again with that machine added.
+
+import type { CheckpointStore, StoredEntry } from "../core/store.ts";
+import type { FailureKind, Machine, SimulatedCluster } from "./cluster.ts";
+import { type HealthStore, InMemoryHealthStore } from "./health.ts";
+import {
+  describeSource,
+  type FaultPoint,
+  openPersistentStore,
+  type RestoreResult,
+  type RestoreSource,
+  type StepResult,
+} from "./spec.ts";
+
+export interface RootSettings {
+  /** A machine whose heartbeat is this late is declared failed. */
+  heartbeatTimeoutMs: number;
+  /** Where machines' leases live (the in-memory store when absent). */
+  health?: HealthStore;
+}
+
+export interface IterationReport {
+  type: "iteration";
+  iteration: number;
+  /** The mean over machines of their mean losses: the loss of the global batch. */
+  loss: number;
+  milliseconds: number;
+  machines: StepResult[];
+}
+
+export interface FailureReport {
+  rank: number;
+  kind: FailureKind;
+  where: string;
+  /** On the network's clock (ms). */
+  failedAt: number;
+  detectedAt: number;
+}
+
+export interface RecoveryReport {
+  type: "recovery";
+  epoch: number;
+  failures: FailureReport[];
+  /** The iteration every machine rolled back to, and how many iterations were lost. */
+  iteration: number;
+  lostIterations: number;
+  /** Where each machine's shard came from, and how long it took to fetch and to load. */
+  machines: RestoreResult[];
+  /** Milliseconds of each phase: the first failure to its detection, restarting machines, fetching the
+   * shards (the slowest machine), loading them onto the GPUs, all-gathering the parameters. */
+  detection: number;
+  replacement: number;
+  retrieval: number;
+  load: number;
+  synchronize: number;
+  /** From the first failure to training resumed. */
+  total: number;
+  /** Shards restored from persistent storage. */
+  fromPersistent: number;
+  /** Sources that were tried and failed (a corrupt copy, say), with the reason. */
+  skipped: string[];
+}
+
+export type RootEvent =
+  | IterationReport
+  | RecoveryReport
+  | { type: "failure"; failure: FailureReport }
+  | { type: "recovering"; epoch: number; phase: "stop" | "replace" | "retrieve" | "synchronize" };
+
+/** Thrown into the work in progress when a machine is declared failed. */
+class FailureAlarm extends Error {
+  override name = "FailureAlarm";
+}
+
+/** What a recovery restores, decided from what every machine's memory and the persistent store hold. */
+export interface RecoveryPlan {
+  iteration: number;
+  /** Per machine, the sources to try in order. */
+  sources: RestoreSource[][];
+}
+
+/**
+ * The newest iteration of which every shard has a copy somewhere (memory, or the persistent store;
+ * iteration 0, the initial state, always has one), and where each machine can get its shard of it.
+ */
+export function planRecovery(machines: number, memories: StoredEntry[][], persistent: StoredEntry[]): RecoveryPlan {
+  const inMemory = (owner: number, iteration: number) =>
+    memories.flatMap((entries, holder) =>
+      entries.some((entry) => entry.owner === owner && entry.iteration === iteration) ? [holder] : []
+    );
+  const persisted = (owner: number, iteration: number) =>
+    persistent.some((entry) => entry.owner === owner && entry.iteration === iteration);
+  const iterations = [...new Set([...memories.flat(), ...persistent].map((entry) => entry.iteration))]
+    .sort((a, b) => b - a);
+  const ranks = Array.from({ length: machines }, (_, rank) => rank);
+  const iteration =
+    iterations.find((candidate) =>
+      ranks.every((owner) => inMemory(owner, candidate).length || persisted(owner, candidate))
+    ) ?? 0;
+  const sources = ranks.map((owner): RestoreSource[] => {
+    const holders = inMemory(owner, iteration);
+    return [
+      ...(holders.includes(owner) ? [{ from: "local" as const }] : []),
+      ...holders.filter((holder) => holder !== owner).map((peer) => ({ from: "peer" as const, peer })),
+      ...(persisted(owner, iteration) ? [{ from: "persistent" as const }] : []),
+      ...(iteration === 0 ? [{ from: "initial" as const }] : []),
+    ];
+  });
+  return { iteration, sources };
+}
+
+export class RootAgent {
+  readonly cluster: SimulatedCluster;
+  readonly settings: RootSettings;
+  readonly health: HealthStore;
+  readonly #persistent: CheckpointStore;
+  readonly #machines: (Machine | null)[];
+  readonly #leases = new Map<number, { lease: number; incarnation: number }>();
+  readonly #pending = new Map<number, FailureReport>();
+  readonly #listeners = new Set<(event: RootEvent) => void>();
+  readonly #unwatch: () => void;
+  #alarm: { promise: Promise<never>; reject: (error: Error) => void } | null = null;
+  #iteration = 0;
+  #epoch = 0;
+  #closed = false;
+
+  /** Starts every machine of `cluster` and registers it. */
+  static async start(cluster: SimulatedCluster, settings: RootSettings): Promise<RootAgent> {
+    const root = new RootAgent(cluster, settings, await openPersistentStore(cluster.settings.persistent));
+    try {
+      await Promise.all(root.#machines.map((_, rank) => root.#launch(rank)));
+    } catch (error) {
+      root.close();
+      throw error;
+    }
+    return root;
+  }
+
+  private constructor(cluster: SimulatedCluster, settings: RootSettings, persistent: CheckpointStore) {
+    if (!(settings.heartbeatTimeoutMs > cluster.settings.heartbeatMs)) {
+      throw new Error(
+        `the heartbeat timeout (${settings.heartbeatTimeoutMs} ms) must exceed the interval ` +
+          `(${cluster.settings.heartbeatMs} ms)`,
+      );
+    }
+    this.cluster = cluster;
+    this.settings = settings;
+    this.health = settings.health ?? new InMemoryHealthStore();
+    this.#persistent = persistent;
+    this.#machines = new Array(cluster.settings.machines).fill(null);
+    this.#unwatch = this.health.watch("machines/", (event) => {
+      if (event.type === "delete") this.#declareFailed(Number(event.key.slice("machines/".length)));
+    });
+  }
+
+  /** Iterations completed (after a recovery: the iteration rolled back to). */
+  get iteration(): number {
+    return this.#iteration;
+  }
+
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** The running machine of each rank (null while it is down). */
+  get machines(): readonly (Machine | null)[] {
+    return this.#machines;
+  }
+
+  onEvent(listener: (event: RootEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** One iteration on every machine; or, if a machine has failed, the recovery. */
+  async advance(): Promise<IterationReport | RecoveryReport> {
+    if (this.#closed) throw new Error("the root agent has been closed");
+    if (!this.#pending.size) {
+      try {
+        return this.#emit(await this.#guard(this.#step()));
+      } catch (error) {
+        if (!(error instanceof FailureAlarm)) throw error;
+      }
+    }
+    return this.#emit(await this.#recover());
+  }
+
+  /** Advances until `iteration` is completed, returning every report on the way. */
+  async runUntil(iteration: number): Promise<(IterationReport | RecoveryReport)[]> {
+    const reports: (IterationReport | RecoveryReport)[] = [];
+    while (this.#iteration < iteration) reports.push(await this.advance());
+    return reports;
+  }
+
+  /**
+   * Injects a failure of `kind` into `ranks`: at once, or when each reaches `point` (an iteration's
+   * step, checkpoint write or replication, or its next recovery).
+   */
+  async injectFailure(ranks: number[], kind: FailureKind, point?: FaultPoint) {
+    for (const rank of ranks) {
+      const machine = this.#machines[rank];
+      if (!machine) throw new Error(`machine ${rank} is already down`);
+      if (point) await this.cluster.arm(machine, kind, point);
+    }
+    if (!point) this.cluster.fail(ranks, kind);
+  }
+
+  /** Every machine's state: the parameters (machine 0's; all hold the same) and m and v from each shard. */
+  async state(): Promise<{ params: Float32Array; m: Float32Array; v: Float32Array }> {
+    const states = await Promise.all(this.#running().map((machine) => machine.api.state()));
+    const concat = (parts: Float32Array[]) => {
+      const whole = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
+      parts.reduce((at, part) => (whole.set(part, at), at + part.length), 0);
+      return whole;
+    };
+    return { params: states[0].params, m: concat(states.map((s) => s.m)), v: concat(states.map((s) => s.v)) };
+  }
+
+  close() {
+    this.#closed = true;
+    this.#unwatch();
+    if (this.health instanceof InMemoryHealthStore) this.health.close();
+    this.cluster.shutdown();
+  }
+
+  // --- training -------------------------------------------------------------------------------
+
+  async #step(): Promise<IterationReport> {
+    const start = performance.now();
+    const results = await Promise.all(this.#running().map((machine) => machine.api.step()));
+    this.#iteration = results[0].iteration;
+    const loss = results.reduce((sum, result) => sum + result.loss, 0) / results.length;
+    return {
+      type: "iteration",
+      iteration: this.#iteration,
+      loss,
+      milliseconds: performance.now() - start,
+      machines: results,
+    };
+  }
+
+  #running(): Machine[] {
+    const running = this.#machines.filter((machine): machine is Machine => machine !== null);
+    if (running.length !== this.#machines.length) throw new FailureAlarm("a machine is down");
+    return running;
+  }
+
+  // --- membership and failure detection -------------------------------------------------------
+
+  async #launch(rank: number): Promise<Machine> {
+    const machine = await this.cluster.launch(rank, this.#epoch, {
+      heartbeat: (rank_, incarnation) => this.#heartbeat(rank_, incarnation),
+    });
+    const lease = await this.health.grant(this.settings.heartbeatTimeoutMs);
+    await this.health.put(`machines/${rank}`, { incarnation: machine.incarnation }, lease);
+    this.#leases.set(rank, { lease, incarnation: machine.incarnation });
+    this.#machines[rank] = machine;
+    return machine;
+  }
+
+  #heartbeat(rank: number, incarnation: number) {
+    const held = this.#leases.get(rank);
+    if (held?.incarnation === incarnation) this.health.keepAlive(held.lease);
+  }
+
+  /** A machine's lease ran out: it is failed. If it is in fact still running (late heartbeats), it is fenced off. */
+  #declareFailed(rank: number) {
+    const machine = this.#machines[rank];
+    if (!machine || this.#closed) return;
+    this.#machines[rank] = null;
+    this.#leases.delete(rank);
+    const detectedAt = this.cluster.network.now();
+    if (this.cluster.isRunning(rank)) this.cluster.fail([rank], "software");
+    const seen = this.cluster.lastFailure(rank)!;
+    const failure: FailureReport = { rank, kind: seen.kind, where: seen.where, failedAt: seen.at, detectedAt };
+    this.#pending.set(rank, failure);
+    this.#emit({ type: "failure", failure });
+    this.#alarm?.reject(new FailureAlarm(`machine ${rank} failed`));
+    this.#alarm = null;
+  }
+
+  /** `work`, unless a machine is declared failed first: then a FailureAlarm (and `work` is abandoned). */
+  #guard<T>(work: Promise<T>): Promise<T> {
+    work.catch(() => {}); // once abandoned, its failure (an abort) is expected
+    if (this.#pending.size) return Promise.reject(new FailureAlarm("a machine is down"));
+    if (!this.#alarm) {
+      let reject!: (error: Error) => void;
+      const promise = new Promise<never>((_, reject_) => reject = reject_);
+      promise.catch(() => {});
+      this.#alarm = { promise, reject };
+    }
+    return Promise.race([work, this.#alarm.promise]);
+  }
+
+  // --- recovery -------------------------------------------------------------------------------
+
+  async #recover(): Promise<RecoveryReport> {
+    const failures: FailureReport[] = [];
+    const reached = this.#iteration;
+    for (;;) {
+      failures.push(...this.#pending.values());
+      this.#pending.clear();
+      try {
+        return await this.#guard(this.#recoverOnce(failures, reached));
+      } catch (error) {
+        if (!(error instanceof FailureAlarm)) throw error;
+      }
+    }
+  }
+
+  async #recoverOnce(failures: FailureReport[], reached: number): Promise<RecoveryReport> {
+    const epoch = ++this.#epoch, clock = () => this.cluster.network.now();
+    this.#emit({ type: "recovering", epoch, phase: "stop" });
+    const survivors = this.#machines.filter((machine): machine is Machine => machine !== null);
+    await Promise.all(survivors.map((machine) => machine.api.abort(epoch)));
+    this.#emit({ type: "recovering", epoch, phase: "replace" });
+    const replaceStart = clock();
+    const down = this.#machines.flatMap((machine, rank) => machine ? [] : [rank]);
+    await Promise.all(down.map((rank) => this.#launch(rank)));
+    const replacement = clock() - replaceStart;
+
+    this.#emit({ type: "recovering", epoch, phase: "retrieve" });
+    const machines = this.#running();
+    const statuses = await Promise.all(machines.map((machine) => machine.api.status()));
+    const plan = planRecovery(
+      machines.length,
+      statuses.map((status) => status.memory),
+      await this.#persistent.entries(),
+    );
+    const skipped: string[] = [];
+    const restored = await Promise.all(machines.map((machine) => this.#restore(machine, plan, skipped)));
+
+    this.#emit({ type: "recovering", epoch, phase: "synchronize" });
+    const syncStart = clock();
+    await Promise.all(machines.map((machine) => machine.api.synchronize()));
+    const end = clock();
+    this.#iteration = plan.iteration;
+    const first = failures.reduce((a, b) => (a.failedAt <= b.failedAt ? a : b));
+    return {
+      type: "recovery",
+      epoch,
+      failures,
+      iteration: plan.iteration,
+      lostIterations: reached - plan.iteration,
+      machines: restored,
+      detection: first.detectedAt - first.failedAt,
+      replacement,
+      retrieval: Math.max(...restored.map((result) => result.retrieveMilliseconds)),
+      load: Math.max(...restored.map((result) => result.loadMilliseconds)),
+      synchronize: end - syncStart,
+      total: end - first.failedAt,
+      fromPersistent: restored.filter((result) => result.source.from === "persistent").length,
+      skipped,
+    };
+  }
+
+  /** Restores one machine's shard from the first of its plan's sources that works. */
+  async #restore(machine: Machine, plan: RecoveryPlan, skipped: string[]): Promise<RestoreResult> {
+    for (const source of plan.sources[machine.rank]) {
+      try {
+        if (source.from === "peer") {
+          const peer = this.#machines[source.peer];
+          if (!peer) throw new FailureAlarm(`machine ${source.peer} is down`);
+          await peer.api.serve(machine.rank, plan.iteration, machine.rank);
+        }
+        return await machine.api.restore(plan.iteration, source);
+      } catch (error) {
+        if ((error as Error).name === "AbortedError" || error instanceof FailureAlarm) throw error;
+        skipped.push(`machine ${machine.rank} from ${describeSource(source)}: ${(error as Error).message}`);
+      }
+    }
+    throw new Error(
+      `machine ${machine.rank} could not restore iteration ${plan.iteration} from any source` +
+        (skipped.length ? ` (${skipped.join("; ")})` : ""),
+    );
+  }
+
+  #emit<T extends RootEvent>(event: T): T {
+    for (const listener of this.#listeners) listener(event);
+    return event;
+  }
+}

@@ -1,0 +1,436 @@
+// The worker agent: one per machine, in the machine's own Worker with its own GPUDevice. It trains its
+// slice of every batch, reduce-scatters the gradients, updates its shard of the parameters and of
+// AdamW's m and v, and all-gathers the parameters; it takes an in-memory checkpoint of its shard every
+// iteration (configurable) into its host memory, sends it to the peers of the placement plan, keeps the
+// replicas it receives, persists every P iterations, heartbeats to the root agent, and in a recovery
+// restores its shard from its own memory, a peer, the persistent store, or the initial state.
+//
+// The root agent drives it through comlink (`MachineApi` below); bulk bytes go through the network.
+
+import * as Comlink from "comlink";
+import { CheckpointCapture } from "../core/capture.ts";
+import { type DecodedShard, shardLayout, type ShardMeta, writeShard } from "../core/checkpoint.ts";
+import { BatchLoader } from "../core/data.ts";
+import { acquireGpu, formatAdapter } from "../core/gpu.ts";
+import { InMemoryCheckpointStore } from "../core/memory-store.ts";
+import { initialParameters } from "../core/model.ts";
+import type { CheckpointStore } from "../core/store.ts";
+import { Trainer } from "../core/trainer.ts";
+import { allGatherShards, allSum, reduceScatterMean, type ShardRange, shardRanges } from "./collectives.ts";
+import { type Delivery, NetworkEndpoint } from "./network.ts";
+import {
+  corpusFor,
+  type FaultPoint,
+  type MachineSpec,
+  type MachineStatus,
+  openPersistentStore,
+  type RestoreResult,
+  type RestoreSource,
+  type RootService,
+  type StepResult,
+} from "./spec.ts";
+
+/** A chunk of a checkpoint shard on the network (a replica, or a shard fetched in a recovery). */
+interface ChunkInfo {
+  owner: number;
+  iteration: number;
+  offset: number;
+  total: number;
+}
+
+/** A shard arriving chunk by chunk, written in place into a slot of the store. */
+interface Arrival {
+  iteration: number;
+  writer: ReturnType<InMemoryCheckpointStore["beginWrite"]>;
+  received: number;
+}
+
+class MachineAgent {
+  readonly spec: MachineSpec;
+  readonly #trainer: Trainer;
+  readonly #loader: BatchLoader;
+  readonly #shards: ShardRange[];
+  readonly #shard: ShardRange;
+  readonly #store: InMemoryCheckpointStore;
+  readonly #persistent: CheckpointStore;
+  readonly #capture: CheckpointCapture;
+  readonly #network: NetworkEndpoint;
+  readonly #adapter: string;
+  readonly #heartbeat: ReturnType<typeof setInterval>;
+  readonly #arrivals = new Map<number, Arrival>();
+  readonly #arrivalWaiters = new Map<string, { resolve: () => void; reject: (error: Error) => void }>();
+  readonly #faults: FaultPoint[] = [];
+  /** The step, restore or synchronisation under way, which an abort waits for. */
+  #current: Promise<unknown> = Promise.resolve();
+  /** The checkpoint being published and sent. */
+  #checkpointing: Promise<void> = Promise.resolve();
+  #persisting: Promise<void> | null = null;
+  #persistentSaves = 0;
+  #persistentSkipped = 0;
+  /** Set when an injected failure struck: the Worker is about to be terminated. */
+  dead = false;
+
+  static async start(spec: MachineSpec): Promise<MachineAgent> {
+    const gpu = await acquireGpu();
+    const persistent = await openPersistentStore(spec.persistent);
+    return new MachineAgent(spec, gpu.device, formatAdapter(gpu.adapter), persistent);
+  }
+
+  private constructor(spec: MachineSpec, device: GPUDevice, adapter: string, persistent: CheckpointStore) {
+    this.spec = spec;
+    this.#adapter = adapter;
+    const { training } = spec;
+    this.#trainer = new Trainer(device, training.config, {
+      ...training.optimizer,
+      batch: training.batchPerMachine,
+      time: training.time,
+    });
+    this.#loader = new BatchLoader(
+      corpusFor(training),
+      training.batchPerMachine * spec.machines,
+      training.time,
+      training.optimizer.seed,
+    );
+    this.#shards = shardRanges(this.#trainer.model.totalFloats, spec.machines);
+    this.#shard = this.#shards[spec.rank];
+    this.#store = InMemoryCheckpointStore.attach(spec.memory);
+    this.#persistent = persistent;
+    this.#capture = new CheckpointCapture(device, this.#shard.end - this.#shard.start, {
+      chunkBytes: spec.checkpoint.chunkBytes,
+      checksumsOnGpu: false, // see CheckpointCapture: on a software adapter it only blocks training longer
+    });
+    this.#network = new NetworkEndpoint(spec.rank, spec.network, spec.epoch);
+    const receive = (delivery: Delivery) => {
+      try {
+        this.#receiveChunk(delivery);
+      } catch (error) {
+        if (!(error instanceof MachineDied)) throw error;
+      }
+    };
+    this.#network.handle("checkpoint", receive);
+    this.#network.handle("retrieval", receive);
+    const root = Comlink.wrap<RootService>(spec.root);
+    const beat = () => root.heartbeat(spec.rank, spec.incarnation, this.#trainer.step);
+    beat();
+    this.#heartbeat = setInterval(beat, spec.heartbeatMs);
+  }
+
+  get iteration(): number {
+    return this.#trainer.step;
+  }
+
+  /** One iteration of sharded data-parallel training, with its checkpoint when one is due. */
+  step(): Promise<StepResult> {
+    return this.#run(async (epoch) => {
+      const t = this.#trainer.step + 1, rank = this.spec.rank, machines = this.spec.machines;
+      let clock = performance.now();
+      const lap = () => -clock + (clock = performance.now());
+      // Every machine draws the same global batch and trains on its rows of it.
+      const global = this.#loader.next(), rows = this.spec.training.batchPerMachine * this.spec.training.time;
+      const mine = {
+        inputs: global.inputs.subarray(rank * rows, (rank + 1) * rows),
+        targets: global.targets.subarray(rank * rows, (rank + 1) * rows),
+      };
+      const loss = await this.#trainer.computeGradients(mine);
+      this.#fault("step", t);
+      const grads = await this.#trainer.model.readGradients();
+      const compute = lap();
+      const reduced = await reduceScatterMean(this.#network, grads, this.#shards, `${t}`, epoch);
+      let squares = 0;
+      for (const g of reduced) squares += g * g;
+      const normSquared = await allSum(this.#network, squares, machines, `${t}/norm`, epoch);
+      const reduceScatter = lap();
+      this.#trainer.updateShard(this.#shard, reduced, normSquared);
+      const checkpointBlocked = t % this.spec.checkpoint.every === 0 ? await this.#beginCheckpoint() : 0;
+      const shard = await this.#trainer.readParameterRange(this.#shard);
+      const update = lap();
+      this.#trainer.model.writeParameters(
+        await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch),
+      );
+      return { iteration: t, loss, compute, reduceScatter, update, allGather: lap(), checkpointBlocked };
+    });
+  }
+
+  /** Starts the capture of this iteration's shard; returns how long it held training up. */
+  async #beginCheckpoint(): Promise<number> {
+    const meta: ShardMeta = {
+      ...this.#trainer.checkpointMeta(this.spec.rank, this.#shard, this.spec.checkpoint.chunkBytes),
+      data: this.#loader.state,
+    };
+    const previous = this.#checkpointing;
+    const pending = await this.#capture.begin(this.#trainer.checkpointSource(this.#shard.start, this.#shard.end));
+    this.#checkpointing = previous.then(() => pending.mapped).then(({ tensors, release }) => {
+      try {
+        this.#publish(meta, tensors);
+      } finally {
+        release();
+      }
+    }).catch((error) => {
+      if (!(error instanceof MachineDied)) {
+        console.error(`machine ${this.spec.rank}: checkpoint ${meta.iteration}: ${error.message}`);
+      }
+    });
+    return pending.blockedMilliseconds;
+  }
+
+  /** Writes a captured shard into host memory, then replicates and persists it. */
+  #publish(meta: ShardMeta, tensors: DecodedShard["tensors"]) {
+    const t = meta.iteration, rank = this.spec.rank;
+    if (this.#faultDue("checkpoint", t)) {
+      const writer = this.#store.beginWrite(rank, t, shardLayout(meta).totalBytes);
+      writeShard(writer.bytes, meta, tensors);
+      this.#die(`in the middle of writing checkpoint ${t}`); // before the commit: never published
+    }
+    this.#store.saveShard(meta, tensors);
+    const bytes = this.#store.copyOf(rank, t);
+    if (!bytes) throw new Error(`checkpoint ${t} vanished from memory right after it was written`);
+    this.#replicate(t, bytes);
+    this.#persist(t, bytes);
+  }
+
+  /** Sends the checkpoint to each peer of the placement plan, a chunk a message. */
+  #replicate(iteration: number, bytes: Uint8Array) {
+    const chunk = this.spec.checkpoint.chunkBytes, rank = this.spec.rank;
+    const chunks = Math.ceil(bytes.length / chunk);
+    for (const peer of this.spec.replicaPeers) {
+      for (let i = 0; i < chunks; i++) {
+        if (i === Math.floor(chunks / 2) && this.#faultDue("replication", iteration)) {
+          this.#die(`in the middle of replicating checkpoint ${iteration} to machine ${peer}`);
+        }
+        const info: ChunkInfo = { owner: rank, iteration, offset: i * chunk, total: bytes.length };
+        const piece = bytes.subarray(i * chunk, (i + 1) * chunk);
+        this.#network.send(peer, "checkpoint", "replica", `replica/${rank}/${iteration}/${i}`, piece, info);
+      }
+    }
+  }
+
+  /** Every `persistEvery` iterations, a copy to the persistent store, unless the last one is still being written. */
+  #persist(iteration: number, bytes: Uint8Array) {
+    const every = this.spec.checkpoint.persistEvery;
+    if (!every || iteration % every) return;
+    if (this.#persisting) {
+      this.#persistentSkipped++;
+      return;
+    }
+    this.#persisting = this.#persistent.save(this.spec.rank, iteration, bytes).then(
+      () => void this.#persistentSaves++,
+      (error) => console.error(`machine ${this.spec.rank}: persisting checkpoint ${iteration}: ${error.message}`),
+    ).finally(() => this.#persisting = null);
+  }
+
+  /** A chunk of a shard arriving: written in place; the shard is published when its last byte is in. */
+  #receiveChunk(delivery: Delivery) {
+    const { owner, iteration, offset, total } = delivery.info as ChunkInfo;
+    let arrival = this.#arrivals.get(owner);
+    if (!arrival || arrival.iteration !== iteration) {
+      // A newer shard of the same owner replaces one that never completed (its sender failed).
+      arrival = { iteration, writer: this.#store.beginWrite(owner, iteration, total), received: 0 };
+      this.#arrivals.set(owner, arrival);
+    }
+    arrival.writer.bytes.set(delivery.bytes, offset);
+    arrival.received += delivery.bytes.length;
+    if (delivery.kind === "retrieval" && this.#faultDue("recovery")) {
+      this.#die(`in the middle of fetching checkpoint ${iteration} from machine ${delivery.from}`);
+    }
+    if (arrival.received < total) return;
+    this.#arrivals.delete(owner);
+    const waiter = this.#arrivalWaiters.get(`${owner}/${iteration}`);
+    this.#arrivalWaiters.delete(`${owner}/${iteration}`);
+    try {
+      arrival.writer.commit();
+      waiter?.resolve();
+    } catch (error) {
+      console.error(`machine ${this.spec.rank}: ${(error as Error).message}`);
+      waiter?.reject(error as Error);
+    }
+  }
+
+  /** Stops what this machine was doing and moves to recovery epoch `epoch`. */
+  async abort(epoch: number) {
+    this.#network.abort(epoch);
+    for (const { reject } of this.#arrivalWaiters.values()) reject(new Error(`recovery ${epoch} began`));
+    this.#arrivalWaiters.clear();
+    this.#arrivals.clear(); // their slots stay unpublished until a later write reclaims them
+    await this.#current.catch(() => {});
+    await this.#checkpointing;
+  }
+
+  /** Restores this machine's shard of checkpoint `iteration` from `source`. */
+  restore(iteration: number, source: RestoreSource): Promise<RestoreResult> {
+    return this.#run(async () => {
+      const start = performance.now();
+      if (source.from === "local" && this.#faultDue("recovery")) this.#die("in the middle of a recovery");
+      if (source.from === "peer") await this.#arrival(this.spec.rank, iteration);
+      let shard: DecodedShard, bytes = 0;
+      if (source.from === "persistent") {
+        const loaded = await this.#persistent.load(this.spec.rank, { config: this.spec.training.config, iteration });
+        shard = loaded.shard;
+        bytes = loaded.entry.bytes;
+      } else if (source.from === "initial") {
+        shard = this.#initialShard();
+      }
+      const retrieved = performance.now();
+      if (source.from === "local" || source.from === "peer") {
+        const { entry } = await this.#store.useNewest(
+          this.spec.rank,
+          { config: this.spec.training.config, iteration },
+          (decoded) => this.#load(decoded),
+        );
+        bytes = entry.bytes;
+      } else {
+        this.#load(shard!);
+      }
+      await this.#trainer.device.queue.onSubmittedWorkDone();
+      const end = performance.now();
+      return {
+        source,
+        iteration,
+        bytes,
+        retrieveMilliseconds: source.from === "local" ? 0 : retrieved - start,
+        loadMilliseconds: end - retrieved,
+      };
+    });
+  }
+
+  #load(shard: DecodedShard) {
+    this.#trainer.restoreShard(shard);
+    this.#loader.restore(shard.meta.data);
+  }
+
+  /** The state every run starts from: the seeded initial parameters, zero moments, the data order's start. */
+  #initialShard(): DecodedShard {
+    const { start, end } = this.#shard, { training } = this.spec;
+    const loader = new BatchLoader(corpusFor(training), 1, training.time, training.optimizer.seed);
+    const meta = { ...this.#trainer.checkpointMeta(this.spec.rank, this.#shard), iteration: 0, data: loader.state };
+    const params = initialParameters(training.config, training.optimizer.seed).slice(start, end);
+    const zeros = () => new Float32Array(end - start);
+    return { meta, tensors: { params, m: zeros(), v: zeros() } };
+  }
+
+  /** Resolves when `owner`'s checkpoint `iteration` has arrived whole and been published here. */
+  #arrival(owner: number, iteration: number): Promise<void> {
+    if (this.#store.copyOf(owner, iteration)) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#arrivalWaiters.set(`${owner}/${iteration}`, { resolve, reject }));
+  }
+
+  /** Sends `owner`'s checkpoint `iteration` from this machine's memory to machine `to` (a recovery's fetch). */
+  serve(owner: number, iteration: number, to: number) {
+    const bytes = this.#store.copyOf(owner, iteration);
+    if (!bytes) throw new Error(`machine ${this.spec.rank} holds no valid checkpoint ${iteration} of machine ${owner}`);
+    const chunk = this.spec.checkpoint.chunkBytes;
+    for (let offset = 0; offset < bytes.length; offset += chunk) {
+      const info: ChunkInfo = { owner, iteration, offset, total: bytes.length };
+      const piece = bytes.subarray(offset, offset + chunk);
+      this.#network.send(to, "retrieval", "fetch", `fetch/${owner}/${iteration}/${offset}`, piece, info);
+    }
+    return bytes.length;
+  }
+
+  /** After every shard is restored: all-gathers the parameters, so every machine has all of them again. */
+  synchronize(): Promise<void> {
+    return this.#run(async (epoch) => {
+      const shard = await this.#trainer.readParameterRange(this.#shard);
+      const tag = `sync/${this.#trainer.step}`;
+      this.#trainer.model.writeParameters(await allGatherShards(this.#network, shard, this.#shards, tag, epoch));
+    });
+  }
+
+  async status(): Promise<MachineStatus> {
+    return {
+      rank: this.spec.rank,
+      incarnation: this.spec.incarnation,
+      iteration: this.#trainer.step,
+      adapter: this.#adapter,
+      memory: await this.#store.entries(),
+      arenaBytes: this.#store.arenaBytes,
+      persistentSaves: this.#persistentSaves,
+      persistentSkipped: this.#persistentSkipped,
+    };
+  }
+
+  /** This machine's state: all the parameters, and its shard of m and v. */
+  async state(): Promise<{ params: Float32Array; m: Float32Array; v: Float32Array }> {
+    const { params, m, v } = await this.#trainer.exportState();
+    const { start, end } = this.#shard;
+    return { params, m: m.slice(start, end), v: v.slice(start, end) };
+  }
+
+  /** Arms an injected failure. */
+  injectFault(fault: FaultPoint) {
+    this.#faults.push(fault);
+  }
+
+  /** Runs `body` as the operation an abort waits for; it fails with AbortedError if a recovery begins. */
+  #run<T>(body: (epoch: number) => Promise<T>): Promise<T> {
+    const result = body(this.#network.epoch).catch((error) => {
+      if (error instanceof MachineDied) return silence();
+      throw error;
+    });
+    this.#current = result;
+    return result;
+  }
+
+  #faultDue(phase: FaultPoint["phase"], iteration?: number): boolean {
+    const index = this.#faults.findIndex((fault) =>
+      fault.phase === phase && (fault.phase === "recovery" || fault.iteration === iteration)
+    );
+    if (index < 0) return false;
+    this.#faults.splice(index, 1);
+    return true;
+  }
+
+  #fault(phase: "step", iteration: number) {
+    if (this.#faultDue(phase, iteration)) this.#die(`in the middle of iteration ${iteration}`);
+  }
+
+  /**
+   * An injected failure: the machine stops here. It tells the cluster (which terminates its Worker), goes
+   * silent (no heartbeats, no messages), and unwinds what it was doing without ever answering the root.
+   */
+  #die(where: string): never {
+    if (!this.dead) {
+      this.dead = true;
+      clearInterval(this.#heartbeat);
+      this.#network.close();
+      this.spec.life.postMessage({ rank: this.spec.rank, where });
+    }
+    throw new MachineDied(where);
+  }
+}
+
+/** Unwinds a machine that has just failed (see `#die`). */
+class MachineDied extends Error {
+  override name = "MachineDied";
+}
+
+/** What a dead machine answers: nothing, ever. */
+const silence = () => new Promise<never>(() => {});
+
+let agent: MachineAgent | null = null;
+
+/** Calls `body` on the started machine; a machine that has failed never answers. */
+function onMachine<T>(body: (machine: MachineAgent) => T | Promise<T>): Promise<T> {
+  if (!agent) return Promise.reject(new Error("this machine has not been started"));
+  if (agent.dead) return silence();
+  return Promise.resolve(body(agent));
+}
+
+/** What the root agent calls on a machine (through comlink). */
+const api = {
+  async start(spec: MachineSpec): Promise<MachineStatus> {
+    agent = await MachineAgent.start(spec);
+    return agent.status();
+  },
+  step: () => onMachine((machine) => machine.step()),
+  abort: (epoch: number) => onMachine((machine) => machine.abort(epoch)),
+  restore: (iteration: number, source: RestoreSource) => onMachine((machine) => machine.restore(iteration, source)),
+  serve: (owner: number, iteration: number, to: number) => onMachine((machine) => machine.serve(owner, iteration, to)),
+  synchronize: () => onMachine((machine) => machine.synchronize()),
+  status: () => onMachine((machine) => machine.status()),
+  state: () => onMachine((machine) => machine.state()),
+  injectFault: (fault: FaultPoint) => onMachine((machine) => machine.injectFault(fault)),
+};
+
+export type MachineApi = typeof api;
+
+Comlink.expose(api);

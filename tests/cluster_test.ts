@@ -1,0 +1,173 @@
+// GEMINI on a simulated cluster of four machines (Workers, each with its own GPU device and host
+// memory): every kind of recovery the paper describes, and failures at the awkward moments (two at once,
+// mid-checkpoint, mid-replication, mid-recovery). In each, training must continue exactly as the same
+// seeded run without failures: the same losses and the same final parameters and AdamW moments, bit for bit.
+
+import assert from "node:assert/strict";
+import {
+  type ClusterSettings,
+  defaultClusterSettings,
+  randomFailureSchedule,
+  SimulatedCluster,
+} from "../agents/cluster.ts";
+import { planRecovery, type RecoveryReport, RootAgent } from "../agents/root.ts";
+import type { StoredEntry } from "../core/store.ts";
+
+const ITERATIONS = 12;
+
+interface Run {
+  losses: number[];
+  recoveries: RecoveryReport[];
+  state: { params: Float32Array; m: Float32Array; v: Float32Array };
+}
+
+async function train(
+  during: (root: RootAgent) => Promise<void>,
+  adjust: (settings: ClusterSettings) => void = () => {},
+): Promise<Run> {
+  const directory = await Deno.makeTempDir({ prefix: "gemini-cluster-" });
+  const settings = defaultClusterSettings({ kind: "files", directory, bandwidth: 20e6 });
+  adjust(settings);
+  const root = await RootAgent.start(new SimulatedCluster(settings), { heartbeatTimeoutMs: 600 });
+  try {
+    const losses: number[] = [], recoveries: RecoveryReport[] = [];
+    root.onEvent((event) => {
+      if (event.type === "iteration") losses[event.iteration] = event.loss;
+      if (event.type === "recovery") recoveries.push(event);
+    });
+    await during(root);
+    await root.runUntil(ITERATIONS);
+    return { losses, recoveries, state: await root.state() };
+  } finally {
+    root.close();
+    await Deno.remove(directory, { recursive: true });
+  }
+}
+
+let baseline: Run | null = null;
+const failureFree = async () => baseline ??= await train(() => Promise.resolve());
+
+/** The run after its failures equals the failure-free run bit for bit: every loss and the whole final state. */
+async function assertExactResume(run: Run) {
+  const expected = await failureFree();
+  assert.equal(run.losses.length, ITERATIONS + 1);
+  assert.deepEqual(run.losses, expected.losses, "the losses after recovery differ from the failure-free run");
+  for (const name of ["params", "m", "v"] as const) {
+    assert.ok(
+      run.state[name].every((value, i) => Object.is(value, expected.state[name][i])),
+      `the final ${name} differ from the failure-free run`,
+    );
+  }
+}
+
+const sources = (report: RecoveryReport) =>
+  report.machines.map((m) => m.source.from === "peer" ? `peer ${m.source.peer}` : m.source.from);
+
+Deno.test("a software failure: the machine restarts and restores from its own memory", async () => {
+  const run = await train((root) => root.injectFailure([1], "software", { phase: "step", iteration: 8 }));
+  assert.equal(run.recoveries.length, 1);
+  const [recovery] = run.recoveries;
+  assert.deepEqual(recovery.failures.map((f) => [f.rank, f.kind]), [[1, "software"]]);
+  assert.equal(recovery.iteration, 7);
+  assert.deepEqual(sources(recovery), ["local", "local", "local", "local"]);
+  assert.ok(recovery.detection > 0 && recovery.total >= recovery.detection);
+  await assertExactResume(run);
+});
+
+Deno.test("a hardware failure: a replacement machine fetches the shard from its group peer", async () => {
+  const run = await train((root) => root.injectFailure([2], "hardware", { phase: "step", iteration: 8 }));
+  const [recovery] = run.recoveries;
+  assert.equal(recovery.iteration, 7);
+  assert.deepEqual(sources(recovery), ["local", "local", "peer 3", "local"]);
+  assert.ok(recovery.machines[2].retrieveMilliseconds > 0);
+  assert.equal(recovery.fromPersistent, 0);
+  await assertExactResume(run);
+});
+
+Deno.test("a whole group lost: every machine falls back to the persistent store", async () => {
+  const run = await train(async (root) => {
+    await root.runUntil(9);
+    await root.injectFailure([0, 1], "hardware");
+  });
+  const [recovery] = run.recoveries;
+  // Persistent checkpoints every 4 iterations: 8 is the newest all four shards have.
+  assert.equal(recovery.iteration, 8);
+  assert.equal(recovery.lostIterations, 1);
+  assert.deepEqual(sources(recovery).slice(0, 2), ["persistent", "persistent"]);
+  assert.deepEqual(sources(recovery).slice(2), ["local", "local"], "the surviving group restores from memory");
+  await assertExactResume(run);
+});
+
+Deno.test("two failures at once in different groups: both recover from peers", async () => {
+  const run = await train((root) => root.injectFailure([0, 3], "hardware", { phase: "step", iteration: 6 }));
+  const recovery = run.recoveries.at(-1)!;
+  assert.deepEqual(recovery.failures.map((f) => f.rank).sort(), [0, 3]);
+  assert.deepEqual(sources(recovery), ["peer 1", "local", "local", "peer 2"]);
+  await assertExactResume(run);
+});
+
+Deno.test("a failure in the middle of writing a checkpoint: the half-written one is never used", async () => {
+  const run = await train((root) => root.injectFailure([1], "software", { phase: "checkpoint", iteration: 5 }));
+  const [recovery] = run.recoveries;
+  assert.equal(recovery.iteration, 4, "checkpoint 5 of machine 1 was never published");
+  assert.deepEqual(sources(recovery), ["local", "local", "local", "local"]);
+  await assertExactResume(run);
+});
+
+Deno.test("a failure in the middle of replication: the peer's previous complete replica is used", async () => {
+  const run = await train((root) => root.injectFailure([2], "hardware", { phase: "replication", iteration: 7 }));
+  const [recovery] = run.recoveries;
+  assert.equal(recovery.iteration, 6, "machine 3 never received all of checkpoint 7 of machine 2");
+  assert.deepEqual(sources(recovery), ["local", "local", "peer 3", "local"]);
+  await assertExactResume(run);
+});
+
+Deno.test("a failure during a recovery: the recovery starts again and still resumes exactly", async () => {
+  const run = await train(async (root) => {
+    await root.injectFailure([1], "hardware", { phase: "step", iteration: 7 });
+    // Machine 0, whose memory holds machine 1's replica, fails while the recovery is under way.
+    await root.injectFailure([0], "hardware", { phase: "recovery" });
+  });
+  assert.equal(run.recoveries.length, 1);
+  const [recovery] = run.recoveries;
+  assert.deepEqual(recovery.failures.map((f) => f.rank), [1, 0]);
+  assert.ok(recovery.epoch >= 2, "the first attempt was abandoned");
+  assert.equal(recovery.iteration, 4, "group 0 is gone from memory: the newest persistent checkpoint");
+  // Group 1 still holds iteration 4 in memory (the newest three: 4, 5, 6).
+  assert.deepEqual(sources(recovery), ["persistent", "persistent", "local", "local"]);
+  await assertExactResume(run);
+});
+
+Deno.test("a seeded random schedule of failures, ring placement: still exact", async () => {
+  const schedule = randomFailureSchedule(11, { machines: 4, first: 2, last: 10, count: 3, pairs: 0.3 });
+  assert.deepEqual(schedule, randomFailureSchedule(11, { machines: 4, first: 2, last: 10, count: 3, pairs: 0.3 }));
+  const run = await train(async (root) => {
+    for (const failure of schedule) {
+      await root.runUntil(failure.iteration - 1);
+      await root.injectFailure(failure.ranks, failure.kind, { phase: failure.phase, iteration: failure.iteration });
+      await root.runUntil(failure.iteration);
+    }
+  }, (settings) => settings.placement = "ring");
+  assert.ok(run.recoveries.length >= 1);
+  await assertExactResume(run);
+});
+
+Deno.test("the recovery plan takes the newest iteration every shard has, nearest source first", () => {
+  const entry = (owner: number, iteration: number): StoredEntry => ({
+    owner,
+    iteration,
+    bytes: 1,
+    savedAt: 0,
+    kind: "own",
+    replicatedTo: [],
+  });
+  // Machine 1's memory is gone; machine 0 holds its replica of 5 only; 6 is complete everywhere else.
+  const plan = planRecovery(3, [[entry(0, 6), entry(0, 5), entry(1, 5)], [], [entry(2, 6), entry(2, 5)]], [
+    entry(1, 4),
+  ]);
+  assert.equal(plan.iteration, 5);
+  assert.deepEqual(plan.sources, [[{ from: "local" }], [{ from: "peer", peer: 0 }], [{ from: "local" }]]);
+  const fromPersistent = planRecovery(2, [[entry(0, 3)], []], [entry(0, 2), entry(1, 2)]);
+  assert.deepEqual(fromPersistent, { iteration: 2, sources: [[{ from: "persistent" }], [{ from: "persistent" }]] });
+  assert.deepEqual(planRecovery(2, [[], []], []).sources, [[{ from: "initial" }], [{ from: "initial" }]]);
+});
