@@ -1,136 +1,205 @@
-// `deno task demo`: the main job, headless. It reports the adapter, checks that the GPU computes what
-// the CPU does, and trains a small GPT-2 on one node, printing the loss and tokens/s as it falls, with a
-// checkpoint in host memory every iteration. Before the last steps it simulates a software failure:
-// the run restarts from the checkpoint in memory and must repeat those steps bit for bit.
-// The cluster issue grows it into the full Gemini run.
+// `deno task demo`: the main job, headless. GEMINI on a simulated cluster: four machines (Workers, each
+// with its own GPU device and host memory) train GPT-2 together, sharded data-parallel, with a checkpoint
+// in CPU memory every iteration replicated by group placement (m = 2) and a persistent one every few.
+// Midway a machine's hardware fails: the root agent detects it by its missed heartbeats and a replacement
+// fetches the lost shard from its group peer. Later a whole group fails, and the only way back is the
+// persistent store: the two recoveries are printed side by side. Last, the same seeded run without
+// failures is trained, and the demo checks that training continued exactly as it did.
 
+import { defaultClusterSettings, SimulatedCluster } from "./cluster.ts";
+import { PLACEMENT_STRATEGIES, type PlacementStrategy } from "./placement.ts";
+import { type IterationReport, type RecoveryReport, RootAgent } from "./root.ts";
+import { describeSource } from "./spec.ts";
 import { numberOption, parseOptions, runCommand, UserError } from "../core/cli.ts";
-import { type Corpus, syntheticCorpus, textFileCorpus } from "../core/data.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
 import { MODEL_PRESETS, parameterCount } from "../core/model.ts";
 import { describeSelfCheck, runSelfCheck } from "../core/selfcheck.ts";
-import { DEFAULT_TRAINER_SETTINGS, Trainer } from "../core/trainer.ts";
-import { Checkpointer } from "../core/checkpointing.ts";
-import { shardLayout } from "../core/checkpoint.ts";
-import { InMemoryCheckpointStore } from "../core/memory-store.ts";
 
-const USAGE = `usage: deno task demo [--model ${Object.keys(MODEL_PRESETS).join("|")}] [--steps N] [--batch B] ` +
-  "[--seq T] [--lr LR] [--corpus FILE.txt] [--seed S]";
-
-// Steps run again after the simulated software failure at the end of the demo.
-const RESUME_STEPS = 5;
+const USAGE = `usage: deno task demo [--model ${Object.keys(MODEL_PRESETS).join("|")}] [--machines N] [--replicas M] ` +
+  `[--placement ${PLACEMENT_STRATEGIES.join("|")}] [--iterations I] [--batch B] [--seq T] [--lr LR] [--seed S] ` +
+  "[--persist-every P] [--network MB/s] [--storage MB/s] [--heartbeat-timeout MS]";
 
 function readOptions(args: string[]) {
   const values = parseOptions(args, {
     model: { type: "string", default: "tiny" },
-    steps: { type: "string", default: "60" },
-    batch: { type: "string", default: "8" },
+    machines: { type: "string", default: "4" },
+    replicas: { type: "string", default: "2" },
+    placement: { type: "string", default: "group" },
+    iterations: { type: "string", default: "30" },
+    batch: { type: "string", default: "2" },
     seq: { type: "string", default: "32" },
     lr: { type: "string", default: "1e-2" },
-    seed: { type: "string", default: String(DEFAULT_TRAINER_SETTINGS.seed) },
-    corpus: { type: "string" },
+    seed: { type: "string", default: "1337" },
+    "persist-every": { type: "string", default: "5" },
+    network: { type: "string", default: "400" },
+    storage: { type: "string", default: "20" },
+    "heartbeat-timeout": { type: "string", default: "600" },
   }, USAGE);
   const config = MODEL_PRESETS[values.model];
   if (!config) {
     throw new UserError(`--model must be one of ${Object.keys(MODEL_PRESETS).join(", ")}, got "${values.model}"`);
   }
+  if (!PLACEMENT_STRATEGIES.includes(values.placement as PlacementStrategy)) {
+    throw new UserError(`--placement must be one of ${PLACEMENT_STRATEGIES.join(", ")}, got "${values.placement}"`);
+  }
   const time = numberOption("seq", values.seq, { integer: true, positive: true });
   if (time > config.n_ctx) {
     throw new UserError(`--seq ${time} exceeds the ${values.model} model's n_ctx of ${config.n_ctx}`);
   }
+  const machines = numberOption("machines", values.machines, { integer: true, positive: true });
+  const replicas = numberOption("replicas", values.replicas, { integer: true, positive: true });
+  if (machines < 2 || replicas < 2 || replicas > machines) {
+    throw new UserError(`the story needs at least 2 machines and 2 to ${machines} replicas, got ${replicas}`);
+  }
+  const iterations = numberOption("iterations", values.iterations, { integer: true, positive: true });
+  if (iterations < 12) throw new UserError(`--iterations must be at least 12 for the story, got ${iterations}`);
   return {
     model: values.model,
     config,
-    steps: numberOption("steps", values.steps, { integer: true, positive: true }),
+    machines,
+    replicas,
+    placement: values.placement as PlacementStrategy,
+    iterations,
     batch: numberOption("batch", values.batch, { integer: true, positive: true }),
     time,
     lr: numberOption("lr", values.lr, { positive: true }),
     seed: numberOption("seed", values.seed, { integer: true }),
-    corpus: values.corpus,
+    persistEvery: numberOption("persist-every", values["persist-every"], { integer: true, positive: true }),
+    network: numberOption("network", values.network, { positive: true }) * 1e6,
+    storage: numberOption("storage", values.storage, { positive: true }) * 1e6,
+    heartbeatTimeout: numberOption("heartbeat-timeout", values["heartbeat-timeout"], { positive: true }),
   };
+}
+
+type Options = ReturnType<typeof readOptions>;
+
+/** One cluster run of `options.iterations`, with `failures` injected on the way; every report it made. */
+async function train(options: Options, failures: (root: RootAgent) => Promise<void>, log: boolean) {
+  const directory = await Deno.makeTempDir({ prefix: "gemini-demo-persistent-" });
+  const settings = defaultClusterSettings({ kind: "files", directory, bandwidth: options.storage });
+  Object.assign(settings, { machines: options.machines, replicas: options.replicas, placement: options.placement });
+  settings.training = {
+    ...settings.training,
+    config: options.config,
+    batchPerMachine: options.batch,
+    time: options.time,
+    optimizer: { ...settings.training.optimizer, lr: options.lr, seed: options.seed },
+  };
+  settings.checkpoint.persistEvery = options.persistEvery;
+  settings.network.bandwidth = options.network;
+  const root = await RootAgent.start(new SimulatedCluster(settings), { heartbeatTimeoutMs: options.heartbeatTimeout });
+  const iterations: IterationReport[] = [], recoveries: RecoveryReport[] = [];
+  try {
+    root.onEvent((event) => {
+      if (event.type === "iteration") {
+        iterations[event.iteration] = event;
+        if (log && (event.iteration % 5 === 0 || event.iteration === 1)) console.log(describeIteration(event));
+      } else if (event.type === "failure" && log) {
+        const { rank, kind, where, detectedAt, failedAt } = event.failure;
+        console.log(
+          `  ! machine ${rank}: ${kind} failure ${where}; detected by missed heartbeats after ` +
+            `${(detectedAt - failedAt).toFixed(0)} ms`,
+        );
+      } else if (event.type === "recovery") {
+        recoveries.push(event);
+        if (log) console.log(describeRecovery(event));
+      }
+    });
+    await failures(root);
+    await root.runUntil(options.iterations);
+    return { iterations, recoveries, state: await root.state(), plan: root.cluster.plan };
+  } finally {
+    root.close();
+    await Deno.remove(directory, { recursive: true });
+  }
+}
+
+function describeIteration(report: IterationReport): string {
+  const mean = (pick: (m: IterationReport["machines"][number]) => number) =>
+    (report.machines.reduce((sum, m) => sum + pick(m), 0) / report.machines.length).toFixed(1);
+  return `iteration ${String(report.iteration).padStart(3)}  loss ${report.loss.toFixed(4)}  ` +
+    `${report.milliseconds.toFixed(0)} ms (compute ${mean((m) => m.compute)}, reduce-scatter ${
+      mean((m) => m.reduceScatter)
+    }, update ${mean((m) => m.update)}, all-gather ${mean((m) => m.allGather)})  ` +
+    `checkpoint blocked ${mean((m) => m.checkpointBlocked)} ms`;
+}
+
+function describeRecovery(report: RecoveryReport): string {
+  const from = report.machines.map((m, rank) => `${rank}: ${describeSource(m.source)}`).join(", ");
+  return `  recovered: every machine rolled back to iteration ${report.iteration} ` +
+    `(${report.lostIterations} lost); shards from ${from}; resumed ${report.total.toFixed(0)} ms after the failure`;
+}
+
+const PHASES = [
+  ["detection", (r: RecoveryReport) => r.detection],
+  ["replacement (new Worker, GPU device, kernels)", (r: RecoveryReport) => r.replacement],
+  ["retrieval of the shards", (r: RecoveryReport) => r.retrieval],
+  ["load onto the GPUs", (r: RecoveryReport) => r.load],
+  ["all-gather of the parameters", (r: RecoveryReport) => r.synchronize],
+  ["total, failure to resumed training", (r: RecoveryReport) => r.total],
+] as const;
+
+function compareRecoveries(peer: RecoveryReport, persistent: RecoveryReport): string {
+  const left = "from a peer's memory", right = "from the persistent store";
+  const rows = [
+    ...PHASES.map(([name, pick]) => [name, `${pick(peer).toFixed(1)} ms`, `${pick(persistent).toFixed(1)} ms`]),
+    ["iterations lost", String(peer.lostIterations), String(persistent.lostIterations)],
+  ];
+  const width = Math.max(...rows.map((row) => row[0].length));
+  return [
+    `${"recovery".padEnd(width)}  ${left.padStart(22)}  ${right.padStart(26)}`,
+    ...rows.map(([name, a, b]) => `${name.padEnd(width)}  ${a.padStart(22)}  ${b.padStart(26)}`),
+    `retrieval from memory was ${(persistent.retrieval / Math.max(peer.retrieval, 1e-3)).toFixed(1)}x faster ` +
+    `than from the persistent store`,
+  ].join("\n");
 }
 
 async function main(args: string[]): Promise<number> {
   const options = readOptions(args);
-  const corpus: Corpus = options.corpus ? await textFileCorpus(options.corpus) : syntheticCorpus(1 << 20, options.seed);
   const gpu = await acquireGpu();
   console.log(`adapter: ${formatAdapter(gpu.adapter)}`);
   const check = await runSelfCheck(gpu.device);
   console.log(describeSelfCheck(check));
+  gpu.device.destroy();
   if (check.mismatches) return 1;
 
-  const { config, batch, time } = options;
+  const { config, machines, replicas, iterations } = options;
+  const lostMachine = 1, hardwareAt = Math.floor(iterations / 3), groupAt = Math.floor((2 * iterations) / 3);
   console.log(
-    `training GPT-2 "${options.model}" (${parameterCount(config).toLocaleString("en")} parameters: ` +
-      `${config.n_layer} layers, ${config.n_head} heads, n_embd ${config.n_embd}) on ${corpus.name}, ` +
-      `batch ${batch} x ${time} tokens, AdamW lr ${options.lr}`,
+    `${machines} machines train GPT-2 "${options.model}" (${parameterCount(config).toLocaleString("en")} ` +
+      `parameters), sharded data-parallel, global batch ${machines} x ${options.batch} x ${options.time} tokens; ` +
+      `a checkpoint in memory every iteration, ${options.placement} placement with m = ${replicas}, persistent every ` +
+      `${options.persistEvery}; network ${options.network / 1e6} MB/s a link, persistent store ` +
+      `${options.storage / 1e6} MB/s`,
   );
-  const settings = { ...DEFAULT_TRAINER_SETTINGS, batch, time, lr: options.lr, seed: options.seed };
-  const trainer = new Trainer(gpu.device, config, settings, corpus);
-  // Host memory for the checkpoints: room for 3 of them, taken every iteration as in Gemini.
-  const store = InMemoryCheckpointStore.create(0, 3 * shardLayout(trainer.checkpointMeta(0)).totalBytes + (1 << 20), {
-    maxOwners: 1,
-  });
-  const checksumsOnGpu = !gpu.adapter.isFallback;
-  const checkpointer = new Checkpointer(trainer, store, { checksumsOnGpu });
-  // The last RESUME_STEPS steps run once more after a simulated software failure, from the checkpoint in memory.
-  const failAfter = Math.max(1, options.steps - RESUME_STEPS), resumeSteps = options.steps - failAfter;
-  const every = Math.max(1, Math.round(options.steps / 12));
-  let tokens = 0, seconds = 0, blocked = 0;
-  const failureFree: number[] = [];
-  for (let i = 0; i < options.steps; i++) {
-    const report = await trainer.trainStep();
-    tokens += batch * time;
-    seconds += report.milliseconds / 1000;
-    let checkpoint = "";
-    if (report.step <= failAfter) {
-      const capture = await checkpointer.afterStep();
-      const published = await capture.published;
-      blocked += capture.blockedMilliseconds;
-      checkpoint = `  checkpoint: blocked ${capture.blockedMilliseconds.toFixed(2)} ms, in memory after ` +
-        `${published.totalMilliseconds.toFixed(1)} ms`;
-    } else {
-      failureFree.push(report.loss);
-    }
-    if (report.step === 1 || report.step % every === 0 || report.step === options.steps) {
-      console.log(
-        `step ${String(report.step).padStart(4)}  loss ${report.loss.toFixed(4)}  ` +
-          `grad norm ${report.gradNorm.toFixed(3)}  ${report.milliseconds.toFixed(1)} ms  ` +
-          `${Math.round(report.tokensPerSecond)} tokens/s${checkpoint}`,
-      );
-    }
-  }
-  console.log(
-    `trained ${options.steps} steps: ${
-      Math.round(tokens / seconds)
-    } tokens/s on average; a checkpoint in host memory ` +
-      `every iteration blocked training for ${(blocked / failAfter).toFixed(2)} ms on average`,
-  );
-  checkpointer.destroy();
-  trainer.destroy();
-  if (resumeSteps === 0) return 0;
+  let lostGroup: number[] = [];
+  const run = await train(options, async (root) => {
+    lostGroup = root.cluster.plan.holders[0];
+    await root.injectFailure([lostMachine], "hardware", { phase: "step", iteration: hardwareAt });
+    await root.runUntil(groupAt - 1);
+    console.log(
+      `  ! the whole group of machine 0 (machines ${lostGroup.join(", ")}) will fail in iteration ${groupAt}`,
+    );
+    await root.injectFailure(lostGroup, "hardware", { phase: "step", iteration: groupAt });
+  }, true);
+  const [peer, persistent] = run.recoveries;
+  if (!peer || !persistent) throw new Error(`expected two recoveries, saw ${run.recoveries.length}`);
+  console.log(`\n${compareRecoveries(peer, persistent)}\n`);
 
-  // A software failure after step `failAfter`: the training process restarts and loads its checkpoint
-  // from host memory, which survived, then runs the same steps again.
-  const restarted = new Trainer(gpu.device, config, settings, corpus);
-  const restorer = new Checkpointer(restarted, store, { checksumsOnGpu });
-  const start = performance.now();
-  const { entry } = await restorer.restore();
-  const restoreMilliseconds = performance.now() - start;
-  const resumed: number[] = [];
-  for (let i = 0; i < resumeSteps; i++) resumed.push((await restarted.trainStep()).loss);
-  const exact = resumed.every((loss, i) => loss === failureFree[i]);
-  const outcome = exact
-    ? "equal the failure-free run's bit for bit"
-    : `DIFFER from the failure-free run: ${resumed} vs ${failureFree}`;
-  console.log(
-    `software failure after step ${failAfter}: restarted from the checkpoint of step ${entry.iteration} in host memory ` +
-      `in ${restoreMilliseconds.toFixed(1)} ms; the ${resumeSteps} losses after it ${outcome}`,
+  console.log("training the same seeded run without failures, to compare");
+  const reference = await train(options, () => Promise.resolve(), false);
+  const sameLosses = run.iterations.every((report, i) => report.loss === reference.iterations[i]?.loss);
+  const sameState = (["params", "m", "v"] as const).every((name) =>
+    run.state[name].every((value, i) => Object.is(value, reference.state[name][i]))
   );
-  restorer.destroy();
-  restarted.destroy();
-  gpu.device.destroy();
-  return exact ? 0 : 1;
+  console.log(
+    sameLosses && sameState
+      ? `training continued exactly as the run without failures: all ${iterations} losses and the final ` +
+        "parameters and AdamW moments are identical, bit for bit"
+      : `training DIVERGED from the run without failures (losses ${sameLosses ? "equal" : "differ"}, ` +
+        `final state ${sameState ? "equal" : "differs"})`,
+  );
+  return sameLosses && sameState ? 0 : 1;
 }
 
 await runCommand("demo", () => main(Deno.args));

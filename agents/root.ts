@@ -203,16 +203,22 @@ export class RootAgent {
   }
 
   /**
-   * Injects a failure of `kind` into `ranks`: at once, or when each reaches `point` (an iteration's
-   * step, checkpoint write or replication, or its next recovery).
+   * Injects a failure of `kind` into `ranks`: at once; after `afterMs` milliseconds, wherever they are
+   * then; or when each reaches `point` (an iteration's step, checkpoint write or replication, or its
+   * next recovery).
    */
-  async injectFailure(ranks: number[], kind: FailureKind, point?: FaultPoint) {
-    for (const rank of ranks) {
+  async injectFailure(ranks: number[], kind: FailureKind, when?: FaultPoint | { afterMs: number }) {
+    const machines = ranks.map((rank) => {
       const machine = this.#machines[rank];
       if (!machine) throw new Error(`machine ${rank} is already down`);
-      if (point) await this.cluster.arm(machine, kind, point);
+      return machine;
+    });
+    if (!when) return this.cluster.fail(ranks, kind);
+    if ("afterMs" in when) {
+      setTimeout(() => this.cluster.fail(ranks.filter((rank) => this.#machines[rank]), kind), when.afterMs);
+      return;
     }
-    if (!point) this.cluster.fail(ranks, kind);
+    for (const machine of machines) await this.cluster.arm(machine, kind, when);
   }
 
   /** Every machine's state: the parameters (machine 0's; all hold the same) and m and v from each shard. */

@@ -138,6 +138,16 @@ Deno.test("a failure during a recovery: the recovery starts again and still resu
   await assertExactResume(run);
 });
 
+Deno.test("a failure at a given time, wherever the machine is then: still exact", async () => {
+  const run = await train(async (root) => {
+    await root.runUntil(3);
+    await root.injectFailure([3], "software", { afterMs: 250 });
+  });
+  assert.equal(run.recoveries.length, 1);
+  assert.deepEqual(run.recoveries[0].failures.map((f) => [f.rank, f.where]), [[3, "at once"]]);
+  await assertExactResume(run);
+});
+
 Deno.test("a seeded random schedule of failures, ring placement: still exact", async () => {
   const schedule = randomFailureSchedule(11, { machines: 4, first: 2, last: 10, count: 3, pairs: 0.3 });
   assert.deepEqual(schedule, randomFailureSchedule(11, { machines: 4, first: 2, last: 10, count: 3, pairs: 0.3 }));

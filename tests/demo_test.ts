@@ -11,22 +11,26 @@ async function runDemo(env: Record<string, string>, args: string[] = []) {
   return { code, stdout: new TextDecoder().decode(stdout), stderr: new TextDecoder().decode(stderr) };
 }
 
-Deno.test("deno task demo trains with a falling loss, checkpoints to memory and resumes bit for bit after a failure", async () => {
-  const demo = await runDemo({}, ["--steps", "40"]);
+Deno.test("deno task demo: four machines train, lose a machine and then a group, recover from a peer and from persistent storage, and continue bit for bit", async () => {
+  const demo = await runDemo({}, ["--iterations", "15"]);
   assert.equal(demo.code, 0, demo.stderr);
   assert.match(demo.stdout, /^adapter: \S/m);
   assert.match(demo.stdout, /self-check passed/);
-  const steps = [...demo.stdout.matchAll(/^step +(\d+) +loss (\d+\.\d+) .* (\d+) tokens\/s/gm)];
-  assert.ok(steps.length >= 2, demo.stdout);
-  const first = Number(steps[0][2]), last = Number(steps.at(-1)![2]);
-  assert.equal(Number(steps.at(-1)![1]), 40);
-  assert.ok(last < first - 1, `the loss falls: ${first} -> ${last}`);
-  assert.ok(steps.every((step) => Number(step[3]) > 0));
-  assert.match(demo.stdout, /^step +1 .* checkpoint: blocked \d+\.\d+ ms, in memory after \d+\.\d+ ms$/m);
+  const iterations = [
+    ...demo.stdout.matchAll(/^iteration +(\d+) +loss (\d+\.\d+) .* checkpoint blocked \d+\.\d ms$/gm),
+  ];
+  assert.ok(iterations.length >= 3, demo.stdout);
+  assert.equal(Number(iterations.at(-1)![1]), 15);
+  assert.ok(Number(iterations.at(-1)![2]) < Number(iterations[0][2]), "the loss falls");
+  assert.match(demo.stdout, /machine 1: hardware failure in the middle of iteration 5; detected by missed heartbeats/);
   assert.match(
     demo.stdout,
-    /^software failure after step 35: restarted from the checkpoint of step 35 in host memory .* the 5 losses after it equal the failure-free run's bit for bit$/m,
+    /rolled back to iteration 4 \(0 lost\); shards from 0: local, 1: peer 0, 2: local, 3: local/,
   );
+  assert.match(demo.stdout, /shards from 0: persistent, 1: persistent, /);
+  assert.match(demo.stdout, /^retrieval of the shards +\d+\.\d ms +\d+\.\d ms$/m);
+  assert.match(demo.stdout, /^iterations lost +0 +[1-9]\d*$/m);
+  assert.match(demo.stdout, /training continued exactly as the run without failures: all 15 losses .* bit for bit$/m);
 });
 
 Deno.test("deno task demo answers a bad option with one line and exit code 2", async () => {
@@ -40,7 +44,7 @@ Deno.test({
   // Asking for Apple's Metal backend leaves Linux with no adapter at all.
   ignore: Deno.build.os !== "linux",
   fn: async () => {
-    const demo = await runDemo({ DENO_WEBGPU_BACKEND: "metal" }, ["--steps", "1"]);
+    const demo = await runDemo({ DENO_WEBGPU_BACKEND: "metal" });
     assert.equal(demo.code, 1);
     assert.match(demo.stderr, /^demo: no WebGPU adapter was found\. .*mesa-vulkan-drivers/);
     assert.equal(demo.stderr.trim().split("\n").length, 1, `one line, no stack trace:\n${demo.stderr}`);
