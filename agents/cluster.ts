@@ -12,7 +12,7 @@ import { DEFAULT_TRAINER_SETTINGS } from "../core/trainer.ts";
 import { Rng } from "../core/random.ts";
 import { shardRanges } from "./collectives.ts";
 import { Network, type NetworkSettings } from "./network.ts";
-import { type PlacementPlan, placementPlan, type PlacementStrategy, replicaPeers } from "./placement.ts";
+import type { PlacementStrategy } from "./placement.ts";
 import type { CheckpointSpec, FaultPoint, MachineStatus, PersistentSpec, RootService, TrainingSpec } from "./spec.ts";
 import type { MachineApi } from "./worker.ts";
 
@@ -89,14 +89,12 @@ interface Slot {
 export class SimulatedCluster {
   readonly settings: ClusterSettings;
   readonly network: Network;
-  readonly plan: PlacementPlan;
   readonly #workerUrl: URL;
   readonly #slots: Slot[];
   readonly #failureListeners = new Set<(failure: FailureRecord) => void>();
 
   constructor(settings: ClusterSettings, workerUrl = new URL("./worker.ts", import.meta.url)) {
     this.settings = settings;
-    this.plan = placementPlan(settings.placement, settings.machines, settings.replicas);
     this.network = new Network(settings.network);
     this.#workerUrl = workerUrl;
     this.#slots = Array.from({ length: settings.machines }, () => ({
@@ -129,9 +127,9 @@ export class SimulatedCluster {
 
   /**
    * Starts machine `rank` (again): with the memory it had if a software failure left it, else with new
-   * memory. `root` answers its heartbeats.
+   * memory. It sends its checkpoints to `replicaPeers`; `root` answers its heartbeats.
    */
-  async launch(rank: number, epoch: number, root: RootService): Promise<Machine> {
+  async launch(rank: number, epoch: number, replicaPeers: number[], root: RootService): Promise<Machine> {
     const slot = this.#slots[rank];
     if (slot.worker) throw new Error(`machine ${rank} is already running`);
     const memoryKept = slot.memory !== null;
@@ -156,7 +154,7 @@ export class SimulatedCluster {
       training: this.settings.training,
       checkpoint: this.settings.checkpoint,
       persistent: this.settings.persistent,
-      replicaPeers: replicaPeers(this.plan, rank),
+      replicaPeers,
       heartbeatMs: this.settings.heartbeatMs,
       memory: slot.memory,
       network: network.port2,

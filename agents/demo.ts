@@ -107,7 +107,7 @@ async function train(options: Options, failures: (root: RootAgent) => Promise<vo
     });
     await failures(root);
     await root.runUntil(options.iterations);
-    return { iterations, recoveries, state: await root.state(), plan: root.cluster.plan };
+    return { iterations, recoveries, state: await root.state(), plan: root.plan };
   } finally {
     root.close();
     await Deno.remove(directory, { recursive: true });
@@ -174,7 +174,7 @@ async function main(args: string[]): Promise<number> {
   );
   let lostGroup: number[] = [];
   const run = await train(options, async (root) => {
-    lostGroup = root.cluster.plan.holders[0];
+    lostGroup = root.plan.holders[0];
     await root.injectFailure([lostMachine], "hardware", { phase: "step", iteration: hardwareAt });
     await root.runUntil(groupAt - 1);
     console.log(

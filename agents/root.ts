@@ -1,4 +1,4 @@
-// The root agent: starts and registers the machines, watches their heartbeats through the health store
+// The root agent: computes the placement plan, starts and registers the machines, watches their heartbeats through the health store
 // (a machine whose lease runs out is declared failed, and the detection time is measured), drives
 // training one iteration at a time, and drives recovery:
 //   1. stop every surviving machine (a new recovery epoch: what was in flight is dropped),
@@ -13,6 +13,7 @@
 import type { CheckpointStore, StoredEntry } from "../core/store.ts";
 import type { FailureKind, Machine, SimulatedCluster } from "./cluster.ts";
 import { type HealthStore, InMemoryHealthStore } from "./health.ts";
+import { type PlacementPlan, placementPlan, replicaPeers } from "./placement.ts";
 import {
   describeSource,
   type FaultPoint,
@@ -121,6 +122,8 @@ export function planRecovery(machines: number, memories: StoredEntry[][], persis
 
 export class RootAgent {
   readonly cluster: SimulatedCluster;
+  /** Where each machine's checkpoint is replicated (the cluster settings' strategy and m). */
+  readonly plan: PlacementPlan;
   readonly settings: RootSettings;
   readonly health: HealthStore;
   readonly #persistent: CheckpointStore;
@@ -155,6 +158,8 @@ export class RootAgent {
     }
     this.cluster = cluster;
     this.settings = settings;
+    const { placement, machines, replicas } = cluster.settings;
+    this.plan = placementPlan(placement, machines, replicas);
     this.health = settings.health ?? new InMemoryHealthStore();
     this.#persistent = persistent;
     this.#machines = new Array(cluster.settings.machines).fill(null);
@@ -264,7 +269,7 @@ export class RootAgent {
   // --- membership and failure detection -------------------------------------------------------
 
   async #launch(rank: number): Promise<Machine> {
-    const machine = await this.cluster.launch(rank, this.#epoch, {
+    const machine = await this.cluster.launch(rank, this.#epoch, replicaPeers(this.plan, rank), {
       heartbeat: (rank_, incarnation) => this.#heartbeat(rank_, incarnation),
     });
     const lease = await this.health.grant(this.settings.heartbeatTimeoutMs);

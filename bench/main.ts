@@ -1,7 +1,8 @@
 // `deno task bench`: measures this machine and adapter, section by section, and writes one report:
 // bench/results/<date>-<adapter>.md (tables) and .json (the raw numbers). Each section measures against
 // a limit or a peer in the same run: memcpy for memory traffic and checkpoints, TensorFlow.js for kernels
-// and training, a file with fsync for in-memory checkpoints.
+// and training, a file with fsync for in-memory checkpoints, the persistent store for recovery from memory
+// and training without checkpoints for training with one every iteration.
 
 import { parseOptions, runCommand, UserError } from "../core/cli.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
@@ -9,9 +10,10 @@ import { checkpointSection } from "./checkpoint.ts";
 import { kernelsSection } from "./kernels.ts";
 import { markdownTable, Progress, type Section, type SectionResult } from "./measure.ts";
 import { memorySection } from "./memory.ts";
+import { recoverySection } from "./recovery.ts";
 import { trainingSection } from "./training.ts";
 
-const SECTIONS: Section[] = [memorySection, kernelsSection, trainingSection, checkpointSection];
+const SECTIONS: Section[] = [memorySection, kernelsSection, trainingSection, checkpointSection, recoverySection];
 const USAGE = `usage: deno task bench [--quick] [--sections ${
   SECTIONS.map((s) => s.name).join(",")
 }] [--out bench/results]`;

@@ -44,12 +44,22 @@ async function train(
   }
 }
 
-let baseline: Run | null = null;
-const failureFree = async () => baseline ??= await train(() => Promise.resolve());
+const EIGHT_MACHINES_MIXED = (settings: ClusterSettings) =>
+  Object.assign(settings, { machines: 8, replicas: 3, placement: "mixed" });
+
+// The failure-free runs, by cluster shape (the results depend on the machine count, not the placement).
+const failureFreeRuns = new Map<number, Promise<Run>>();
+const failureFree = (machines: number) => {
+  if (!failureFreeRuns.has(machines)) {
+    const shape = machines === 8 ? EIGHT_MACHINES_MIXED : undefined;
+    failureFreeRuns.set(machines, train(() => Promise.resolve(), shape));
+  }
+  return failureFreeRuns.get(machines)!;
+};
 
 /** The run after its failures equals the failure-free run bit for bit: every loss and the whole final state. */
-async function assertExactResume(run: Run) {
-  const expected = await failureFree();
+async function assertExactResume(run: Run, machines = 4) {
+  const expected = await failureFree(machines);
   assert.equal(run.losses.length, ITERATIONS + 1);
   assert.deepEqual(run.losses, expected.losses, "the losses after recovery differ from the failure-free run");
   for (const name of ["params", "m", "v"] as const) {
@@ -160,6 +170,21 @@ Deno.test("a seeded random schedule of failures, ring placement: still exact", a
   }, (settings) => settings.placement = "ring");
   assert.ok(run.recoveries.length >= 1);
   await assertExactResume(run);
+});
+
+Deno.test("eight machines, mixed placement with m = 3: two machines of a group fail, the third serves both", async () => {
+  const run = await train(
+    (root) => {
+      // floor(8/3) - 1 = one group of three, and a ring over the other five.
+      assert.deepEqual(root.plan.sets.map((set) => set.members.length), [3, 5]);
+      return root.injectFailure([1, 2], "hardware", { phase: "step", iteration: 6 });
+    },
+    EIGHT_MACHINES_MIXED,
+  );
+  const recovery = run.recoveries.at(-1)!;
+  assert.equal(recovery.iteration, 5);
+  assert.deepEqual(sources(recovery).slice(0, 4), ["local", "peer 0", "peer 0", "local"]);
+  await assertExactResume(run, 8);
 });
 
 Deno.test("the recovery plan takes the newest iteration every shard has, nearest source first", () => {
