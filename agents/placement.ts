@@ -72,6 +72,11 @@ export function replicasHeldBy(plan: PlacementPlan, machine: number): number[] {
   return plan.holders.flatMap((holders, owner) => owner !== machine && holders.includes(machine) ? [owner] : []);
 }
 
+/** The machines placed with `machine`: its group, or (in a ring) the holders of its checkpoint. */
+export function placementGroup(plan: PlacementPlan, machine: number): number[] {
+  return plan.sets.find((set) => !set.ring && set.members.includes(machine))?.members ?? plan.holders[machine];
+}
+
 function chunk(items: number[], size: number): number[][] {
   return Array.from({ length: items.length / size }, (_, i) => items.slice(i * size, (i + 1) * size));
 }

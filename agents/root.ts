@@ -131,6 +131,7 @@ export class RootAgent {
   readonly #leases = new Map<number, { lease: number; incarnation: number }>();
   readonly #pending = new Map<number, FailureReport>();
   readonly #listeners = new Set<(event: RootEvent) => void>();
+  readonly #heartbeatListeners = new Set<(rank: number) => void>();
   readonly #unwatch: () => void;
   #alarm: { promise: Promise<never>; reject: (error: Error) => void } | null = null;
   #iteration = 0;
@@ -185,6 +186,12 @@ export class RootAgent {
   onEvent(listener: (event: RootEvent) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /** Calls `listener` with the machine's rank at each heartbeat of a registered machine. */
+  onHeartbeat(listener: (rank: number) => void): () => void {
+    this.#heartbeatListeners.add(listener);
+    return () => this.#heartbeatListeners.delete(listener);
   }
 
   /** One iteration on every machine; or, if a machine has failed, the recovery. */
@@ -281,7 +288,9 @@ export class RootAgent {
 
   #heartbeat(rank: number, incarnation: number) {
     const held = this.#leases.get(rank);
-    if (held?.incarnation === incarnation) this.health.keepAlive(held.lease);
+    if (held?.incarnation !== incarnation) return;
+    this.health.keepAlive(held.lease);
+    for (const listener of this.#heartbeatListeners) listener(rank);
   }
 
   /** A machine's lease ran out: it is failed. If it is in fact still running (late heartbeats), it is fenced off. */
@@ -379,12 +388,17 @@ export class RootAgent {
   async #restore(machine: Machine, plan: RecoveryPlan, skipped: string[]): Promise<RestoreResult> {
     for (const source of plan.sources[machine.rank]) {
       try {
+        // A fetch from a peer starts when the peer starts sending, before the machine is told to restore.
+        const began = performance.now();
         if (source.from === "peer") {
           const peer = this.#machines[source.peer];
           if (!peer) throw new FailureAlarm(`machine ${source.peer} is down`);
           await peer.api.serve(machine.rank, plan.iteration, machine.rank);
         }
-        return await machine.api.restore(plan.iteration, source);
+        const told = performance.now();
+        const result = await machine.api.restore(plan.iteration, source);
+        if (source.from === "peer") result.retrieveMilliseconds += told - began;
+        return result;
       } catch (error) {
         if ((error as Error).name === "AbortedError" || error instanceof FailureAlarm) throw error;
         skipped.push(`machine ${machine.rank} from ${describeSource(source)}: ${(error as Error).message}`);

@@ -30,6 +30,9 @@ import {
   type StepResult,
 } from "./spec.ts";
 
+/** The size of the messages a shard is fetched in during a recovery (a whole number of its chunks). */
+const RETRIEVAL_PIECE_BYTES = 1 << 20;
+
 /** A chunk of a checkpoint shard on the network (a replica, or a shard fetched in a recovery). */
 interface ChunkInfo {
   owner: number;
@@ -317,10 +320,12 @@ class MachineAgent {
   serve(owner: number, iteration: number, to: number) {
     const bytes = this.#store.copyOf(owner, iteration);
     if (!bytes) throw new Error(`machine ${this.spec.rank} holds no valid checkpoint ${iteration} of machine ${owner}`);
-    const chunk = this.spec.checkpoint.chunkBytes;
-    for (let offset = 0; offset < bytes.length; offset += chunk) {
+    // Nothing else needs the link in a recovery, so the shard goes in large pieces: fewer messages.
+    const pieceBytes = Math.max(1, Math.floor(RETRIEVAL_PIECE_BYTES / this.spec.checkpoint.chunkBytes)) *
+      this.spec.checkpoint.chunkBytes;
+    for (let offset = 0; offset < bytes.length; offset += pieceBytes) {
       const info: ChunkInfo = { owner, iteration, offset, total: bytes.length };
-      const piece = bytes.subarray(offset, offset + chunk);
+      const piece = bytes.subarray(offset, offset + pieceBytes);
       this.#network.send(to, "retrieval", "fetch", `fetch/${owner}/${iteration}/${offset}`, piece, info);
     }
     return bytes.length;

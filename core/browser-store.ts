@@ -83,7 +83,9 @@ async function opfsBackend(name: string): Promise<Backend | null> {
           const [name, handle] of entriesOf(ownerHandle as FileSystemDirectoryHandle)
         ) {
           if (handle.kind !== "file" || !/^\d{10}\.gemckpt$/.test(name)) continue;
-          const file = await (handle as FileSystemFileHandle).getFile();
+          // Another machine's store may delete its old checkpoints while this one lists: skip what vanished.
+          const file = await (handle as FileSystemFileHandle).getFile().catch(() => null);
+          if (!file) continue;
           found.push({
             owner: Number(owner[1]),
             iteration: Number(name.slice(0, 10)),

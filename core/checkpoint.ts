@@ -197,11 +197,13 @@ export function readShardHeader(bytes: Uint8Array, source = "checkpoint"): Shard
     throw new CheckpointCorruptError(`${source}: ${why}`);
   };
   if (bytes.length < PREAMBLE_BYTES) fail(`truncated: ${bytes.length} bytes`);
-  if (new TextDecoder().decode(bytes.subarray(0, 8)) !== MAGIC) fail("not a gemini-lab checkpoint (bad magic)");
+  // Decoded from copies: browsers' TextDecoder refuses views on shared memory (an arena), and a copy is
+  // what was checked even if a writer changes the slot meanwhile.
+  if (new TextDecoder().decode(bytes.slice(0, 8)) !== MAGIC) fail("not a gemini-lab checkpoint (bad magic)");
   const view = new DataView(bytes.buffer, bytes.byteOffset, PREAMBLE_BYTES);
   const headerLength = view.getUint32(8, true);
   if (PREAMBLE_BYTES + headerLength > bytes.length) fail(`truncated inside the header (${bytes.length} bytes)`);
-  const headerBytes = bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerLength);
+  const headerBytes = bytes.slice(PREAMBLE_BYTES, PREAMBLE_BYTES + headerLength);
   if (checksumBytes(headerBytes) !== view.getUint32(12, true)) fail("the header's checksum does not match");
   return JSON.parse(new TextDecoder().decode(headerBytes)) as ShardHeader;
 }

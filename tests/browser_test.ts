@@ -21,6 +21,7 @@ Deno.test("the lab page runs the GPU self-check in headless Chromium, on the pag
       (response) => response.status() >= 400 && consoleErrors.push(`${response.status()} ${response.url()}`),
     );
     await page.goto(server.url);
+    await page.locator("details summary").click(); // the checks sit in a collapsed panel above the lab
 
     const field = (name: string) => page.locator(`gpu-status [data-field="${name}"]`);
     await field("worker-check").and(page.locator(":not([data-state=running])")).waitFor({ timeout: 120_000 });

@@ -28,7 +28,7 @@ async function train(
   const directory = await Deno.makeTempDir({ prefix: "gemini-cluster-" });
   const settings = defaultClusterSettings({ kind: "files", directory, bandwidth: 20e6 });
   adjust(settings);
-  const root = await RootAgent.start(new SimulatedCluster(settings), { heartbeatTimeoutMs: 600 });
+  const root = await RootAgent.start(new SimulatedCluster(settings), { heartbeatTimeoutMs: 1000 });
   try {
     const losses: number[] = [], recoveries: RecoveryReport[] = [];
     root.onEvent((event) => {

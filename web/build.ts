@@ -22,5 +22,5 @@ export async function bundlePage(entryPoints: string[], page: string, outdir: st
 
 /** Builds the lab into web/dist/: the page and every Worker it starts. */
 export function buildLab(): Promise<string> {
-  return bundlePage([`${WEB}main.ts`, `${WEB}selfcheck-worker.ts`], `${WEB}index.html`, DIST);
+  return bundlePage([`${WEB}main.ts`, `${WEB}selfcheck-worker.ts`, `${WEB}machine.ts`], `${WEB}index.html`, DIST);
 }

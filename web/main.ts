@@ -1,18 +1,22 @@
-// The page's entry: a thin view over the same core code Deno runs. It acquires the page's GPU,
-// runs the self-check here and in a Worker, and hands the results to <gpu-status>.
+// The page's entry: a thin view over the same code Deno runs. It acquires the page's GPU, runs the
+// self-check here and in a Worker and hands the results to <gpu-status>, and tells <gemini-lab> (the
+// simulated cluster) whether the adapter is a software one.
 
 import "./gpu-status.ts";
+import "./lab-app.ts";
 import type { CheckState } from "./gpu-status.ts";
 import type { WorkerSelfCheckReply } from "./selfcheck-worker.ts";
 import { acquireGpu } from "../core/gpu.ts";
 import { runSelfCheck } from "../core/selfcheck.ts";
 
 const status = document.querySelector("gpu-status")!;
+const lab = document.querySelector("gemini-lab")!;
 
 async function checkOnPage(): Promise<CheckState> {
   try {
     const gpu = await acquireGpu();
     status.adapter = gpu.adapter;
+    lab.softwareAdapter = gpu.adapter.isFallback;
     const result = await runSelfCheck(gpu.device);
     gpu.device.destroy();
     return { state: "done", result };

@@ -1,0 +1,125 @@
+// The lab in a real headless Chromium (SwiftShader's WebGPU): the simulated cluster runs in the page's
+// Workers. A run is started from the UI, a machine's hardware failure is injected by a click, and the page
+// shows the detection, the retrieval from a peer and the resume, with the loss after recovery on the
+// failure-free line; then a whole group fails and the page falls back to the persistent store (OPFS or
+// IndexedDB in the page). No console errors, no serious accessibility violations (axe-core), and
+// screenshots of the key states as artifacts.
+
+import assert from "node:assert/strict";
+import AxeBuilder from "@axe-core/playwright";
+import type { Page } from "playwright-core";
+import { buildLab } from "../web/build.ts";
+import type { GeminiLab } from "../web/lab-app.ts";
+import { serveLab } from "../web/server.ts";
+import { launchChromium } from "./chromium.ts";
+
+const ARTIFACTS = new URL("./artifacts/", import.meta.url);
+const LONG = { timeout: 240_000 };
+
+async function screenshot(page: Page, name: string) {
+  await Deno.mkdir(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: new URL(`${name}.png`, ARTIFACTS).pathname, fullPage: true });
+}
+
+/** The serious and critical accessibility violations axe-core finds on the page as it is now. */
+async function seriousViolations(page: Page): Promise<string[]> {
+  const { violations } = await new AxeBuilder({ page }).analyze();
+  return violations
+    .filter((violation) => violation.impact === "serious" || violation.impact === "critical")
+    .map((violation) => `${violation.id}: ${violation.help} (${violation.nodes.length} nodes)`);
+}
+
+Deno.test("the lab: start, a machine lost and recovered from a peer, a group lost and recovered from persistent storage", async () => {
+  const server = serveLab({ root: await buildLab(), port: 0 });
+  const browser = await launchChromium();
+  try {
+    // axe-core runs its frames in a page of the same context: a context of our own, not the default one.
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on("console", (message) => message.type() === "error" && errors.push(message.text()));
+    page.on("pageerror", (error) => errors.push(error.message));
+    // A short heartbeat timeout and a persistent checkpoint every 3 iterations keep the test quick.
+    await page.goto(`${server.url}?heartbeatTimeoutMs=1500&persistEvery=3&iterations=200`);
+    const status = page.locator('[data-field="status"]');
+    await status.waitFor();
+    assert.deepEqual(await seriousViolations(page), [], "accessibility before the run");
+
+    await page.locator('button[data-action="start"]').click();
+    await page.waitForFunction(
+      () => (document.querySelector("gemini-lab") as GeminiLab).state.iteration >= 4,
+      undefined,
+      LONG,
+    );
+    await screenshot(page, "lab-training");
+
+    // Machine 1's hardware fails: detected by its heartbeats, its replacement fetches from its group peer.
+    await page.locator('cluster-view article[data-rank="1"] button[data-action="hardware"]').click();
+    await page.locator('cluster-view article[data-rank="1"][data-phase="failed"]').waitFor(LONG);
+    const first = page.locator('[data-field="recovery"][data-index="0"]');
+    await first.waitFor(LONG);
+    const firstText = await first.innerText();
+    assert.match(firstText, /shards from 0: local, 1: peer 0, 2: local, 3: local/);
+    assert.match(firstText, /detected in \d+ ms/);
+    const rolledBack = Number(firstText.match(/rolled back to iteration (\d+)/)![1]);
+    await page.waitForFunction(
+      (after) => (document.querySelector("gemini-lab") as GeminiLab).state.iteration >= after,
+      rolledBack + 3,
+      LONG,
+    );
+    await screenshot(page, "lab-after-recovery");
+
+    // The whole group of machine 0 fails: no copy of its shards is left in memory.
+    await page.locator('button[data-action="fail-group"]').click();
+    const second = page.locator('[data-field="recovery"][data-index="1"]');
+    await second.waitFor(LONG);
+    const secondText = await second.innerText();
+    assert.match(secondText, /shards from 0: persistent, 1: persistent, /);
+    const lost = Number(secondText.match(/\((\d+) lost\)/)![1]);
+    assert.equal(await page.locator('recovery-chart g.recovery[data-from="persistent storage"]').count(), 1);
+    await screenshot(page, "lab-after-group-failure");
+
+    assert.deepEqual(await seriousViolations(page), [], "accessibility after the recoveries");
+
+    // The same seeded run without failures, trained in the page: every loss of this run, the ones
+    // computed again after the rollbacks included, equals it bit for bit.
+    await page.locator('button[data-action="compare"]').click();
+    const resume = page.locator('loss-chart [data-field="resume"][data-exact]');
+    await resume.waitFor(LONG);
+    assert.equal(await resume.getAttribute("data-exact"), "true", await resume.innerText());
+    const state = await page.evaluate(() => {
+      const { reference, losses, mismatches } = (document.querySelector("gemini-lab") as GeminiLab).state;
+      return { reference, losses, mismatches };
+    });
+    assert.equal(state.losses.some((point) => point.replay), lost > 0, "iterations lost are computed again");
+    assert.deepEqual(state.mismatches, []);
+    for (const point of state.losses) assert.equal(point.loss, state.reference[point.iteration]);
+    await screenshot(page, "lab-compared");
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+});
+
+Deno.test("the lab reads its scenario from the URL and answers the keyboard", async () => {
+  const server = serveLab({ root: await buildLab(), port: 0 });
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${server.url}?machines=6&replicas=3&placement=ring`);
+    await page.locator('[data-field="status"]').waitFor();
+    const settings = await page.evaluate(() => (document.querySelector("gemini-lab") as GeminiLab).state.settings);
+    assert.equal(settings.machines, 6);
+    assert.equal(settings.replicas, 3);
+    assert.equal(settings.placement, "ring");
+    // The probability panel starts from the cluster's N and m.
+    const ring = page.locator('probability-panel tr[data-strategy="ring"] td').nth(1);
+    assert.match(await ring.innerText(), /^\d+\.\d+%$/);
+    await page.keyboard.press("p");
+    assert.equal(await page.locator("gemini-lab[presentation]").count(), 1);
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+});

@@ -1,0 +1,37 @@
+// What the lab's charts share: SVG that scales to its box, and a legend of coloured swatches.
+
+import { css, html } from "lit";
+
+export const chartStyles = css`
+  :host {
+    display: block;
+  }
+  svg {
+    width: 100%;
+    height: auto;
+  }
+  ul.legend {
+    display: flex;
+    flex-wrap: wrap;
+    gap: 0.8rem;
+    list-style: none;
+    padding: 0;
+    margin: 0.3rem 0 0;
+    font-size: 0.85em;
+  }
+  ul.legend li::before {
+    content: "";
+    display: inline-block;
+    width: 0.8em;
+    height: 0.8em;
+    margin-right: 0.3em;
+    background: var(--swatch);
+  }
+`;
+
+/** A legend: one swatch and label per [label, colour]. */
+export function legend(items: [string, string][]) {
+  return html`<ul class="legend">${
+    items.map(([label, color]) => html`<li style="--swatch:${color}">${label}</li>`)
+  }</ul>`;
+}

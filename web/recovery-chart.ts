@@ -1,0 +1,88 @@
+// <recovery-chart>: each recovery as a bar of its phases (detection, replacement, retrieval, load, the
+// parameters' all-gather) plus the work lost (iterations done again, at the mean iteration time), labelled
+// with where the shards came from: recovery from CPU memory beside recovery from the persistent store.
+
+import { css, html, LitElement, svg } from "lit";
+import { chartStyles, legend } from "./legend.ts";
+import type { RecoveryReport } from "../agents/root.ts";
+import { describeSource } from "../agents/spec.ts";
+import { PHASE_COLORS } from "./colors.ts";
+
+const PHASES = ["detection", "replacement", "retrieval", "load", "synchronize"] as const;
+
+export class RecoveryChart extends LitElement {
+  static override properties = {
+    recoveries: { attribute: false },
+    iterationMs: { type: Number },
+  };
+
+  static override styles = [
+    chartStyles,
+    css`
+      svg {
+        font-size: 15px;
+      }
+    `,
+  ];
+
+  declare recoveries: RecoveryReport[];
+  declare iterationMs: number;
+
+  constructor() {
+    super();
+    this.recoveries = [];
+    this.iterationMs = 0;
+  }
+
+  override render() {
+    if (!this.recoveries.length) return html`<p>No recovery yet: fail a machine.</p>`;
+    const rows = this.recoveries.map((r) => {
+      const parts = PHASES.map((phase) => [phase, r[phase]] as const);
+      return { r, parts: [...parts, ["lost", r.lostIterations * this.iterationMs] as const] };
+    });
+    const longest = Math.max(...rows.map(({ parts }) => parts.reduce((sum, [, ms]) => sum + ms, 0)), 1);
+    const rowHeight = 44, labelWidth = 230, width = 560;
+    return html`
+      <svg viewBox="0 0 ${width} ${rows.length * rowHeight + 4}" role="img" aria-label="recovery time by phase">
+        ${rows.map(({ r, parts }, i) => {
+          let at = labelWidth;
+          return svg`
+            <g class="recovery" data-from=${this.#from(r)}>
+              <text x="0" y=${i * rowHeight + 17}>${i + 1}: from ${this.#from(r)}</text>
+              <text x="0" y=${i * rowHeight + 36} fill="#57606a">${r.total.toFixed(0)} ms, ${r
+                .lostIterations} lost</text>
+              ${parts.map(([phase, ms]) => {
+                const w = (ms / longest) * (width - labelWidth - 4), x = at;
+                at += w;
+                return svg`
+                  <rect x=${x} y=${i * rowHeight + 6} width=${Math.max(w, 0)} height="30"
+                    fill=${PHASE_COLORS[phase]}>
+                    <title>${phase}: ${ms.toFixed(1)} ms</title>
+                  </rect>
+                `;
+              })}
+            </g>
+          `;
+        })}
+      </svg>
+      ${legend(
+        [...PHASES, "lost" as const].map((phase) => [phase === "lost" ? "work lost" : phase, PHASE_COLORS[phase]]),
+      )}
+    `;
+  }
+
+  /** "memory" when no shard came from the persistent store, else "persistent storage". */
+  #from(report: RecoveryReport): string {
+    if (report.fromPersistent) return "persistent storage";
+    const sources = new Set(report.machines.map((m) => describeSource(m.source).split(" ")[0]));
+    return sources.has("peer") ? "a peer's memory" : "local memory";
+  }
+}
+
+customElements.define("recovery-chart", RecoveryChart);
+
+declare global {
+  interface HTMLElementTagNameMap {
+    "recovery-chart": RecoveryChart;
+  }
+}

@@ -1,0 +1,384 @@
+// The lab's model: one run of the simulated cluster in this page (the same agents code Deno runs, its
+// machines in browser Workers on the browser's WebGPU adapter), and what the views show of it. The
+// session owns the root agent; the Lit components only receive `LabState` snapshots and send requests.
+
+import { defaultClusterSettings, type FailureKind, SimulatedCluster } from "../agents/cluster.ts";
+import type { TransferRecord } from "../agents/network.ts";
+import { PLACEMENT_STRATEGIES, type PlacementPlan, type PlacementStrategy } from "../agents/placement.ts";
+import { type FailureReport, type RecoveryReport, RootAgent, type RootEvent } from "../agents/root.ts";
+import type { StoredEntry } from "../core/store.ts";
+import { MODEL_PRESETS } from "../core/model.ts";
+
+export interface LabSettings {
+  machines: number;
+  replicas: number;
+  placement: PlacementStrategy;
+  checkpointEvery: number;
+  persistEvery: number;
+  /** MB/s of each network link and of the persistent store. */
+  networkMBps: number;
+  storageMBps: number;
+  heartbeatTimeoutMs: number;
+  model: "tiny" | "small";
+  /** The run stops after this many iterations. */
+  iterations: number;
+}
+
+export const DEFAULT_LAB_SETTINGS: LabSettings = {
+  machines: 4,
+  replicas: 2,
+  placement: "group",
+  checkpointEvery: 1,
+  persistEvery: 5,
+  networkMBps: 400,
+  storageMBps: 20,
+  heartbeatTimeoutMs: 1500,
+  model: "tiny",
+  iterations: 40,
+};
+
+/** What the URL's query string says about the settings (unknown or bad values are ignored). */
+export function settingsFromQuery(query: string, base: LabSettings = DEFAULT_LAB_SETTINGS): LabSettings {
+  const params = new URLSearchParams(query), settings = { ...base };
+  for (const key of Object.keys(base) as (keyof LabSettings)[]) {
+    const text = params.get(key);
+    if (text === null) continue;
+    if (key === "placement") {
+      if (PLACEMENT_STRATEGIES.includes(text as PlacementStrategy)) settings.placement = text as PlacementStrategy;
+    } else if (key === "model") {
+      if (text === "tiny" || text === "small") settings.model = text;
+    } else {
+      const value = Number(text);
+      if (Number.isInteger(value) && value >= (key === "persistEvery" ? 0 : 1)) settings[key] = value;
+    }
+  }
+  return settings;
+}
+
+export function settingsToQuery(settings: LabSettings): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(settings)) {
+    if (value !== DEFAULT_LAB_SETTINGS[key as keyof LabSettings]) params.set(key, String(value));
+  }
+  return params.toString();
+}
+
+export type MachinePhase = "starting" | "running" | "failed" | "recovering";
+
+export interface MachineView {
+  rank: number;
+  phase: MachinePhase;
+  incarnation: number;
+  iteration: number;
+  /** Milliseconds since its last heartbeat reached the root. */
+  heartbeatAge: number;
+  /** What its host memory holds, and its size. */
+  memory: StoredEntry[];
+  arenaBytes: number;
+}
+
+/** A loss as the run computed it; `replay` is set when the iteration was computed again after a rollback. */
+export interface LossPoint {
+  iteration: number;
+  loss: number;
+  replay: boolean;
+}
+
+/** An iteration on the network's clock, with each machine's compute time (ms). */
+export interface IterationSpan {
+  iteration: number;
+  start: number;
+  compute: number[];
+}
+
+export interface LabState {
+  status: "idle" | "starting" | "running" | "paused" | "recovering" | "done" | "error";
+  message: string;
+  settings: LabSettings;
+  plan: PlacementPlan | null;
+  iteration: number;
+  machines: MachineView[];
+  /** The losses of the same seeded run without failures, once `compare` has trained it. */
+  reference: number[];
+  referenceStatus: "none" | "running" | "done";
+  /** Every loss in the order computed, replays included. */
+  losses: LossPoint[];
+  /** The recent iterations, for the timeline. */
+  iterations: IterationSpan[];
+  /** The mean iteration time so far (ms). */
+  iterationMs: number;
+  /** Iterations where a loss of this run (a replay included) differs from the reference (exact resume: none). */
+  mismatches: number[];
+  failures: (FailureReport & { iteration: number })[];
+  recoveries: RecoveryReport[];
+  /** The network's recent transfers and its clock. */
+  transfers: TransferRecord[];
+  now: number;
+}
+
+const TRANSFER_WINDOW_MS = 4000;
+
+export class LabSession extends EventTarget {
+  #state: LabState;
+  #root: RootAgent | null = null;
+  #running = false;
+  #loop: Promise<void> = Promise.resolve();
+  readonly #heartbeats = new Map<number, number>();
+
+  constructor(settings: LabSettings) {
+    super();
+    this.#state = {
+      status: "idle",
+      message: "",
+      settings,
+      plan: null,
+      iteration: 0,
+      machines: [],
+      reference: [],
+      referenceStatus: "none",
+      losses: [],
+      iterations: [],
+      iterationMs: 0,
+      mismatches: [],
+      failures: [],
+      recoveries: [],
+      transfers: [],
+      now: 0,
+    };
+  }
+
+  get state(): LabState {
+    return this.#state;
+  }
+
+  /** Starts the cluster (if it is not running yet) and trains until paused or done. */
+  async start() {
+    if (!this.#root) await this.#launch();
+    this.#running = true;
+    this.#update({ status: "running" });
+    this.#loop = this.#loop.then(() => this.#train());
+    await this.#loop;
+  }
+
+  pause() {
+    this.#running = false;
+    if (this.#root) this.#update({ status: "paused" });
+  }
+
+  /** One iteration (or the recovery a failure calls for), then paused. */
+  async step() {
+    this.#running = false;
+    if (!this.#root) await this.#launch();
+    this.#loop = this.#loop.then(() => this.#advance()).then(() => this.#update({ status: "paused" }));
+    await this.#loop;
+  }
+
+  /** Fails machines now (the root will notice by their heartbeats). */
+  async fail(ranks: number[], kind: FailureKind) {
+    const root = this.#root;
+    if (!root) return;
+    const running = ranks.filter((rank) => root.machines[rank]);
+    if (running.length) await root.injectFailure(running, kind);
+    this.#refresh();
+  }
+
+  /**
+   * Trains the same seeded cluster without failures as far as this run has got (this run pauses
+   * meanwhile), so that the chart can show whether training continued exactly as it would have.
+   */
+  async compare() {
+    this.pause();
+    await this.#loop;
+    const iterations = Math.max(0, ...this.#state.losses.map((point) => point.iteration));
+    if (!iterations || this.#state.referenceStatus === "running") return;
+    this.#update({ referenceStatus: "running", message: `training the failure-free run to iteration ${iterations}` });
+    const reference: number[] = [];
+    const root = await RootAgent.start(
+      new SimulatedCluster(clusterSettings(this.#state.settings), new URL("./machine.js", import.meta.url)),
+      { heartbeatTimeoutMs: this.#state.settings.heartbeatTimeoutMs },
+    );
+    try {
+      root.onEvent((event) => {
+        if (event.type !== "iteration") return;
+        reference[event.iteration] = event.loss;
+        this.#update({ reference: [...reference] });
+      });
+      await root.runUntil(iterations);
+    } finally {
+      root.close();
+    }
+    this.#update({
+      reference,
+      referenceStatus: "done",
+      mismatches: mismatchesOf(this.#state.losses, reference),
+      message: "",
+    });
+  }
+
+  close() {
+    this.#running = false;
+    this.#root?.close();
+    this.#root = null;
+  }
+
+  async #launch() {
+    const { settings } = this.#state;
+    this.#update({ status: "starting", message: `starting ${settings.machines} machines...` });
+    const cluster = new SimulatedCluster(clusterSettings(settings), new URL("./machine.js", import.meta.url));
+    try {
+      this.#root = await RootAgent.start(cluster, {
+        heartbeatTimeoutMs: settings.heartbeatTimeoutMs,
+      });
+    } catch (error) {
+      this.#update({ status: "error", message: (error as Error).message });
+      throw error;
+    }
+    this.#root.onEvent((event) => this.#onEvent(event));
+    this.#root.onHeartbeat((rank) => this.#heartbeats.set(rank, performance.now()));
+    cluster.network.onTransfer(() => this.#refreshSoon());
+    cluster.onFailure(() => this.#refresh());
+    this.#update({ plan: this.#root.plan, message: "" });
+    await this.#refresh();
+  }
+
+  async #train() {
+    while (this.#running && this.#root && this.#state.iteration < this.#state.settings.iterations) {
+      await this.#advance();
+    }
+    if (this.#running) this.#update({ status: "done" });
+    this.#running = false;
+  }
+
+  async #advance() {
+    const root = this.#root;
+    if (!root) return;
+    try {
+      await root.advance();
+    } catch (error) {
+      this.#running = false;
+      this.#update({ status: "error", message: (error as Error).message });
+      return;
+    }
+    await this.#refresh();
+  }
+
+  #onEvent(event: RootEvent) {
+    const state = this.#state;
+    if (event.type === "iteration") {
+      const replay = state.losses.some((point) => point.iteration === event.iteration);
+      const losses = [...state.losses, { iteration: event.iteration, loss: event.loss, replay }];
+      const end = this.#root?.cluster.network.now() ?? 0, count = state.losses.length;
+      const span = {
+        iteration: event.iteration,
+        start: end - event.milliseconds,
+        compute: event.machines.map((m) => m.compute),
+      };
+      this.#update({
+        iterations: [...state.iterations.slice(-60), span],
+        iterationMs: (state.iterationMs * count + event.milliseconds) / (count + 1),
+        iteration: event.iteration,
+        losses,
+        mismatches: mismatchesOf(losses, state.reference),
+        status: this.#running ? "running" : state.status,
+      });
+    } else if (event.type === "failure") {
+      this.#update({ failures: [...state.failures, { ...event.failure, iteration: state.iteration }] });
+      this.#refresh();
+    } else if (event.type === "recovering") {
+      this.#update({ status: "recovering", message: `recovery ${event.epoch}: ${event.phase}` });
+      this.#refresh();
+    } else {
+      this.#update({
+        recoveries: [...state.recoveries, event],
+        iteration: event.iteration,
+        status: this.#running ? "running" : "paused",
+        message: "",
+      });
+    }
+  }
+
+  #refreshPending = false;
+
+  /** Redraws at most once a frame while transfers stream in. */
+  #refreshSoon() {
+    if (this.#refreshPending) return;
+    this.#refreshPending = true;
+    setTimeout(() => {
+      this.#refreshPending = false;
+      this.#update({});
+    }, 50);
+  }
+
+  async #refresh() {
+    const root = this.#root;
+    if (!root) return;
+    const now = performance.now();
+    const machines = await Promise.all(root.machines.map(async (machine, rank): Promise<MachineView> => {
+      const previous = this.#state.machines[rank];
+      // The page shows a failure at once (the cluster knows); the root agent learns of it by the heartbeats.
+      if (!machine || !root.cluster.isRunning(rank)) {
+        return {
+          rank,
+          phase: "failed",
+          incarnation: previous?.incarnation ?? 0,
+          iteration: previous?.iteration ?? 0,
+          heartbeatAge: now - (this.#heartbeats.get(rank) ?? now),
+          memory: [],
+          arenaBytes: previous?.arenaBytes ?? 0,
+        };
+      }
+      const status = await Promise.race([
+        machine.api.status(),
+        new Promise<null>((resolve) => setTimeout(() => resolve(null), 500)),
+      ]);
+      return {
+        rank,
+        phase: this.#state.status === "recovering" ? "recovering" : "running",
+        incarnation: machine.incarnation,
+        iteration: status?.iteration ?? previous?.iteration ?? 0,
+        heartbeatAge: now - (this.#heartbeats.get(rank) ?? now),
+        memory: status?.memory ?? previous?.memory ?? [],
+        arenaBytes: status?.arenaBytes ?? previous?.arenaBytes ?? 0,
+      };
+    }));
+    this.#update({ machines });
+  }
+
+  #update(change: Partial<LabState>) {
+    const network = this.#root?.cluster.network;
+    const now = network?.now() ?? 0;
+    const transfers = network ? network.timeline.filter((record) => record.end > now - TRANSFER_WINDOW_MS) : [];
+    this.#state = { ...this.#state, ...change, transfers, now };
+    this.dispatchEvent(new Event("change"));
+  }
+}
+
+/** The iterations where a computed loss differs from the reference's (those the reference has reached). */
+function mismatchesOf(losses: LossPoint[], reference: number[]): number[] {
+  const differ = losses.filter((p) => reference[p.iteration] !== undefined && reference[p.iteration] !== p.loss);
+  return [...new Set(differ.map((p) => p.iteration))];
+}
+
+/** The cluster a lab run trains on: the defaults with the lab's settings, the persistent store in this browser. */
+function clusterSettings(settings: LabSettings) {
+  const cluster = defaultClusterSettings({
+    kind: "browser",
+    name: `gemini-lab-${Date.now()}`,
+    bandwidth: settings.storageMBps * 1e6,
+  });
+  Object.assign(cluster, { machines: settings.machines, replicas: settings.replicas, placement: settings.placement });
+  cluster.training = {
+    ...cluster.training,
+    config: MODEL_PRESETS[settings.model],
+    batchPerMachine: 1,
+    time: settings.model === "tiny" ? 32 : 64,
+  };
+  cluster.checkpoint = {
+    ...cluster.checkpoint,
+    every: settings.checkpointEvery,
+    persistEvery: settings.persistEvery,
+  };
+  cluster.network = { ...cluster.network, bandwidth: settings.networkMBps * 1e6 };
+  cluster.heartbeatMs = Math.max(50, Math.floor(settings.heartbeatTimeoutMs / 10));
+  return cluster;
+}
