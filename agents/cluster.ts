@@ -13,7 +13,7 @@ import { Rng } from "../core/random.ts";
 import { shardRanges } from "./collectives.ts";
 import { Network, type NetworkSettings } from "./network.ts";
 import type { PlacementStrategy } from "./placement.ts";
-import type { CheckpointSpec, FaultPoint, MachineStatus, PersistentSpec, RootService, TrainingSpec } from "./spec.ts";
+import type { CheckpointSpec, FaultPoint, Heartbeat, MachineStatus, PersistentSpec, TrainingSpec } from "./spec.ts";
 import type { MachineApi } from "./worker.ts";
 
 export interface ClusterSettings {
@@ -127,9 +127,14 @@ export class SimulatedCluster {
 
   /**
    * Starts machine `rank` (again): with the memory it had if a software failure left it, else with new
-   * memory. It sends its checkpoints to `replicaPeers`; `root` answers its heartbeats.
+   * memory. It sends its checkpoints to `replicaPeers`; its heartbeats go to `onHeartbeat`.
    */
-  async launch(rank: number, epoch: number, replicaPeers: number[], root: RootService): Promise<Machine> {
+  async launch(
+    rank: number,
+    epoch: number,
+    replicaPeers: number[],
+    onHeartbeat: (heartbeat: Heartbeat) => void,
+  ): Promise<Machine> {
     const slot = this.#slots[rank];
     if (slot.worker) throw new Error(`machine ${rank} is already running`);
     const memoryKept = slot.memory !== null;
@@ -143,7 +148,13 @@ export class SimulatedCluster {
     const network = new MessageChannel(), rootChannel = new MessageChannel(), life = new MessageChannel();
     slot.ports = [rootChannel.port1, life.port1];
     this.network.attach(rank, network.port1);
-    Comlink.expose(root, rootChannel.port1);
+    // The machine is up once its heartbeat thread is: the first heartbeat ends the launch.
+    let beating!: () => void;
+    const firstHeartbeat = new Promise<void>((resolve) => beating = resolve);
+    rootChannel.port1.onmessage = ({ data }: MessageEvent<Heartbeat>) => {
+      beating();
+      onHeartbeat(data);
+    };
     life.port1.onmessage = ({ data }: MessageEvent<{ where: string }>) => this.#fail(rank, slot.armedKind, data.where);
     const api = Comlink.wrap<MachineApi>(worker);
     const spec = {
@@ -161,7 +172,24 @@ export class SimulatedCluster {
       root: rootChannel.port2,
       life: life.port2,
     };
-    const status = await api.start(Comlink.transfer(spec, [network.port2, rootChannel.port2, life.port2]));
+    // An uncaught error in the Worker is a crash: before it has started, the launch fails with it;
+    // afterwards it is a software failure (the root sees the heartbeats stop).
+    let started = false;
+    const crashed = new Promise<never>((_, reject) => {
+      worker.onerror = (event) => {
+        event.preventDefault();
+        const why = `machine ${rank} crashed: ${event.message}`;
+        if (started) this.#fail(rank, "software", why);
+        else reject(new Error(why));
+      };
+    });
+    crashed.catch(() => {});
+    const status = await Promise.race([
+      api.start(Comlink.transfer(spec, [network.port2, rootChannel.port2, life.port2])),
+      crashed,
+    ]);
+    await Promise.race([firstHeartbeat, crashed]);
+    started = true;
     return { rank, incarnation: slot.incarnation, api, status, memoryKept };
   }
 

@@ -276,9 +276,12 @@ export class RootAgent {
   // --- membership and failure detection -------------------------------------------------------
 
   async #launch(rank: number): Promise<Machine> {
-    const machine = await this.cluster.launch(rank, this.#epoch, replicaPeers(this.plan, rank), {
-      heartbeat: (rank_, incarnation) => this.#heartbeat(rank_, incarnation),
-    });
+    const machine = await this.cluster.launch(
+      rank,
+      this.#epoch,
+      replicaPeers(this.plan, rank),
+      (heartbeat) => this.#heartbeat(heartbeat.rank, heartbeat.incarnation),
+    );
     const lease = await this.health.grant(this.settings.heartbeatTimeoutMs);
     await this.health.put(`machines/${rank}`, { incarnation: machine.incarnation }, lease);
     this.#leases.set(rank, { lease, incarnation: machine.incarnation });
@@ -358,7 +361,14 @@ export class RootAgent {
       await this.#persistent.entries(),
     );
     const skipped: string[] = [];
-    const restored = await Promise.all(machines.map((machine) => this.#restore(machine, plan, skipped)));
+    // Machines fetching from a peer go first: the peers start sending before anyone loads from memory, so
+    // the fetches are not queued behind the loads (which keep each machine's thread busy).
+    const fetching = machines.filter((machine) => plan.sources[machine.rank][0]?.from === "peer");
+    const fetches = fetching.map((machine) => this.#restore(machine, plan, skipped));
+    await Promise.all(fetching.map((machine) => this.#served.get(machine.rank)));
+    const loads = machines.filter((machine) => !fetching.includes(machine))
+      .map((machine) => this.#restore(machine, plan, skipped));
+    const restored = (await Promise.all([...fetches, ...loads])).sort((a, b) => a.rank - b.rank);
 
     this.#emit({ type: "recovering", epoch, phase: "synchronize" });
     const syncStart = clock();
@@ -385,7 +395,10 @@ export class RootAgent {
   }
 
   /** Restores one machine's shard from the first of its plan's sources that works. */
-  async #restore(machine: Machine, plan: RecoveryPlan, skipped: string[]): Promise<RestoreResult> {
+  /** Per machine fetching from a peer: settles once the peer has sent its shard (or failed to). */
+  readonly #served = new Map<number, Promise<unknown>>();
+
+  async #restore(machine: Machine, plan: RecoveryPlan, skipped: string[]): Promise<RestoreResult & { rank: number }> {
     for (const source of plan.sources[machine.rank]) {
       try {
         // A fetch from a peer starts when the peer starts sending, before the machine is told to restore.
@@ -393,12 +406,14 @@ export class RootAgent {
         if (source.from === "peer") {
           const peer = this.#machines[source.peer];
           if (!peer) throw new FailureAlarm(`machine ${source.peer} is down`);
-          await peer.api.serve(machine.rank, plan.iteration, machine.rank);
+          const sent = peer.api.serve(machine.rank, plan.iteration, machine.rank);
+          this.#served.set(machine.rank, sent.catch(() => {}));
+          await sent;
         }
         const told = performance.now();
         const result = await machine.api.restore(plan.iteration, source);
         if (source.from === "peer") result.retrieveMilliseconds += told - began;
-        return result;
+        return { ...result, rank: machine.rank };
       } catch (error) {
         if ((error as Error).name === "AbortedError" || error instanceof FailureAlarm) throw error;
         skipped.push(`machine ${machine.rank} from ${describeSource(source)}: ${(error as Error).message}`);

@@ -64,7 +64,7 @@ export interface MachineSpec {
   memory: WebAssembly.Memory | SharedArrayBuffer;
   /** Its NIC's connection to the network switch. */
   network: MessagePort;
-  /** The root agent's heartbeat service (comlink). */
+  /** Where its heartbeats go: { rank, incarnation, iteration } messages to the root agent. */
   root: MessagePort;
   /** Where it reports that it is dying (an injected failure), so the cluster can end it. */
   life: MessagePort;
@@ -121,7 +121,9 @@ export interface MachineStatus {
   persistentSkipped: number;
 }
 
-/** The root's side of the heartbeat (called by every machine through comlink). */
-export interface RootService {
-  heartbeat(rank: number, incarnation: number, iteration: number): void;
+/** A heartbeat as a machine sends it. */
+export interface Heartbeat {
+  rank: number;
+  incarnation: number;
+  iteration: number;
 }

@@ -26,7 +26,6 @@ import {
   openPersistentStore,
   type RestoreResult,
   type RestoreSource,
-  type RootService,
   type StepResult,
 } from "./spec.ts";
 
@@ -59,7 +58,10 @@ class MachineAgent {
   readonly #capture: CheckpointCapture;
   readonly #network: NetworkEndpoint;
   readonly #adapter: string;
-  readonly #heartbeat: ReturnType<typeof setInterval>;
+  /** Sends the heartbeats from a thread of its own, so that long GPU work here never delays them. */
+  readonly #heartbeat: Worker;
+  /** [iteration]: what the heartbeats report, shared with the heartbeat thread. */
+  readonly #progress = new Int32Array(new SharedArrayBuffer(4));
   readonly #arrivals = new Map<number, Arrival>();
   readonly #arrivalWaiters = new Map<string, { resolve: () => void; reject: (error: Error) => void }>();
   readonly #faults: FaultPoint[] = [];
@@ -112,10 +114,7 @@ class MachineAgent {
     };
     this.#network.handle("checkpoint", receive);
     this.#network.handle("retrieval", receive);
-    const root = Comlink.wrap<RootService>(spec.root);
-    const beat = () => root.heartbeat(spec.rank, spec.incarnation, this.#trainer.step);
-    beat();
-    this.#heartbeat = setInterval(beat, spec.heartbeatMs);
+    this.#heartbeat = startHeartbeat(spec, this.#progress);
   }
 
   get iteration(): number {
@@ -150,6 +149,7 @@ class MachineAgent {
       this.#trainer.model.writeParameters(
         await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch),
       );
+      Atomics.store(this.#progress, 0, t);
       return { iteration: t, loss, compute, reduceScatter, update, allGather: lap(), checkpointBlocked };
     });
   }
@@ -298,6 +298,7 @@ class MachineAgent {
   #load(shard: DecodedShard) {
     this.#trainer.restoreShard(shard);
     this.#loader.restore(shard.meta.data);
+    Atomics.store(this.#progress, 0, shard.meta.iteration);
   }
 
   /** The state every run starts from: the seeded initial parameters, zero moments, the data order's start. */
@@ -395,12 +396,38 @@ class MachineAgent {
   #die(where: string): never {
     if (!this.dead) {
       this.dead = true;
-      clearInterval(this.#heartbeat);
+      this.#heartbeat.terminate();
       this.#network.close();
       this.spec.life.postMessage({ rank: this.spec.rank, where });
     }
     throw new MachineDied(where);
   }
+}
+
+// The heartbeat thread: it posts { rank, incarnation, iteration } to the root agent's port at every interval.
+const HEARTBEAT_SOURCE = `onmessage = ({ data: { root, intervalMs, rank, incarnation, progress } }) => {
+  const iteration = new Int32Array(progress);
+  const beat = () => root.postMessage({ rank, incarnation, iteration: Atomics.load(iteration, 0) });
+  beat();
+  setInterval(beat, intervalMs);
+};`;
+
+/**
+ * The machine's heartbeat thread (a Worker of its Worker, from a Blob so that it needs no file of its own
+ * in the page's bundle). It ends with the machine: terminated by it, or with it.
+ */
+function startHeartbeat(spec: MachineSpec, progress: Int32Array): Worker {
+  const url = URL.createObjectURL(new Blob([HEARTBEAT_SOURCE], { type: "text/javascript" }));
+  const heartbeat = new Worker(url, { type: "module", name: `machine ${spec.rank} heartbeat` });
+  URL.revokeObjectURL(url);
+  heartbeat.postMessage({
+    root: spec.root,
+    intervalMs: spec.heartbeatMs,
+    rank: spec.rank,
+    incarnation: spec.incarnation,
+    progress: progress.buffer,
+  }, [spec.root]);
+  return heartbeat;
 }
 
 /** Unwinds a machine that has just failed (see `#die`). */

@@ -54,7 +54,9 @@ async function main(args: string[]): Promise<number> {
     "",
   ].join("\n");
   await Deno.mkdir(options.out, { recursive: true });
-  const base = `${options.out}/${date}-${slug}${options.quick ? "-quick" : ""}`;
+  // A run of some sections only gets their names in its file name, so it never replaces a full report.
+  const partial = options.sections.length < SECTIONS.length ? `-${options.sections.map((s) => s.name).join("-")}` : "";
+  const base = `${options.out}/${date}-${slug}${partial}${options.quick ? "-quick" : ""}`;
   await Deno.writeTextFile(`${base}.md`, markdown);
   const raw = Object.fromEntries(options.sections.map((s, i) => [s.name, results[i].raw]));
   await Deno.writeTextFile(
