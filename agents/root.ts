@@ -76,7 +76,7 @@ export type RootEvent =
   | IterationReport
   | RecoveryReport
   | { type: "failure"; failure: FailureReport }
-  | { type: "recovering"; epoch: number; phase: "stop" | "replace" | "retrieve" | "synchronize" };
+  | { type: "recovering"; epoch: number; phase: "stop" | "replace" | "retrieve" | "load" | "synchronize" };
 
 /** Thrown into the work in progress when a machine is declared failed. */
 class FailureAlarm extends Error {
@@ -361,14 +361,14 @@ export class RootAgent {
       await this.#persistent.entries(),
     );
     const skipped: string[] = [];
-    // Machines fetching from a peer go first: the peers start sending before anyone loads from memory, so
-    // the fetches are not queued behind the loads (which keep each machine's thread busy).
-    const fetching = machines.filter((machine) => plan.sources[machine.rank][0]?.from === "peer");
-    const fetches = fetching.map((machine) => this.#restore(machine, plan, skipped));
-    await Promise.all(fetching.map((machine) => this.#served.get(machine.rank)));
-    const loads = machines.filter((machine) => !fetching.includes(machine))
-      .map((machine) => this.#restore(machine, plan, skipped));
-    const restored = (await Promise.all([...fetches, ...loads])).sort((a, b) => a.rank - b.rank);
+    // Every shard is brought into its machine's memory first, and only then loaded onto the GPUs: the
+    // fetches do not wait behind the loads (the simulated machines share this computer's cores).
+    const fetched = await Promise.all(machines.map((machine) => this.#fetch(machine, plan, skipped)));
+    this.#emit({ type: "recovering", epoch, phase: "load" });
+    const loads = await Promise.all(
+      machines.map((machine, i) => machine.api.load(plan.iteration, fetched[i].source.from === "initial")),
+    );
+    const restored = fetched.map((result, i) => ({ ...result, loadMilliseconds: loads[i] }));
 
     this.#emit({ type: "recovering", epoch, phase: "synchronize" });
     const syncStart = clock();
@@ -394,26 +394,20 @@ export class RootAgent {
     };
   }
 
-  /** Restores one machine's shard from the first of its plan's sources that works. */
-  /** Per machine fetching from a peer: settles once the peer has sent its shard (or failed to). */
-  readonly #served = new Map<number, Promise<unknown>>();
-
-  async #restore(machine: Machine, plan: RecoveryPlan, skipped: string[]): Promise<RestoreResult & { rank: number }> {
+  /** Fetches one machine's shard into its memory from the first of its plan's sources that works. */
+  async #fetch(machine: Machine, plan: RecoveryPlan, skipped: string[]): Promise<RestoreResult> {
     for (const source of plan.sources[machine.rank]) {
       try {
-        // A fetch from a peer starts when the peer starts sending, before the machine is told to restore.
+        // A fetch from a peer starts when the peer starts sending.
         const began = performance.now();
         if (source.from === "peer") {
           const peer = this.#machines[source.peer];
           if (!peer) throw new FailureAlarm(`machine ${source.peer} is down`);
-          const sent = peer.api.serve(machine.rank, plan.iteration, machine.rank);
-          this.#served.set(machine.rank, sent.catch(() => {}));
-          await sent;
+          await peer.api.serve(machine.rank, plan.iteration, machine.rank);
         }
-        const told = performance.now();
-        const result = await machine.api.restore(plan.iteration, source);
-        if (source.from === "peer") result.retrieveMilliseconds += told - began;
-        return { ...result, rank: machine.rank };
+        const bytes = await machine.api.fetch(plan.iteration, source);
+        const retrieveMilliseconds = source.from === "local" ? 0 : performance.now() - began;
+        return { source, iteration: plan.iteration, bytes, retrieveMilliseconds, loadMilliseconds: 0 };
       } catch (error) {
         if ((error as Error).name === "AbortedError" || error instanceof FailureAlarm) throw error;
         skipped.push(`machine ${machine.rank} from ${describeSource(source)}: ${(error as Error).message}`);

@@ -3,7 +3,8 @@
 // AdamW's m and v, and all-gathers the parameters; it takes an in-memory checkpoint of its shard every
 // iteration (configurable) into its host memory, sends it to the peers of the placement plan, keeps the
 // replicas it receives, persists every P iterations, heartbeats to the root agent, and in a recovery
-// restores its shard from its own memory, a peer, the persistent store, or the initial state.
+// fetches its shard into its own memory (from a peer or the persistent store, if it is not there) and loads
+// it onto the GPU (or the initial state).
 //
 // The root agent drives it through comlink (`MachineApi` below); bulk bytes go through the network.
 
@@ -24,7 +25,6 @@ import {
   type MachineSpec,
   type MachineStatus,
   openPersistentStore,
-  type RestoreResult,
   type RestoreSource,
   type StepResult,
 } from "./spec.ts";
@@ -258,40 +258,45 @@ class MachineAgent {
     await this.#checkpointing;
   }
 
-  /** Restores this machine's shard of checkpoint `iteration` from `source`. */
-  restore(iteration: number, source: RestoreSource): Promise<RestoreResult> {
+  /**
+   * A recovery's first phase: brings this machine's shard of checkpoint `iteration` into its own memory
+   * from `source` (a peer sends it when the root asks it to `serve`; the persistent store is read), and
+   * returns its size. From its own memory or the initial state, there is nothing to fetch.
+   */
+  fetch(iteration: number, source: RestoreSource): Promise<number> {
+    return this.#run(async () => {
+      if (source.from !== "peer" && this.#faultDue("recovery")) this.#die("in the middle of a recovery");
+      const expect = { config: this.spec.training.config, iteration };
+      if (source.from === "peer") await this.#arrival(this.spec.rank, iteration);
+      if (source.from === "persistent") {
+        const { shard } = await this.#persistent.load(this.spec.rank, expect);
+        return this.#store.saveShard(shard.meta, shard.tensors).bytes;
+      }
+      if (source.from === "initial") return 0;
+      const bytes = this.#store.copyOf(this.spec.rank, iteration);
+      if (!bytes) throw new Error(`machine ${this.spec.rank} holds no valid checkpoint ${iteration} of its own`);
+      return bytes.length;
+    });
+  }
+
+  /**
+   * A recovery's second phase: puts checkpoint `iteration` of this machine's shard from its memory onto the
+   * GPU (or the initial state, for iteration 0 without a checkpoint); returns the milliseconds it took.
+   */
+  load(iteration: number, initial: boolean): Promise<number> {
     return this.#run(async () => {
       const start = performance.now();
-      if (source.from === "local" && this.#faultDue("recovery")) this.#die("in the middle of a recovery");
-      if (source.from === "peer") await this.#arrival(this.spec.rank, iteration);
-      let shard: DecodedShard, bytes = 0;
-      if (source.from === "persistent") {
-        const loaded = await this.#persistent.load(this.spec.rank, { config: this.spec.training.config, iteration });
-        shard = loaded.shard;
-        bytes = loaded.entry.bytes;
-      } else if (source.from === "initial") {
-        shard = this.#initialShard();
-      }
-      const retrieved = performance.now();
-      if (source.from === "local" || source.from === "peer") {
-        const { entry } = await this.#store.useNewest(
+      if (initial) {
+        this.#load(this.#initialShard());
+      } else {
+        await this.#store.useNewest(
           this.spec.rank,
           { config: this.spec.training.config, iteration },
           (decoded) => this.#load(decoded),
         );
-        bytes = entry.bytes;
-      } else {
-        this.#load(shard!);
       }
       await this.#trainer.device.queue.onSubmittedWorkDone();
-      const end = performance.now();
-      return {
-        source,
-        iteration,
-        bytes,
-        retrieveMilliseconds: source.from === "local" ? 0 : retrieved - start,
-        loadMilliseconds: end - retrieved,
-      };
+      return performance.now() - start;
     });
   }
 
@@ -455,7 +460,8 @@ const api = {
   },
   step: () => onMachine((machine) => machine.step()),
   abort: (epoch: number) => onMachine((machine) => machine.abort(epoch)),
-  restore: (iteration: number, source: RestoreSource) => onMachine((machine) => machine.restore(iteration, source)),
+  fetch: (iteration: number, source: RestoreSource) => onMachine((machine) => machine.fetch(iteration, source)),
+  load: (iteration: number, initial: boolean) => onMachine((machine) => machine.load(iteration, initial)),
   serve: (owner: number, iteration: number, to: number) => onMachine((machine) => machine.serve(owner, iteration, to)),
   synchronize: () => onMachine((machine) => machine.synchronize()),
   status: () => onMachine((machine) => machine.status()),
