@@ -91,10 +91,18 @@ export interface RecoveryPlan {
 }
 
 /**
- * The newest iteration of which every shard has a copy somewhere (memory, or the persistent store;
- * iteration 0, the initial state, always has one), and where each machine can get its shard of it.
+ * The newest iteration, up to `reached`, of which every shard has a copy somewhere (memory, or the
+ * persistent store; iteration 0, the initial state, always has one), and where each machine can get its
+ * shard of it. `reached` is the last iteration the root saw complete: every machine may have checkpointed
+ * the one after it before a failure cut its all-gather short, but its loss was never reported, so the run
+ * goes back to where the record is whole.
  */
-export function planRecovery(machines: number, memories: StoredEntry[][], persistent: StoredEntry[]): RecoveryPlan {
+export function planRecovery(
+  machines: number,
+  memories: StoredEntry[][],
+  persistent: StoredEntry[],
+  reached = Infinity,
+): RecoveryPlan {
   const inMemory = (owner: number, iteration: number) =>
     memories.flatMap((entries, holder) =>
       entries.some((entry) => entry.owner === owner && entry.iteration === iteration) ? [holder] : []
@@ -102,6 +110,7 @@ export function planRecovery(machines: number, memories: StoredEntry[][], persis
   const persisted = (owner: number, iteration: number) =>
     persistent.some((entry) => entry.owner === owner && entry.iteration === iteration);
   const iterations = [...new Set([...memories.flat(), ...persistent].map((entry) => entry.iteration))]
+    .filter((iteration) => iteration <= reached)
     .sort((a, b) => b - a);
   const ranks = Array.from({ length: machines }, (_, rank) => rank);
   const iteration =
@@ -359,6 +368,7 @@ export class RootAgent {
       machines.length,
       statuses.map((status) => status.memory),
       await this.#persistent.entries(),
+      reached,
     );
     const skipped: string[] = [];
     // Every shard is brought into its machine's memory first, and only then loaded onto the GPUs: the

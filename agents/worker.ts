@@ -185,10 +185,13 @@ class MachineAgent {
       this.#die(`in the middle of writing checkpoint ${t}`); // before the commit: never published
     }
     this.#store.saveShard(meta, tensors);
-    const bytes = this.#store.copyOf(rank, t);
-    if (!bytes) throw new Error(`checkpoint ${t} vanished from memory right after it was written`);
-    this.#replicate(t, bytes);
-    this.#persist(t, bytes);
+    // Sent from the slot itself (each message is a copy); the persistent store gets a copy of its own.
+    const sent = this.#store.withCheckpoint(rank, t, (bytes) => {
+      this.#replicate(t, bytes);
+      this.#persist(t, bytes);
+      return true;
+    });
+    if (!sent) throw new Error(`checkpoint ${t} vanished from memory right after it was written`);
   }
 
   /** Sends the checkpoint to each peer of the placement plan, a chunk a message. */
@@ -215,7 +218,7 @@ class MachineAgent {
       this.#persistentSkipped++;
       return;
     }
-    this.#persisting = this.#persistent.save(this.spec.rank, iteration, bytes).then(
+    this.#persisting = this.#persistent.save(this.spec.rank, iteration, bytes.slice()).then(
       () => void this.#persistentSaves++,
       (error) => console.error(`machine ${this.spec.rank}: persisting checkpoint ${iteration}: ${error.message}`),
     ).finally(() => this.#persisting = null);
@@ -273,9 +276,11 @@ class MachineAgent {
         return this.#store.saveShard(shard.meta, shard.tensors).bytes;
       }
       if (source.from === "initial") return 0;
-      const bytes = this.#store.copyOf(this.spec.rank, iteration);
-      if (!bytes) throw new Error(`machine ${this.spec.rank} holds no valid checkpoint ${iteration} of its own`);
-      return bytes.length;
+      const bytes = this.#store.withCheckpoint(this.spec.rank, iteration, (bytes) => bytes.length);
+      if (bytes === null) {
+        throw new Error(`machine ${this.spec.rank} holds no valid checkpoint ${iteration} of its own`);
+      }
+      return bytes;
     });
   }
 
@@ -318,23 +323,27 @@ class MachineAgent {
 
   /** Resolves when `owner`'s checkpoint `iteration` has arrived whole and been published here. */
   #arrival(owner: number, iteration: number): Promise<void> {
-    if (this.#store.copyOf(owner, iteration)) return Promise.resolve();
+    if (this.#store.withCheckpoint(owner, iteration, () => true)) return Promise.resolve();
     return new Promise((resolve, reject) => this.#arrivalWaiters.set(`${owner}/${iteration}`, { resolve, reject }));
   }
 
   /** Sends `owner`'s checkpoint `iteration` from this machine's memory to machine `to` (a recovery's fetch). */
-  serve(owner: number, iteration: number, to: number) {
-    const bytes = this.#store.copyOf(owner, iteration);
-    if (!bytes) throw new Error(`machine ${this.spec.rank} holds no valid checkpoint ${iteration} of machine ${owner}`);
+  serve(owner: number, iteration: number, to: number): number {
     // Nothing else needs the link in a recovery, so the shard goes in large pieces: fewer messages.
     const pieceBytes = Math.max(1, Math.floor(RETRIEVAL_PIECE_BYTES / this.spec.checkpoint.chunkBytes)) *
       this.spec.checkpoint.chunkBytes;
-    for (let offset = 0; offset < bytes.length; offset += pieceBytes) {
-      const info: ChunkInfo = { owner, iteration, offset, total: bytes.length };
-      const piece = bytes.subarray(offset, offset + pieceBytes);
-      this.#network.send(to, "retrieval", "fetch", `fetch/${owner}/${iteration}/${offset}`, piece, info);
+    const sent = this.#store.withCheckpoint(owner, iteration, (bytes) => {
+      for (let offset = 0; offset < bytes.length; offset += pieceBytes) {
+        const info: ChunkInfo = { owner, iteration, offset, total: bytes.length };
+        const piece = bytes.subarray(offset, offset + pieceBytes);
+        this.#network.send(to, "retrieval", "fetch", `fetch/${owner}/${iteration}/${offset}`, piece, info);
+      }
+      return bytes.length;
+    });
+    if (sent === null) {
+      throw new Error(`machine ${this.spec.rank} holds no valid checkpoint ${iteration} of machine ${owner}`);
     }
-    return bytes.length;
+    return sent;
   }
 
   /** After every shard is restored: all-gathers the parameters, so every machine has all of them again. */

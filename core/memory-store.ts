@@ -426,9 +426,13 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     );
   }
 
-  /** A verified copy of `owner`'s checkpoint `iteration` as encoded (to send to a peer), or null if it has none. */
-  copyOf(owner: number, iteration: number): Uint8Array | null {
-    const read = this.#readSlot(owner, iteration, true);
+  /**
+   * Hands `owner`'s checkpoint `iteration`, as encoded and verified in place, to `use` (to send it to a
+   * peer without copying it out first); null if this memory holds no valid, unchanged one. `use` must be
+   * done with the bytes when it returns: a later write may reuse the slot.
+   */
+  withCheckpoint<T>(owner: number, iteration: number, use: (bytes: Uint8Array) => T): T | null {
+    const read = this.#readSlot(owner, iteration, false);
     if (!read) return null;
     try {
       verifyShard(read.bytes, { owner, iteration }, this.#source({ owner, iteration }));
@@ -436,7 +440,8 @@ export class InMemoryCheckpointStore implements CheckpointStore {
       if (error instanceof CheckpointCorruptError) return null;
       throw error;
     }
-    return read.bytes;
+    const result = use(read.bytes);
+    return read.unchanged() ? result : null;
   }
 
   /** Bytes used per owner and per kind, and the newest complete iteration per owner. */

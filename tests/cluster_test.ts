@@ -205,4 +205,6 @@ Deno.test("the recovery plan takes the newest iteration every shard has, nearest
   const fromPersistent = planRecovery(2, [[entry(0, 3)], []], [entry(0, 2), entry(1, 2)]);
   assert.deepEqual(fromPersistent, { iteration: 2, sources: [[{ from: "persistent" }], [{ from: "persistent" }]] });
   assert.deepEqual(planRecovery(2, [[], []], []).sources, [[{ from: "initial" }], [{ from: "initial" }]]);
+  // Every shard of 6 exists, but the root saw only iteration 5 complete (6's all-gather was cut short).
+  assert.equal(planRecovery(1, [[entry(0, 6), entry(0, 5)]], [], 5).iteration, 5);
 });
