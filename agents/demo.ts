@@ -109,7 +109,7 @@ async function train(options: Options, failures: (root: RootAgent) => Promise<vo
     await root.runUntil(options.iterations);
     return { iterations, recoveries, state: await root.state(), plan: root.plan };
   } finally {
-    root.close();
+    await root.close();
     await Deno.remove(directory, { recursive: true });
   }
 }

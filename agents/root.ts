@@ -153,7 +153,7 @@ export class RootAgent {
     try {
       await Promise.all(root.#machines.map((_, rank) => root.#launch(rank)));
     } catch (error) {
-      root.close();
+      await root.close();
       throw error;
     }
     return root;
@@ -253,10 +253,16 @@ export class RootAgent {
     return { params: states[0].params, m: concat(states.map((s) => s.m)), v: concat(states.map((s) => s.v)) };
   }
 
-  close() {
+  /**
+   * Stops the cluster: each running machine first releases its GPU device in its own thread (a Worker
+   * terminated while it holds one can bring the process down as it exits), then every Worker ends.
+   */
+  async close() {
     this.#closed = true;
     this.#unwatch();
     if (this.health instanceof InMemoryHealthStore) this.health.close();
+    const released = this.#machines.map((machine) => machine?.api.shutdown());
+    await Promise.race([Promise.allSettled(released), new Promise((resolve) => setTimeout(resolve, 2000))]);
     this.cluster.shutdown();
   }
 

@@ -375,6 +375,15 @@ class MachineAgent {
     return { params, m: m.slice(start, end), v: v.slice(start, end) };
   }
 
+  /** Releases the GPU and stops heartbeating: the cluster is shutting down. */
+  shutdown() {
+    this.dead = true; // answers nothing more
+    this.#heartbeat.terminate();
+    this.#capture.destroy();
+    this.#trainer.destroy();
+    this.#trainer.device.destroy();
+  }
+
   /** Arms an injected failure. */
   injectFault(fault: FaultPoint) {
     this.#faults.push(fault);
@@ -476,6 +485,7 @@ const api = {
   status: () => onMachine((machine) => machine.status()),
   state: () => onMachine((machine) => machine.state()),
   injectFault: (fault: FaultPoint) => onMachine((machine) => machine.injectFault(fault)),
+  shutdown: () => onMachine((machine) => machine.shutdown()),
 };
 
 export type MachineApi = typeof api;

@@ -66,7 +66,7 @@ async function clusterRun(
   try {
     await story(root);
   } finally {
-    root.close();
+    await root.close();
     await Deno.remove(directory, { recursive: true });
   }
   const measured = iterations.filter((report) =>

@@ -39,7 +39,7 @@ async function train(
     await root.runUntil(ITERATIONS);
     return { losses, recoveries, state: await root.state() };
   } finally {
-    root.close();
+    await root.close();
     await Deno.remove(directory, { recursive: true });
   }
 }

@@ -205,7 +205,7 @@ export class LabSession extends EventTarget {
       });
       await root.runUntil(iterations);
     } finally {
-      root.close();
+      await root.close();
     }
     this.#update({
       reference,
@@ -217,7 +217,7 @@ export class LabSession extends EventTarget {
 
   close() {
     this.#running = false;
-    this.#root?.close();
+    void this.#root?.close();
     this.#root = null;
   }
 
