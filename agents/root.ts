@@ -139,6 +139,7 @@ export class RootAgent {
   readonly #machines: (Machine | null)[];
   readonly #leases = new Map<number, { lease: number; incarnation: number }>();
   readonly #pending = new Map<number, FailureReport>();
+  readonly #launching = new Map<number, Promise<Machine>>();
   readonly #listeners = new Set<(event: RootEvent) => void>();
   readonly #heartbeatListeners = new Set<(rank: number) => void>();
   readonly #unwatch: () => void;
@@ -290,7 +291,20 @@ export class RootAgent {
 
   // --- membership and failure detection -------------------------------------------------------
 
-  async #launch(rank: number): Promise<Machine> {
+  /**
+   * Starts machine `rank` and registers it; a launch already under way (one a restarted recovery
+   * abandoned) is joined, not repeated.
+   */
+  #launch(rank: number): Promise<Machine> {
+    let launching = this.#launching.get(rank);
+    if (!launching) {
+      launching = this.#register(rank).finally(() => this.#launching.delete(rank));
+      this.#launching.set(rank, launching);
+    }
+    return launching;
+  }
+
+  async #register(rank: number): Promise<Machine> {
     const machine = await this.cluster.launch(
       rank,
       this.#epoch,
@@ -358,37 +372,46 @@ export class RootAgent {
 
   async #recoverOnce(failures: FailureReport[], reached: number): Promise<RecoveryReport> {
     const epoch = ++this.#epoch, clock = () => this.cluster.network.now();
+    // An attempt that a newer failure superseded goes no further than its next step.
+    const current = <T>(value: T): T => {
+      if (this.#epoch !== epoch) throw new FailureAlarm(`recovery ${epoch} was superseded`);
+      return value;
+    };
     this.#emit({ type: "recovering", epoch, phase: "stop" });
     const survivors = this.#machines.filter((machine): machine is Machine => machine !== null);
-    await Promise.all(survivors.map((machine) => machine.api.abort(epoch)));
+    current(await Promise.all(survivors.map((machine) => machine.api.abort(epoch))));
     this.#emit({ type: "recovering", epoch, phase: "replace" });
     const replaceStart = clock();
     const down = this.#machines.flatMap((machine, rank) => machine ? [] : [rank]);
-    await Promise.all(down.map((rank) => this.#launch(rank)));
+    const launched = current(await Promise.all(down.map((rank) => this.#launch(rank))));
+    // A machine whose launch began in an abandoned attempt started in that attempt's epoch.
+    current(await Promise.all(launched.map((machine) => machine.api.abort(epoch))));
     const replacement = clock() - replaceStart;
 
     this.#emit({ type: "recovering", epoch, phase: "retrieve" });
     const machines = this.#running();
-    const statuses = await Promise.all(machines.map((machine) => machine.api.status()));
+    const statuses = current(await Promise.all(machines.map((machine) => machine.api.status())));
     const plan = planRecovery(
       machines.length,
       statuses.map((status) => status.memory),
-      await this.#persistent.entries(),
+      current(await this.#persistent.entries()),
       reached,
     );
     const skipped: string[] = [];
     // Every shard is brought into its machine's memory first, and only then loaded onto the GPUs: the
     // fetches do not wait behind the loads (the simulated machines share this computer's cores).
-    const fetched = await Promise.all(machines.map((machine) => this.#fetch(machine, plan, skipped)));
+    const fetched = current(await Promise.all(machines.map((machine) => this.#fetch(machine, plan, skipped))));
     this.#emit({ type: "recovering", epoch, phase: "load" });
-    const loads = await Promise.all(
-      machines.map((machine, i) => machine.api.load(plan.iteration, fetched[i].source.from === "initial")),
+    const loads = current(
+      await Promise.all(
+        machines.map((machine, i) => machine.api.load(plan.iteration, fetched[i].source.from === "initial")),
+      ),
     );
     const restored = fetched.map((result, i) => ({ ...result, loadMilliseconds: loads[i] }));
 
     this.#emit({ type: "recovering", epoch, phase: "synchronize" });
     const syncStart = clock();
-    await Promise.all(machines.map((machine) => machine.api.synchronize()));
+    current(await Promise.all(machines.map((machine) => machine.api.synchronize())));
     const end = clock();
     this.#iteration = plan.iteration;
     const first = failures.reduce((a, b) => (a.failedAt <= b.failedAt ? a : b));
