@@ -78,6 +78,9 @@ export type RootEvent =
   | { type: "failure"; failure: FailureReport }
   | { type: "recovering"; epoch: number; phase: "stop" | "replace" | "retrieve" | "load" | "synchronize" };
 
+/** How long closing the cluster waits for its Workers' threads to end. */
+const WORKER_TEARDOWN_MS = 500;
+
 /** Thrown into the work in progress when a machine is declared failed. */
 class FailureAlarm extends Error {
   override name = "FailureAlarm";
@@ -265,6 +268,9 @@ export class RootAgent {
     const released = this.#machines.map((machine) => machine?.api.shutdown());
     await Promise.race([Promise.allSettled(released), new Promise((resolve) => setTimeout(resolve, 2000))]);
     this.cluster.shutdown();
+    // Workers end some time after terminate(). wgpu's GL backend crashed here when one Worker's GL teardown
+    // overlapped another's setup (EGL BadDisplay), so whatever uses the GPU next waits for it.
+    await new Promise((resolve) => setTimeout(resolve, WORKER_TEARDOWN_MS));
   }
 
   // --- training -------------------------------------------------------------------------------
