@@ -71,8 +71,6 @@ export interface Machine {
   api: Comlink.Remote<MachineApi>;
   /** Its state right after it started. */
   status: MachineStatus;
-  /** Whether it found its host memory from before (a software failure's restart). */
-  memoryKept: boolean;
 }
 
 interface Slot {
@@ -137,7 +135,6 @@ export class SimulatedCluster {
   ): Promise<Machine> {
     const slot = this.#slots[rank];
     if (slot.worker) throw new Error(`machine ${rank} is already running`);
-    const memoryKept = slot.memory !== null;
     slot.memory ??= InMemoryCheckpointStore.create(rank, this.arenaBytes, {
       slotsPerOwner: this.settings.checkpoint.slotsPerOwner,
       maxOwners: this.settings.replicas,
@@ -190,7 +187,7 @@ export class SimulatedCluster {
     ]);
     await Promise.race([firstHeartbeat, crashed]);
     started = true;
-    return { rank, incarnation: slot.incarnation, api, status, memoryKept };
+    return { rank, incarnation: slot.incarnation, api, status };
   }
 
   /** Arms a failure of `kind` that strikes `machine` when it reaches `point`. */

@@ -172,7 +172,11 @@ export class ClusterView extends LitElement {
           <dt>heartbeat</dt>
           <dd>${heartbeat}</dd>
           <dt>GPU</dt>
-          <dd>${machine.phase === "failed" ? "gone" : `device ${machine.incarnation + 1}`}</dd>
+          <dd title=${machine.adapter}>${machine.phase === "failed" ? "gone" : `device ${machine.incarnation + 1}`}</dd>
+          <dt>persisted</dt>
+          <dd>${machine.persisted}${machine.persistSkipped
+            ? ` (${machine.persistSkipped} skipped: the store was busy)`
+            : ""}</dd>
           <dt>in memory</dt>
           <dd data-field="memory">${this.#describeMemory(own.length, replicas)}</dd>
           <dt>${this.plan?.strategy === "ring" ? "replicas on" : "group"}</dt>

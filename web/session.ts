@@ -75,6 +75,10 @@ export interface MachineView {
   /** What its host memory holds, and its size. */
   memory: StoredEntry[];
   arenaBytes: number;
+  /** Checkpoints it wrote to the persistent store, and those it skipped while one was still being written. */
+  persisted: number;
+  persistSkipped: number;
+  adapter: string;
 }
 
 /** A loss as the run computed it; `replay` is set when the iteration was computed again after a rollback. */
@@ -322,9 +326,12 @@ export class LabSession extends EventTarget {
           phase: "failed",
           incarnation: previous?.incarnation ?? 0,
           iteration: previous?.iteration ?? 0,
-          heartbeatAge: now - (this.#heartbeats.get(rank) ?? now),
+          heartbeatAge: Math.max(0, now - (this.#heartbeats.get(rank) ?? now)),
           memory: [],
           arenaBytes: previous?.arenaBytes ?? 0,
+          persisted: previous?.persisted ?? 0,
+          persistSkipped: previous?.persistSkipped ?? 0,
+          adapter: previous?.adapter ?? "",
         };
       }
       const status = await Promise.race([
@@ -336,9 +343,12 @@ export class LabSession extends EventTarget {
         phase: this.#state.status === "recovering" ? "recovering" : "running",
         incarnation: machine.incarnation,
         iteration: status?.iteration ?? previous?.iteration ?? 0,
-        heartbeatAge: now - (this.#heartbeats.get(rank) ?? now),
+        heartbeatAge: Math.max(0, now - (this.#heartbeats.get(rank) ?? now)),
         memory: status?.memory ?? previous?.memory ?? [],
         arenaBytes: status?.arenaBytes ?? previous?.arenaBytes ?? 0,
+        persisted: status?.persistentSaves ?? previous?.persisted ?? 0,
+        persistSkipped: status?.persistentSkipped ?? previous?.persistSkipped ?? 0,
+        adapter: status?.adapter ?? previous?.adapter ?? "",
       };
     }));
     this.#update({ machines });
