@@ -32,6 +32,9 @@ import {
 /** The size of the messages a shard is fetched in during a recovery (a whole number of its chunks). */
 const RETRIEVAL_PIECE_BYTES = 1 << 20;
 
+/** How the timeline names a shard's messages: a replica, or a fetch in a recovery. */
+const SHARD_LABELS = { checkpoint: "replica", retrieval: "fetch" } as const;
+
 /** A chunk of a checkpoint shard on the network (a replica, or a shard fetched in a recovery). */
 interface ChunkInfo {
   owner: number;
@@ -117,10 +120,6 @@ class MachineAgent {
     this.#heartbeat = startHeartbeat(spec, this.#progress);
   }
 
-  get iteration(): number {
-    return this.#trainer.step;
-  }
-
   /** One iteration of sharded data-parallel training, with its checkpoint when one is due. */
   step(): Promise<StepResult> {
     return this.#run(async (epoch) => {
@@ -196,17 +195,34 @@ class MachineAgent {
 
   /** Sends the checkpoint to each peer of the placement plan, a chunk a message. */
   #replicate(iteration: number, bytes: Uint8Array) {
-    const chunk = this.spec.checkpoint.chunkBytes, rank = this.spec.rank;
-    const chunks = Math.ceil(bytes.length / chunk);
+    const chunk = this.spec.checkpoint.chunkBytes, half = Math.floor(Math.ceil(bytes.length / chunk) / 2) * chunk;
     for (const peer of this.spec.replicaPeers) {
-      for (let i = 0; i < chunks; i++) {
-        if (i === Math.floor(chunks / 2) && this.#faultDue("replication", iteration)) {
+      this.#sendShard(peer, "checkpoint", this.spec.rank, iteration, bytes, chunk, (offset) => {
+        if (offset === half && this.#faultDue("replication", iteration)) {
           this.#die(`in the middle of replicating checkpoint ${iteration} to machine ${peer}`);
         }
-        const info: ChunkInfo = { owner: rank, iteration, offset: i * chunk, total: bytes.length };
-        const piece = bytes.subarray(i * chunk, (i + 1) * chunk);
-        this.#network.send(peer, "checkpoint", "replica", `replica/${rank}/${iteration}/${i}`, piece, info);
-      }
+      });
+    }
+  }
+
+  /**
+   * Sends `owner`'s encoded checkpoint `iteration` to machine `to`, a message per `pieceBytes`, each saying
+   * where it goes (see `#receiveChunk`); `beforePiece` runs before each one is sent.
+   */
+  #sendShard(
+    to: number,
+    kind: "checkpoint" | "retrieval",
+    owner: number,
+    iteration: number,
+    bytes: Uint8Array,
+    pieceBytes: number,
+    beforePiece: (offset: number) => void = () => {},
+  ) {
+    for (let offset = 0; offset < bytes.length; offset += pieceBytes) {
+      beforePiece(offset);
+      const info: ChunkInfo = { owner, iteration, offset, total: bytes.length };
+      const piece = bytes.subarray(offset, offset + pieceBytes);
+      this.#network.send(to, kind, SHARD_LABELS[kind], `${kind}/${owner}/${iteration}/${offset}`, piece, info);
     }
   }
 
@@ -333,11 +349,7 @@ class MachineAgent {
     const pieceBytes = Math.max(1, Math.floor(RETRIEVAL_PIECE_BYTES / this.spec.checkpoint.chunkBytes)) *
       this.spec.checkpoint.chunkBytes;
     const sent = this.#store.withCheckpoint(owner, iteration, (bytes) => {
-      for (let offset = 0; offset < bytes.length; offset += pieceBytes) {
-        const info: ChunkInfo = { owner, iteration, offset, total: bytes.length };
-        const piece = bytes.subarray(offset, offset + pieceBytes);
-        this.#network.send(to, "retrieval", "fetch", `fetch/${owner}/${iteration}/${offset}`, piece, info);
-      }
+      this.#sendShard(to, "retrieval", owner, iteration, bytes, pieceBytes);
       return bytes.length;
     });
     if (sent === null) {
