@@ -320,31 +320,18 @@ export class LabSession extends EventTarget {
     const machines = await Promise.all(root.machines.map(async (machine, rank): Promise<MachineView> => {
       const previous = this.#state.machines[rank];
       // The page shows a failure at once (the cluster knows); the root agent learns of it by the heartbeats.
-      if (!machine || !root.cluster.isRunning(rank)) {
-        return {
-          rank,
-          phase: "failed",
-          incarnation: previous?.incarnation ?? 0,
-          iteration: previous?.iteration ?? 0,
-          heartbeatAge: Math.max(0, now - (this.#heartbeats.get(rank) ?? now)),
-          memory: [],
-          arenaBytes: previous?.arenaBytes ?? 0,
-          persisted: previous?.persisted ?? 0,
-          persistSkipped: previous?.persistSkipped ?? 0,
-          adapter: previous?.adapter ?? "",
-        };
-      }
-      const status = await Promise.race([
+      const failed = !machine || !root.cluster.isRunning(rank);
+      const status = failed ? null : await Promise.race([
         machine.api.status(),
         new Promise<null>((resolve) => setTimeout(() => resolve(null), 500)),
       ]);
       return {
         rank,
-        phase: this.#state.status === "recovering" ? "recovering" : "running",
-        incarnation: machine.incarnation,
+        phase: failed ? "failed" : this.#state.status === "recovering" ? "recovering" : "running",
+        incarnation: failed ? previous?.incarnation ?? 0 : machine.incarnation,
         iteration: status?.iteration ?? previous?.iteration ?? 0,
         heartbeatAge: Math.max(0, now - (this.#heartbeats.get(rank) ?? now)),
-        memory: status?.memory ?? previous?.memory ?? [],
+        memory: failed ? [] : status?.memory ?? previous?.memory ?? [],
         arenaBytes: status?.arenaBytes ?? previous?.arenaBytes ?? 0,
         persisted: status?.persistentSaves ?? previous?.persisted ?? 0,
         persistSkipped: status?.persistentSkipped ?? previous?.persistSkipped ?? 0,
