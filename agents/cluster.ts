@@ -11,6 +11,7 @@ import { MODEL_PRESETS, parameterLayout } from "../core/model.ts";
 import { DEFAULT_TRAINER_SETTINGS } from "../core/trainer.ts";
 import { Rng } from "../core/random.ts";
 import { shardRanges } from "./collectives.ts";
+import { DEFAULT_INTERLEAVING, validateInterleaving } from "./interleaving.ts";
 import { Network, type NetworkSettings } from "./network.ts";
 import type { PlacementStrategy } from "./placement.ts";
 import type { CheckpointSpec, FaultPoint, Heartbeat, MachineStatus, PersistentSpec, TrainingSpec } from "./spec.ts";
@@ -30,8 +31,9 @@ export interface ClusterSettings {
 
 /**
  * A cluster the size of the paper's smallest (four machines, m = 2, group placement), training the tiny
- * model with a checkpoint in memory every iteration and a persistent one every 4, over a network 20
- * times faster than the persistent store (the paper's 400 Gbps against 20 Gbps, scaled to this model).
+ * model with a checkpoint in memory every iteration (replicated in the idle spans of training traffic) and
+ * a persistent one every 4, over a network 20 times faster than the persistent store (the paper's 400
+ * Gbps against 20 Gbps, scaled to this model).
  */
 export function defaultClusterSettings(persistent: PersistentSpec): ClusterSettings {
   return {
@@ -45,11 +47,33 @@ export function defaultClusterSettings(persistent: PersistentSpec): ClusterSetti
       optimizer: { ...DEFAULT_TRAINER_SETTINGS, lr: 1e-2 },
       corpus: { tokens: 1 << 16, seed: 1 },
     },
-    checkpoint: { every: 1, persistEvery: 4, chunkBytes: 64 << 10, slotsPerOwner: 3 },
+    checkpoint: {
+      every: 1,
+      persistEvery: 4,
+      chunkBytes: 64 << 10,
+      slotsPerOwner: 3,
+      replication: { ...DEFAULT_INTERLEAVING },
+    },
     persistent,
     network: { bandwidth: 400e6, latencyMs: 0.05 },
     heartbeatMs: 50,
   };
+}
+
+/** The encoded size of the largest machine's checkpoint (its shard, with the largest header it can have). */
+export function largestCheckpointBytes(settings: ClusterSettings): number {
+  const { training, checkpoint, machines } = settings;
+  const { totalFloats } = parameterLayout(training.config);
+  const largest = Math.max(...shardRanges(totalFloats, machines).map(({ end, start }) => end - start));
+  return shardLayout({
+    config: training.config,
+    iteration: 1e12,
+    data: { position: 1e12, rng: 2 ** 32 - 1 },
+    owner: machines,
+    shard: { index: machines, count: machines, start: totalFloats, end: totalFloats + largest, totalFloats },
+    chunkBytes: checkpoint.chunkBytes,
+    createdAt: Date.now(),
+  }).totalBytes;
 }
 
 export type FailureKind = "software" | "hardware";
@@ -93,6 +117,7 @@ export class SimulatedCluster {
 
   constructor(settings: ClusterSettings, workerUrl = new URL("./worker.ts", import.meta.url)) {
     this.settings = settings;
+    validateInterleaving(settings.checkpoint.replication, settings.checkpoint.chunkBytes);
     this.network = new Network(settings.network);
     this.#workerUrl = workerUrl;
     this.#slots = Array.from({ length: settings.machines }, () => ({
@@ -107,20 +132,9 @@ export class SimulatedCluster {
 
   /** Bytes of host memory each machine's checkpoint arena gets: K checkpoints of its shard and its replicas. */
   get arenaBytes(): number {
-    const { training, checkpoint, machines, replicas } = this.settings;
-    const { totalFloats } = parameterLayout(training.config);
-    const largest = Math.max(...shardRanges(totalFloats, machines).map(({ end, start }) => end - start));
-    const shardBytes = shardLayout({
-      config: training.config,
-      iteration: 1e12,
-      data: { position: 1e12, rng: 2 ** 32 - 1 },
-      owner: machines,
-      shard: { index: machines, count: machines, start: totalFloats, end: totalFloats + largest, totalFloats },
-      chunkBytes: checkpoint.chunkBytes,
-      createdAt: Date.now(),
-    }).totalBytes;
+    const { checkpoint, replicas } = this.settings;
     // A slot leaves 4 KiB for headers that grow, rounded to 64 bytes; the tables take under 64 KiB.
-    return (1 << 16) + replicas * checkpoint.slotsPerOwner * (shardBytes + 4096 + 64);
+    return (1 << 16) + replicas * checkpoint.slotsPerOwner * (largestCheckpointBytes(this.settings) + 4096 + 64);
   }
 
   /**
@@ -166,6 +180,7 @@ export class SimulatedCluster {
       heartbeatMs: this.settings.heartbeatMs,
       memory: slot.memory,
       network: network.port2,
+      bandwidth: this.settings.network.bandwidth,
       root: rootChannel.port2,
       life: life.port2,
     };

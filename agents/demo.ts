@@ -6,9 +6,10 @@
 // persistent store: the two recoveries are printed side by side. Last, the same seeded run without
 // failures is trained, and the demo checks that training continued exactly as it did.
 
-import { defaultClusterSettings, SimulatedCluster } from "./cluster.ts";
+import type { ClusterSettings } from "./cluster.ts";
 import { PLACEMENT_STRATEGIES, type PlacementStrategy } from "./placement.ts";
-import { type IterationReport, type RecoveryReport, RootAgent } from "./root.ts";
+import type { IterationReport, RecoveryReport, RootAgent, RootEvent } from "./root.ts";
+import { runCluster } from "./run.ts";
 import { describeSource } from "./spec.ts";
 import { numberOption, parseOptions, runCommand, UserError } from "../core/cli.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
@@ -74,44 +75,38 @@ function readOptions(args: string[]) {
 type Options = ReturnType<typeof readOptions>;
 
 /** One cluster run of `options.iterations`, with `failures` injected on the way; every report it made. */
-async function train(options: Options, failures: (root: RootAgent) => Promise<void>, log: boolean) {
-  const directory = await Deno.makeTempDir({ prefix: "gemini-demo-persistent-" });
-  const settings = defaultClusterSettings({ kind: "files", directory, bandwidth: options.storage });
-  Object.assign(settings, { machines: options.machines, replicas: options.replicas, placement: options.placement });
-  settings.training = {
-    ...settings.training,
-    config: options.config,
-    batchPerMachine: options.batch,
-    time: options.time,
-    optimizer: { ...settings.training.optimizer, lr: options.lr, seed: options.seed },
+function train(options: Options, failures: (root: RootAgent) => Promise<void>, log: boolean) {
+  const adjust = (settings: ClusterSettings) => {
+    Object.assign(settings, { machines: options.machines, replicas: options.replicas, placement: options.placement });
+    settings.training = {
+      ...settings.training,
+      config: options.config,
+      batchPerMachine: options.batch,
+      time: options.time,
+      optimizer: { ...settings.training.optimizer, lr: options.lr, seed: options.seed },
+    };
+    settings.checkpoint.persistEvery = options.persistEvery;
+    settings.network.bandwidth = options.network;
   };
-  settings.checkpoint.persistEvery = options.persistEvery;
-  settings.network.bandwidth = options.network;
-  const root = await RootAgent.start(new SimulatedCluster(settings), { heartbeatTimeoutMs: options.heartbeatTimeout });
-  const iterations: IterationReport[] = [], recoveries: RecoveryReport[] = [];
-  try {
-    root.onEvent((event) => {
-      if (event.type === "iteration") {
-        iterations[event.iteration] = event;
-        if (log && (event.iteration % 5 === 0 || event.iteration === 1)) console.log(describeIteration(event));
-      } else if (event.type === "failure" && log) {
-        const { rank, kind, where, detectedAt, failedAt } = event.failure;
-        console.log(
-          `  ! machine ${rank}: ${kind} failure ${where}; detected by missed heartbeats after ` +
-            `${(detectedAt - failedAt).toFixed(0)} ms`,
-        );
-      } else if (event.type === "recovery") {
-        recoveries.push(event);
-        if (log) console.log(describeRecovery(event));
-      }
-    });
+  const onEvent = (event: RootEvent) => {
+    if (!log) return;
+    if (event.type === "iteration" && (event.iteration % 5 === 0 || event.iteration === 1)) {
+      console.log(describeIteration(event));
+    } else if (event.type === "failure") {
+      const { rank, kind, where, detectedAt, failedAt } = event.failure;
+      console.log(
+        `  ! machine ${rank}: ${kind} failure ${where}; detected by missed heartbeats after ` +
+          `${(detectedAt - failedAt).toFixed(0)} ms`,
+      );
+    } else if (event.type === "recovery") {
+      console.log(describeRecovery(event));
+    }
+  };
+  const settings = { adjust, onEvent, storageBandwidth: options.storage, keepState: true };
+  return runCluster({ ...settings, heartbeatTimeoutMs: options.heartbeatTimeout }, async (root) => {
     await failures(root);
     await root.runUntil(options.iterations);
-    return { iterations, recoveries, state: await root.state(), plan: root.plan };
-  } finally {
-    await root.close();
-    await Deno.remove(directory, { recursive: true });
-  }
+  });
 }
 
 function describeIteration(report: IterationReport): string {
@@ -190,7 +185,7 @@ async function main(args: string[]): Promise<number> {
   const reference = await train(options, () => Promise.resolve(), false);
   const sameLosses = run.iterations.every((report, i) => report.loss === reference.iterations[i]?.loss);
   const sameState = (["params", "m", "v"] as const).every((name) =>
-    run.state[name].every((value, i) => Object.is(value, reference.state[name][i]))
+    run.state![name].every((value, i) => Object.is(value, reference.state![name][i]))
   );
   console.log(
     sameLosses && sameState

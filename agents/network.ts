@@ -37,8 +37,35 @@ export interface TransferRecord {
   dropped?: string;
 }
 
+/**
+ * The links of a switched network: each machine's send and receive link, reserved in the order messages
+ * are sent. Both the live network and the discrete-event simulation (simulation.ts) time transfers with it,
+ * so they cannot disagree on what contention costs.
+ */
+export class LinkSchedule {
+  readonly #bandwidth: number;
+  readonly #sendFree = new Map<number, number>();
+  readonly #receiveFree = new Map<number, number>();
+
+  /** `bandwidth` in bytes per second; times are in milliseconds. */
+  constructor(bandwidth: number) {
+    this.#bandwidth = bandwidth;
+  }
+
+  /** Reserves `from`'s send link and `to`'s receive link for `bytes`, queued at `at`: when it starts and ends. */
+  reserve(from: number, to: number, bytes: number, at: number): { start: number; end: number } {
+    const start = Math.max(at, this.#sendFree.get(from) ?? 0, this.#receiveFree.get(to) ?? 0);
+    const end = start + (bytes / this.#bandwidth) * 1000;
+    this.#sendFree.set(from, end);
+    this.#receiveFree.set(to, end);
+    return { start, end };
+  }
+}
+
 /** A message as a machine sends it. */
 interface Outgoing {
+  /** Set when the sender wants to hear when the message's last byte has left its NIC (see `sent`). */
+  sequence?: number;
   to: number;
   kind: TrafficKind;
   label: string;
@@ -74,8 +101,7 @@ export class Network {
   readonly timeline: TransferRecord[] = [];
   readonly #origin = performance.now();
   readonly #ports = new Map<number, MessagePort>();
-  readonly #sendFree = new Map<number, number>();
-  readonly #receiveFree = new Map<number, number>();
+  readonly #links: LinkSchedule;
   readonly #inFlight = new Map<number, { record: TransferRecord; timer: ReturnType<typeof setTimeout> }>();
   readonly #listeners = new Set<(record: TransferRecord) => void>();
   readonly #timelineLimit: number;
@@ -83,6 +109,7 @@ export class Network {
 
   constructor(settings: NetworkSettings, options: { timelineLimit?: number } = {}) {
     this.settings = validateNetworkSettings({ ...settings });
+    this.#links = new LinkSchedule(this.settings.bandwidth);
     this.#timelineLimit = options.timelineLimit ?? 200_000;
   }
 
@@ -132,10 +159,7 @@ export class Network {
 
   #send(from: number, message: Outgoing) {
     const queuedAt = this.now(), bytes = message.bytes.byteLength, to = message.to;
-    const start = Math.max(queuedAt, this.#sendFree.get(from) ?? 0, this.#receiveFree.get(to) ?? 0);
-    const end = start + (bytes / this.settings.bandwidth) * 1000;
-    this.#sendFree.set(from, end);
-    this.#receiveFree.set(to, end);
+    const { start, end } = this.#links.reserve(from, to, bytes, queuedAt);
     const record: TransferRecord = {
       id: this.#nextId++,
       from,
@@ -149,6 +173,11 @@ export class Network {
     };
     this.timeline.push(record);
     if (this.timeline.length > this.#timelineLimit) this.timeline.splice(0, this.timeline.length / 2);
+    if (message.sequence !== undefined) {
+      // The transmit-complete notice a NIC gives: the sender may reuse the message's buffer space.
+      const sequence = message.sequence;
+      setTimeout(() => this.#ports.get(from)?.postMessage({ sent: sequence }), end - queuedAt);
+    }
     const timer = setTimeout(() => {
       this.#inFlight.delete(record.id);
       const port = this.#ports.get(to);
@@ -189,22 +218,48 @@ export class NetworkEndpoint {
   readonly #arrived = new Map<string, Delivery[]>();
   readonly #waiting = new Map<string, { resolve: (delivery: Delivery) => void; reject: (error: Error) => void }>();
   readonly #handlers = new Map<TrafficKind, (delivery: Delivery) => void>();
+  readonly #sending = new Map<number, () => void>();
+  #nextSequence = 0;
 
   constructor(rank: number, port: MessagePort, epoch = 0) {
     this.rank = rank;
     this.#port = port;
     this.#epoch = epoch;
-    port.onmessage = ({ data }: MessageEvent<Delivery>) => this.#arrive(data);
+    port.onmessage = ({ data }: MessageEvent<Delivery | { sent: number }>) => {
+      if ("sent" in data) {
+        this.#sending.get(data.sent)?.();
+        this.#sending.delete(data.sent);
+      } else {
+        this.#arrive(data);
+      }
+    };
   }
 
   get epoch(): number {
     return this.#epoch;
   }
 
-  /** Sends a copy of `bytes` to machine `to`. */
-  send(to: number, kind: TrafficKind, label: string, tag: string, bytes: Uint8Array, info?: unknown) {
+  /**
+   * Sends a copy of `bytes` to machine `to`. `onSent`, if given, is called when the message's last byte has
+   * left this machine's NIC (never, if the machine is unplugged first): a sender that bounds how many bytes
+   * it has queued (a staging buffer) frees their space then.
+   */
+  send(
+    to: number,
+    kind: TrafficKind,
+    label: string,
+    tag: string,
+    bytes: Uint8Array,
+    info?: unknown,
+    onSent?: () => void,
+  ) {
+    let sequence: number | undefined;
+    if (onSent) {
+      sequence = this.#nextSequence++;
+      this.#sending.set(sequence, onSent);
+    }
     const copy = bytes.slice().buffer;
-    const message: Outgoing = { to, kind, label, tag, epoch: this.#epoch, bytes: copy, info };
+    const message: Outgoing = { sequence, to, kind, label, tag, epoch: this.#epoch, bytes: copy, info };
     this.#port.postMessage(message, [copy]);
   }
 

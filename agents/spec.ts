@@ -8,6 +8,7 @@ import { FileCheckpointStore } from "../core/file-store.ts";
 import type { GPT2Config } from "../core/model.ts";
 import type { CheckpointStore, StoredEntry } from "../core/store.ts";
 import type { TrainerSettings } from "../core/trainer.ts";
+import type { InterleavingSettings } from "./interleaving.ts";
 
 export interface TrainingSpec {
   config: GPT2Config;
@@ -29,6 +30,8 @@ export interface CheckpointSpec {
   chunkBytes: number;
   /** Checkpoints kept per owner in host memory. */
   slotsPerOwner: number;
+  /** How checkpoints go to the peers: the policy, its idle-span profiling and its staging buffer. */
+  replication: InterleavingSettings;
 }
 
 /** The persistent store: files (Deno) or the browser's OPFS / IndexedDB, with an optional bandwidth cap. */
@@ -64,6 +67,8 @@ export interface MachineSpec {
   memory: WebAssembly.Memory | SharedArrayBuffer;
   /** Its NIC's connection to the network switch. */
   network: MessagePort;
+  /** Its NIC's bandwidth, bytes/s each way. */
+  bandwidth: number;
   /** Where its heartbeats go: { rank, incarnation, iteration } messages to the root agent. */
   root: MessagePort;
   /** Where it reports that it is dying (an injected failure), so the cluster can end it. */
@@ -97,6 +102,12 @@ export interface StepResult {
   allGather: number;
   /** How long the checkpoint capture held training up. */
   checkpointBlocked: number;
+  /** The newest of this machine's checkpoints that has been sent whole to every peer (0: none yet). */
+  replicatedIteration: number;
+  /** Checkpoints so far that became ready while an earlier one was still being sent, and were not replicated. */
+  replicationSkipped: number;
+  /** The idle spans the machine profiled on its NIC in an iteration (ms; empty while profiling). */
+  idleSpans: number[];
 }
 
 export interface RestoreResult {

@@ -18,6 +18,7 @@ import { initialParameters } from "../core/model.ts";
 import type { CheckpointStore } from "../core/store.ts";
 import { Trainer } from "../core/trainer.ts";
 import { allGatherShards, allSum, reduceScatterMean, type ShardRange, shardRanges } from "./collectives.ts";
+import { CheckpointScheduler, type PieceOrder } from "./interleaving.ts";
 import { type Delivery, NetworkEndpoint } from "./network.ts";
 import {
   corpusFor,
@@ -31,9 +32,6 @@ import {
 
 /** The size of the messages a shard is fetched in during a recovery (a whole number of its chunks). */
 const RETRIEVAL_PIECE_BYTES = 1 << 20;
-
-/** How the timeline names a shard's messages: a replica, or a fetch in a recovery. */
-const SHARD_LABELS = { checkpoint: "replica", retrieval: "fetch" } as const;
 
 /** A chunk of a checkpoint shard on the network (a replica, or a shard fetched in a recovery). */
 interface ChunkInfo {
@@ -60,6 +58,10 @@ class MachineAgent {
   readonly #persistent: CheckpointStore;
   readonly #capture: CheckpointCapture;
   readonly #network: NetworkEndpoint;
+  /** Decides when each piece of a checkpoint goes to the peers (see interleaving.ts). */
+  readonly #scheduler: CheckpointScheduler;
+  /** A copy of the checkpoint being replicated (its slot may be reused before the last piece is out). */
+  #replicating: { iteration: number; bytes: Uint8Array } | null = null;
   readonly #adapter: string;
   /** Sends the heartbeats from a thread of its own, so that long GPU work here never delays them. */
   readonly #heartbeat: Worker;
@@ -108,6 +110,12 @@ class MachineAgent {
       checksumsOnGpu: false, // see CheckpointCapture: on a software adapter it only blocks training longer
     });
     this.#network = new NetworkEndpoint(spec.rank, spec.network, spec.epoch);
+    this.#scheduler = new CheckpointScheduler(
+      spec.checkpoint.replication,
+      spec.bandwidth,
+      spec.checkpoint.chunkBytes,
+      spec.replicaPeers,
+    );
     const receive = (delivery: Delivery) => {
       try {
         this.#receiveChunk(delivery);
@@ -124,6 +132,7 @@ class MachineAgent {
   step(): Promise<StepResult> {
     return this.#run(async (epoch) => {
       const t = this.#trainer.step + 1, rank = this.spec.rank, machines = this.spec.machines;
+      this.#scheduler.beginIteration();
       let clock = performance.now();
       const lap = () => -clock + (clock = performance.now());
       // Every machine draws the same global batch and trains on its rows of it.
@@ -136,21 +145,42 @@ class MachineAgent {
       this.#fault("step", t);
       const grads = await this.#trainer.model.readGradients();
       const compute = lap();
+      this.#trainingTraffic(true);
       const reduced = await reduceScatterMean(this.#network, grads, this.#shards, `${t}`, epoch);
       let squares = 0;
       for (const g of reduced) squares += g * g;
       const normSquared = await allSum(this.#network, squares, machines, `${t}/norm`, epoch);
+      this.#trainingTraffic(false);
       const reduceScatter = lap();
       this.#trainer.updateShard(this.#shard, reduced, normSquared);
       const checkpointBlocked = t % this.spec.checkpoint.every === 0 ? await this.#beginCheckpoint() : 0;
       const shard = await this.#trainer.readParameterRange(this.#shard);
       const update = lap();
-      this.#trainer.model.writeParameters(
-        await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch),
-      );
+      this.#trainingTraffic(true);
+      const params = await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch);
+      this.#trainingTraffic(false);
+      this.#trainer.model.writeParameters(params);
       Atomics.store(this.#progress, 0, t);
-      return { iteration: t, loss, compute, reduceScatter, update, allGather: lap(), checkpointBlocked };
+      return {
+        iteration: t,
+        loss,
+        compute,
+        reduceScatter,
+        update,
+        allGather: lap(),
+        checkpointBlocked,
+        replicatedIteration: this.#scheduler.replicated.at(-1)?.iteration ?? 0,
+        replicationSkipped: this.#scheduler.skipped,
+        idleSpans: this.#scheduler.profile.spans,
+      };
     });
+  }
+
+  /** Training traffic starts or stops on this machine's NIC: the scheduler profiles it and sends in between. */
+  #trainingTraffic(busy: boolean) {
+    if (busy) return this.#scheduler.trainingBusy(performance.now());
+    this.#scheduler.trainingIdle(performance.now());
+    this.#sendCheckpointPieces();
   }
 
   /** Starts the capture of this iteration's shard; returns how long it held training up. */
@@ -184,46 +214,40 @@ class MachineAgent {
       this.#die(`in the middle of writing checkpoint ${t}`); // before the commit: never published
     }
     this.#store.saveShard(meta, tensors);
-    // Sent from the slot itself (each message is a copy); the persistent store gets a copy of its own.
-    const sent = this.#store.withCheckpoint(rank, t, (bytes) => {
-      this.#replicate(t, bytes);
+    const kept = this.#store.withCheckpoint(rank, t, (bytes) => {
+      // The copies: one for the peers, taken only if this checkpoint will be replicated; one for the
+      // persistent store, when one is due.
+      if (this.#scheduler.offer(t, bytes.length)) this.#replicating = { iteration: t, bytes: bytes.slice() };
       this.#persist(t, bytes);
       return true;
     });
-    if (!sent) throw new Error(`checkpoint ${t} vanished from memory right after it was written`);
+    if (!kept) throw new Error(`checkpoint ${t} vanished from memory right after it was written`);
+    this.#sendCheckpointPieces();
   }
 
-  /** Sends the checkpoint to each peer of the placement plan, a chunk a message. */
-  #replicate(iteration: number, bytes: Uint8Array) {
-    const chunk = this.spec.checkpoint.chunkBytes, half = Math.floor(Math.ceil(bytes.length / chunk) / 2) * chunk;
-    for (const peer of this.spec.replicaPeers) {
-      this.#sendShard(peer, "checkpoint", this.spec.rank, iteration, bytes, chunk, (offset) => {
-        if (offset === half && this.#faultDue("replication", iteration)) {
-          this.#die(`in the middle of replicating checkpoint ${iteration} to machine ${peer}`);
-        }
-      });
+  /** Sends every piece of the checkpoint being replicated that the scheduler releases now. */
+  #sendCheckpointPieces() {
+    try {
+      for (let order; this.#replicating && (order = this.#scheduler.next(performance.now()));) {
+        this.#sendPiece(order, this.#replicating.bytes);
+      }
+      if (this.#scheduler.sending === null) this.#replicating = null;
+    } catch (error) {
+      if (!(error instanceof MachineDied)) throw error;
     }
   }
 
-  /**
-   * Sends `owner`'s encoded checkpoint `iteration` to machine `to`, a message per `pieceBytes`, each saying
-   * where it goes (see `#receiveChunk`); `beforePiece` runs before each one is sent.
-   */
-  #sendShard(
-    to: number,
-    kind: "checkpoint" | "retrieval",
-    owner: number,
-    iteration: number,
-    bytes: Uint8Array,
-    pieceBytes: number,
-    beforePiece: (offset: number) => void = () => {},
-  ) {
-    for (let offset = 0; offset < bytes.length; offset += pieceBytes) {
-      beforePiece(offset);
-      const info: ChunkInfo = { owner, iteration, offset, total: bytes.length };
-      const piece = bytes.subarray(offset, offset + pieceBytes);
-      this.#network.send(to, kind, SHARD_LABELS[kind], `${kind}/${owner}/${iteration}/${offset}`, piece, info);
+  #sendPiece(order: PieceOrder, bytes: Uint8Array) {
+    const { iteration, peer, offset } = order;
+    if (offset >= bytes.length / 2 && this.#faultDue("replication", iteration)) {
+      this.#die(`in the middle of replicating checkpoint ${iteration} to machine ${peer}`);
     }
+    const info: ChunkInfo = { owner: this.spec.rank, iteration, offset, total: bytes.length };
+    const piece = bytes.subarray(offset, offset + order.bytes);
+    this.#network.send(peer, "checkpoint", "replica", `replica/${iteration}/${offset}`, piece, info, () => {
+      this.#scheduler.sent(order, performance.now());
+      this.#sendCheckpointPieces();
+    });
   }
 
   /** Every `persistEvery` iterations, a copy to the persistent store, unless the last one is still being written. */
@@ -270,6 +294,8 @@ class MachineAgent {
   /** Stops what this machine was doing and moves to recovery epoch `epoch`. */
   async abort(epoch: number) {
     this.#network.abort(epoch);
+    this.#scheduler.reset();
+    this.#replicating = null;
     for (const { reject } of this.#arrivalWaiters.values()) reject(new Error(`recovery ${epoch} began`));
     this.#arrivalWaiters.clear();
     this.#arrivals.clear(); // their slots stay unpublished until a later write reclaims them
@@ -349,7 +375,11 @@ class MachineAgent {
     const pieceBytes = Math.max(1, Math.floor(RETRIEVAL_PIECE_BYTES / this.spec.checkpoint.chunkBytes)) *
       this.spec.checkpoint.chunkBytes;
     const sent = this.#store.withCheckpoint(owner, iteration, (bytes) => {
-      this.#sendShard(to, "retrieval", owner, iteration, bytes, pieceBytes);
+      for (let offset = 0; offset < bytes.length; offset += pieceBytes) {
+        const info: ChunkInfo = { owner, iteration, offset, total: bytes.length };
+        const piece = bytes.subarray(offset, offset + pieceBytes);
+        this.#network.send(to, "retrieval", "fetch", `fetch/${owner}/${iteration}/${offset}`, piece, info);
+      }
       return bytes.length;
     });
     if (sent === null) {

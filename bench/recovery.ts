@@ -6,8 +6,8 @@
 //   to the persistent store. Retrieval, the whole recovery (failure to resumed training) and the wasted
 //   time (the recovery plus the iterations lost) are compared as ratios.
 
-import { defaultClusterSettings, SimulatedCluster } from "../agents/cluster.ts";
-import { type IterationReport, type RecoveryReport, RootAgent } from "../agents/root.ts";
+import type { RecoveryReport, RootAgent } from "../agents/root.ts";
+import { measuredIterationMs, runCluster } from "../agents/run.ts";
 import { MODEL_PRESETS, parameterCount } from "../core/model.ts";
 import { type BenchContext, formatBytes, median, type Section } from "./measure.ts";
 
@@ -39,40 +39,29 @@ interface ModelRun {
   persistent: RecoveryReport;
 }
 
-/** Trains a cluster through `story`; returns its iteration and recovery reports. */
+/** Trains a cluster through `story`; returns its measured iteration times and its recovery reports. */
 async function clusterRun(
   model: ReturnType<typeof recoveryModels>[number],
   checkpoints: boolean,
   story: (root: RootAgent) => Promise<void>,
 ) {
-  const directory = await Deno.makeTempDir({ prefix: "gemini-bench-recovery-" });
-  const settings = defaultClusterSettings({ kind: "files", directory, bandwidth: STORAGE_BYTES_PER_SECOND });
-  settings.training = {
-    ...settings.training,
-    config: MODEL_PRESETS[model.name],
-    batchPerMachine: model.batchPerMachine,
-    time: model.time,
-  };
-  settings.checkpoint.every = checkpoints ? 1 : Number.MAX_SAFE_INTEGER;
-  settings.checkpoint.persistEvery = checkpoints ? PERSIST_EVERY : 0;
-  settings.network.bandwidth = NETWORK_BYTES_PER_SECOND;
-  settings.heartbeatMs = HEARTBEAT_MS;
-  const root = await RootAgent.start(new SimulatedCluster(settings), { heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
-  const iterations: IterationReport[] = [], recoveries: RecoveryReport[] = [];
-  root.onEvent((event) => {
-    if (event.type === "iteration") iterations.push(event);
-    if (event.type === "recovery") recoveries.push(event);
-  });
-  try {
-    await story(root);
-  } finally {
-    await root.close();
-    await Deno.remove(directory, { recursive: true });
-  }
-  const measured = iterations.filter((report) =>
-    report.iteration > WARMUP_ITERATIONS && report.iteration <= WARMUP_ITERATIONS + MEASURED_ITERATIONS
-  ).slice(0, MEASURED_ITERATIONS);
-  return { iterationMs: measured.map((report) => report.milliseconds), recoveries };
+  const run = await runCluster({
+    storageBandwidth: STORAGE_BYTES_PER_SECOND,
+    heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
+    adjust: (settings) => {
+      settings.training = {
+        ...settings.training,
+        config: MODEL_PRESETS[model.name],
+        batchPerMachine: model.batchPerMachine,
+        time: model.time,
+      };
+      settings.checkpoint.every = checkpoints ? 1 : Number.MAX_SAFE_INTEGER;
+      settings.checkpoint.persistEvery = checkpoints ? PERSIST_EVERY : 0;
+      settings.network.bandwidth = NETWORK_BYTES_PER_SECOND;
+      settings.heartbeatMs = HEARTBEAT_MS;
+    },
+  }, story);
+  return { iterationMs: measuredIterationMs(run, WARMUP_ITERATIONS, MEASURED_ITERATIONS), recoveries: run.recoveries };
 }
 
 async function measureModel(model: ReturnType<typeof recoveryModels>[number]): Promise<ModelRun> {

@@ -4,13 +4,9 @@
 // seeded run without failures: the same losses and the same final parameters and AdamW moments, bit for bit.
 
 import assert from "node:assert/strict";
-import {
-  type ClusterSettings,
-  defaultClusterSettings,
-  randomFailureSchedule,
-  SimulatedCluster,
-} from "../agents/cluster.ts";
-import { planRecovery, type RecoveryReport, RootAgent } from "../agents/root.ts";
+import { type ClusterSettings, randomFailureSchedule } from "../agents/cluster.ts";
+import { planRecovery, type RecoveryReport, type RootAgent } from "../agents/root.ts";
+import { runCluster } from "../agents/run.ts";
 import type { StoredEntry } from "../core/store.ts";
 
 const ITERATIONS = 12;
@@ -25,23 +21,13 @@ async function train(
   during: (root: RootAgent) => Promise<void>,
   adjust: (settings: ClusterSettings) => void = () => {},
 ): Promise<Run> {
-  const directory = await Deno.makeTempDir({ prefix: "gemini-cluster-" });
-  const settings = defaultClusterSettings({ kind: "files", directory, bandwidth: 20e6 });
-  adjust(settings);
-  const root = await RootAgent.start(new SimulatedCluster(settings), { heartbeatTimeoutMs: 1000 });
-  try {
-    const losses: number[] = [], recoveries: RecoveryReport[] = [];
-    root.onEvent((event) => {
-      if (event.type === "iteration") losses[event.iteration] = event.loss;
-      if (event.type === "recovery") recoveries.push(event);
-    });
+  const run = await runCluster({ adjust, heartbeatTimeoutMs: 1000, keepState: true }, async (root) => {
     await during(root);
     await root.runUntil(ITERATIONS);
-    return { losses, recoveries, state: await root.state() };
-  } finally {
-    await root.close();
-    await Deno.remove(directory, { recursive: true });
-  }
+  });
+  const losses: number[] = [];
+  run.iterations.forEach((report) => losses[report.iteration] = report.loss);
+  return { losses, recoveries: run.recoveries, state: run.state! };
 }
 
 const EIGHT_MACHINES_MIXED = (settings: ClusterSettings) =>

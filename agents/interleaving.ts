@@ -1,0 +1,278 @@
+// Traffic interleaving, GEMINI's second idea: a machine's checkpoint goes on the network only where its
+// training traffic (the reduce-scatter and the all-gather) leaves the NIC idle, so replicating a checkpoint
+// every iteration does not slow training down.
+//
+// - `IdleProfile` learns, over the first iterations, the idle spans of one machine's NIC in an iteration:
+//   the time from the end of each burst of training traffic to the start of the next, each span taken as
+//   its minimum over the profiled iterations (as the paper's artifact does).
+// - `CheckpointScheduler` decides which bytes of a checkpoint go out when. With the interleaved policy it
+//   releases a piece only while training traffic is idle, only if the piece's last byte is expected off
+//   the wire within `usableFraction` of the profiled span (pieces are cut to the room left, at most a
+//   chunk), and only while the staging buffer has room: at most `stagingBytes` of checkpoint are copied
+//   out and not yet off the wire, so the next piece is copied while the previous one is on the wire.
+//   A checkpoint that does not fit in one iteration's spans goes on in the next iteration's; checkpoints
+//   that become ready meanwhile are not replicated (only kept in local memory), and the effective interval
+//   between replicated checkpoints is reported. The naive policy sends a checkpoint whole as soon as it is
+//   ready; "none" sends nothing.
+//
+// The scheduler does no I/O and reads no clock: its caller tells it the time and the traffic's state, and
+// sends what it releases. The worker agent drives it on the live network, the discrete-event simulation
+// (simulation.ts) on simulated time; the same code decides in both.
+
+export const REPLICATION_POLICIES = ["none", "naive", "interleaved"] as const;
+export type ReplicationPolicy = (typeof REPLICATION_POLICIES)[number];
+
+export interface InterleavingSettings {
+  policy: ReplicationPolicy;
+  /** Iterations whose idle spans are profiled before pieces are fitted to them (until then: any idle moment). */
+  profileIterations: number;
+  /** Idle spans shorter than this (ms) are left unused. */
+  minIdleMs: number;
+  /** The share of a span that checkpoint bytes may fill (the rest is a margin for jitter). */
+  usableFraction: number;
+  /** Bytes of checkpoint copied out for sending and not yet off the wire, at most. */
+  stagingBytes: number;
+}
+
+export const DEFAULT_INTERLEAVING: InterleavingSettings = {
+  policy: "interleaved",
+  profileIterations: 5,
+  minIdleMs: 2,
+  usableFraction: 0.8,
+  stagingBytes: 256 << 10,
+};
+
+/** The smallest piece worth a message of its own (a remainder may be smaller). */
+const MIN_PIECE_BYTES = 4096;
+
+export function validateInterleaving(settings: InterleavingSettings, chunkBytes: number): InterleavingSettings {
+  if (!REPLICATION_POLICIES.includes(settings.policy)) {
+    throw new Error(`replication policy must be one of ${REPLICATION_POLICIES.join(", ")}, got "${settings.policy}"`);
+  }
+  if (!Number.isInteger(settings.profileIterations) || settings.profileIterations < 1) {
+    throw new Error(`profiled iterations must be a positive integer, got ${settings.profileIterations}`);
+  }
+  if (!(settings.minIdleMs >= 0)) throw new Error(`the shortest idle span used must be >= 0 ms`);
+  if (!(settings.usableFraction > 0 && settings.usableFraction <= 1)) {
+    throw new Error(`the usable share of an idle span must be in (0, 1], got ${settings.usableFraction}`);
+  }
+  if (!(settings.stagingBytes >= chunkBytes)) {
+    throw new Error(`the staging buffer (${settings.stagingBytes} bytes) must hold a chunk (${chunkBytes} bytes)`);
+  }
+  return settings;
+}
+
+/**
+ * The idle spans of a NIC in one iteration. Span k follows the k-th burst of training traffic of an
+ * iteration and lasts until the next burst (the last one until the next iteration's first).
+ */
+export class IdleProfile {
+  readonly iterations: number;
+  readonly #profiled: number[][] = [];
+  #current: number[] = [];
+  #idleSince: number | null = null;
+  #iterationBegun = false;
+
+  constructor(iterations: number) {
+    this.iterations = iterations;
+  }
+
+  /** A new iteration begins (its first burst closes the previous iteration's last span). */
+  beginIteration() {
+    this.#iterationBegun = true;
+  }
+
+  /** Training traffic starts at `at`. */
+  busy(at: number) {
+    if (this.#idleSince !== null) this.#current.push(at - this.#idleSince);
+    this.#idleSince = null;
+    if (!this.#iterationBegun) return;
+    this.#iterationBegun = false;
+    if (this.#current.length && this.#profiled.length < this.iterations) this.#profiled.push(this.#current);
+    this.#current = [];
+  }
+
+  /** Training traffic stops at `at`; returns the index of the span that opens. */
+  idle(at: number): number {
+    this.#idleSince = at;
+    return this.#current.length;
+  }
+
+  /** Forgets the iteration under way (a recovery interrupted it); what was profiled stays. */
+  interrupt() {
+    this.#current = [];
+    this.#idleSince = null;
+    this.#iterationBegun = false;
+  }
+
+  get complete(): boolean {
+    return this.#profiled.length >= this.iterations;
+  }
+
+  /** Span `index`'s shortest duration over the profiled iterations (ms), once profiling is complete. */
+  spanMs(index: number): number | undefined {
+    if (!this.complete) return undefined;
+    const seen = this.#profiled.filter((spans) => index < spans.length).map((spans) => spans[index]);
+    return seen.length ? Math.min(...seen) : undefined;
+  }
+
+  /** Every span's profiled duration, in order (empty until profiling is complete). */
+  get spans(): number[] {
+    if (!this.complete) return [];
+    const count = Math.max(...this.#profiled.map((spans) => spans.length));
+    return Array.from({ length: count }, (_, index) => this.spanMs(index)!);
+  }
+}
+
+/** A piece of a checkpoint to send: bytes [offset, offset + bytes) of checkpoint `iteration` to `peer`. */
+export interface PieceOrder {
+  iteration: number;
+  peer: number;
+  offset: number;
+  bytes: number;
+}
+
+/** A checkpoint being replicated. */
+interface Job {
+  iteration: number;
+  total: number;
+  /** Per peer (in `peers` order), how many bytes have been released. */
+  released: number[];
+  /** Pieces released and not yet off the wire. */
+  outstanding: number;
+  /** The peer the next piece goes to (peers take turns). */
+  turn: number;
+}
+
+export class CheckpointScheduler {
+  readonly settings: InterleavingSettings;
+  readonly profile: IdleProfile;
+  /** Checkpoints whose every byte has left this machine for every peer: iteration and time (ms). */
+  readonly replicated: { iteration: number; at: number }[] = [];
+  /** Checkpoints that became ready while an earlier one was still being sent, and were not replicated. */
+  skipped = 0;
+  readonly #bandwidth: number;
+  readonly #chunkBytes: number;
+  readonly #peers: number[];
+  #job: Job | null = null;
+  #staged = 0;
+  /** When this machine's released checkpoint bytes are expected to have left its NIC (ms). */
+  #linkFree = 0;
+  /** The idle span open now, if training traffic is idle. */
+  #idle: { since: number; span: number } | null = null;
+
+  /** `bandwidth` of the machine's send link in bytes/s; `peers` receive every checkpoint. */
+  constructor(settings: InterleavingSettings, bandwidth: number, chunkBytes: number, peers: number[]) {
+    this.settings = validateInterleaving(settings, chunkBytes);
+    this.profile = new IdleProfile(settings.profileIterations);
+    this.#bandwidth = bandwidth;
+    this.#chunkBytes = chunkBytes;
+    this.#peers = peers;
+  }
+
+  /** Bytes copied out for sending and not yet off the wire. */
+  get staged(): number {
+    return this.#staged;
+  }
+
+  /** The iteration of the checkpoint being sent, if any. */
+  get sending(): number | null {
+    return this.#job?.iteration ?? null;
+  }
+
+  beginIteration() {
+    this.profile.beginIteration();
+  }
+
+  /** Training traffic starts: no piece is released until it stops. */
+  trainingBusy(now: number) {
+    this.profile.busy(now);
+    this.#idle = null;
+  }
+
+  /** Training traffic stops: an idle span opens. */
+  trainingIdle(now: number) {
+    this.#idle = { since: now, span: this.profile.idle(now) };
+  }
+
+  /**
+   * Checkpoint `iteration` (`bytes` long) is ready in local memory. Returns whether it will be replicated:
+   * not with the policy "none", nor while an earlier checkpoint is still being sent.
+   */
+  offer(iteration: number, bytes: number): boolean {
+    if (this.settings.policy === "none" || !this.#peers.length) return false;
+    if (this.#job) {
+      this.skipped++;
+      return false;
+    }
+    this.#job = { iteration, total: bytes, released: this.#peers.map(() => 0), outstanding: 0, turn: 0 };
+    return true;
+  }
+
+  /** The next piece to send now, or null until something changes (time passes, traffic stops, a piece is sent). */
+  next(now: number): PieceOrder | null {
+    const job = this.#job;
+    if (!job) return null;
+    const peerIndex = this.#nextPeer(job);
+    if (peerIndex < 0) return null;
+    const remaining = job.total - job.released[peerIndex];
+    const bytes = this.settings.policy === "naive" ? Math.min(this.#chunkBytes, remaining) : this.#fit(now, remaining);
+    if (bytes <= 0) return null;
+    const order = { iteration: job.iteration, peer: this.#peers[peerIndex], offset: job.released[peerIndex], bytes };
+    job.released[peerIndex] += bytes;
+    job.turn = (peerIndex + 1) % this.#peers.length;
+    job.outstanding++;
+    this.#staged += bytes;
+    this.#linkFree = Math.max(now, this.#linkFree) + (bytes / this.#bandwidth) * 1000;
+    return order;
+  }
+
+  /** A released piece has left the NIC at `now`. */
+  sent(order: PieceOrder, now: number) {
+    this.#staged -= order.bytes;
+    const job = this.#job;
+    if (!job || job.iteration !== order.iteration) return; // of a checkpoint a recovery abandoned
+    job.outstanding--;
+    if (job.outstanding === 0 && job.released.every((bytes) => bytes === job.total)) {
+      this.replicated.push({ iteration: job.iteration, at: now });
+      this.#job = null;
+    }
+  }
+
+  /** A recovery began: the checkpoint being sent is abandoned, and the iteration under way forgotten. */
+  reset() {
+    this.#job = null;
+    this.#idle = null;
+    this.profile.interrupt();
+  }
+
+  /** The peer whose turn it is among those still owed bytes, or -1. */
+  #nextPeer(job: Job): number {
+    for (let i = 0; i < this.#peers.length; i++) {
+      const index = (job.turn + i) % this.#peers.length;
+      if (job.released[index] < job.total) return index;
+    }
+    return -1;
+  }
+
+  /** How many of `remaining` bytes the interleaved policy sends now (0: none yet). */
+  #fit(now: number, remaining: number): number {
+    if (!this.#idle) return 0;
+    let room = Math.min(this.#chunkBytes, remaining, this.settings.stagingBytes - this.#staged);
+    const span = this.profile.spanMs(this.#idle.span);
+    if (span !== undefined) {
+      if (span < this.settings.minIdleMs) return 0;
+      const deadline = this.#idle.since + this.settings.usableFraction * span;
+      const wireFrom = Math.max(now, this.#linkFree);
+      room = Math.min(room, Math.floor(((deadline - wireFrom) / 1000) * this.#bandwidth));
+    }
+    return room >= Math.min(MIN_PIECE_BYTES, remaining) ? room : 0;
+  }
+}
+
+/** The mean number of iterations between successive replicated checkpoints (1: every iteration). */
+export function effectiveInterval(replicatedIterations: number[]): number | null {
+  if (replicatedIterations.length < 2) return null;
+  const first = replicatedIterations[0], last = replicatedIterations[replicatedIterations.length - 1];
+  return (last - first) / (replicatedIterations.length - 1);
+}

@@ -1,0 +1,64 @@
+// One run of the simulated cluster from start to shutdown, as the demo, the bench and the tests make it:
+// a persistent store in a temporary directory (removed afterwards), the cluster's settings adjusted from
+// the defaults, a story of iterations and failures told to the root agent, and everything it reported
+// collected on the way.
+
+import { type ClusterSettings, defaultClusterSettings, SimulatedCluster } from "./cluster.ts";
+import type { TransferRecord } from "./network.ts";
+import { type IterationReport, type RecoveryReport, RootAgent, type RootEvent } from "./root.ts";
+
+export interface RunOptions {
+  /** Changes to the default settings (the persistent store's directory is set already). */
+  adjust?: (settings: ClusterSettings) => void;
+  /** Bytes/s of the persistent store (the default cluster's 20 MB/s when absent). */
+  storageBandwidth?: number;
+  heartbeatTimeoutMs: number;
+  /** Also hears every event as it happens. */
+  onEvent?: (event: RootEvent) => void;
+  /** Read every machine's state at the end (for a bit-exact comparison). */
+  keepState?: boolean;
+}
+
+export interface ClusterRun {
+  settings: ClusterSettings;
+  /** By iteration number (the last report of an iteration done again after a recovery). */
+  iterations: IterationReport[];
+  recoveries: RecoveryReport[];
+  /** Every message the network carried. */
+  timeline: TransferRecord[];
+  plan: RootAgent["plan"];
+  state?: Awaited<ReturnType<RootAgent["state"]>>;
+}
+
+export async function runCluster(
+  options: RunOptions,
+  story: (root: RootAgent) => Promise<unknown>,
+): Promise<ClusterRun> {
+  const directory = await Deno.makeTempDir({ prefix: "gemini-run-" });
+  try {
+    const settings = defaultClusterSettings({ kind: "files", directory, bandwidth: options.storageBandwidth ?? 20e6 });
+    options.adjust?.(settings);
+    const cluster = new SimulatedCluster(settings);
+    const root = await RootAgent.start(cluster, { heartbeatTimeoutMs: options.heartbeatTimeoutMs });
+    const iterations: IterationReport[] = [], recoveries: RecoveryReport[] = [];
+    try {
+      root.onEvent((event) => {
+        if (event.type === "iteration") iterations[event.iteration] = event;
+        if (event.type === "recovery") recoveries.push(event);
+        options.onEvent?.(event);
+      });
+      await story(root);
+      const state = options.keepState ? await root.state() : undefined;
+      return { settings, iterations, recoveries, timeline: cluster.network.timeline, plan: root.plan, state };
+    } finally {
+      await root.close();
+    }
+  } finally {
+    await Deno.remove(directory, { recursive: true });
+  }
+}
+
+/** The iteration times (ms) of `count` iterations after the first `warmup` (see `iterations`). */
+export function measuredIterationMs(run: ClusterRun, warmup: number, count: number): number[] {
+  return run.iterations.slice(warmup + 1, warmup + 1 + count).map((report) => report.milliseconds);
+}
