@@ -10,10 +10,13 @@
 //   the wire within `usableFraction` of the profiled span (pieces are cut to the room left, at most a
 //   chunk), and only while the staging buffer has room: at most `stagingBytes` of checkpoint are copied
 //   out and not yet off the wire, so the next piece is copied while the previous one is on the wire.
-//   A checkpoint that does not fit in one iteration's spans goes on in the next iteration's; checkpoints
-//   that become ready meanwhile are not replicated (only kept in local memory), and the effective interval
-//   between replicated checkpoints is reported. The naive policy sends a checkpoint whole as soon as it is
-//   ready; "none" sends nothing.
+//   A checkpoint that does not fit in one iteration's spans goes on in the next iterations' spans, and
+//   the checkpoints that become ready meanwhile are kept in local memory only. Which ones are replicated
+//   must be the same on every machine (a recovery rolls every machine back to one iteration that every
+//   shard has), so once profiled each machine says how many iterations a checkpoint needs, the cluster
+//   takes the largest (`clusterInterval`) and every machine replicates the checkpoints of the iterations
+//   that are multiples of it: the effective checkpoint interval, reported as such.
+//   The naive policy sends a checkpoint whole as soon as it is ready; "none" sends nothing.
 //
 // The scheduler does no I/O and reads no clock: its caller tells it the time and the traffic's state, and
 // sends what it releases. The worker agent drives it on the live network, the discrete-event simulation
@@ -149,12 +152,16 @@ export class CheckpointScheduler {
   readonly profile: IdleProfile;
   /** Checkpoints whose every byte has left this machine for every peer: iteration and time (ms). */
   readonly replicated: { iteration: number; at: number }[] = [];
-  /** Checkpoints that became ready while an earlier one was still being sent, and were not replicated. */
+  /** Checkpoints due that became ready while an earlier one was still being sent, and were not replicated. */
   skipped = 0;
+  /** Only the checkpoints of iterations that are multiples of this are replicated (the cluster sets it). */
+  interval = 1;
   readonly #bandwidth: number;
   readonly #chunkBytes: number;
   readonly #peers: number[];
   #job: Job | null = null;
+  /** The size of the checkpoints offered so far. */
+  #checkpointBytes: number | null = null;
   #staged = 0;
   /** When this machine's released checkpoint bytes are expected to have left its NIC (ms). */
   #linkFree = 0;
@@ -200,7 +207,8 @@ export class CheckpointScheduler {
    * not with the policy "none", nor while an earlier checkpoint is still being sent.
    */
   offer(iteration: number, bytes: number): boolean {
-    if (this.settings.policy === "none" || !this.#peers.length) return false;
+    this.#checkpointBytes = bytes;
+    if (this.settings.policy === "none" || !this.#peers.length || iteration % this.interval) return false;
     if (this.#job) {
       this.skipped++;
       return false;
@@ -239,6 +247,19 @@ export class CheckpointScheduler {
     }
   }
 
+  /**
+   * How many iterations' idle spans one checkpoint needs, once the spans are profiled and a checkpoint has
+   * been offered (null until then); 1 for the naive policy, Infinity when no span is usable.
+   */
+  neededInterval(): number | null {
+    if (this.settings.policy !== "interleaved") return 1;
+    if (!this.profile.complete || this.#checkpointBytes === null) return null;
+    const { usableFraction, minIdleMs } = this.settings;
+    const usableMs = this.profile.spans.filter((span) => span >= minIdleMs).reduce((sum, span) => sum + span, 0);
+    const bytesPerIteration = (usableFraction * usableMs * this.#bandwidth) / 1000;
+    return Math.max(1, Math.ceil((this.#checkpointBytes * this.#peers.length) / bytesPerIteration));
+  }
+
   /** A recovery began: the checkpoint being sent is abandoned, and the iteration under way forgotten. */
   reset() {
     this.#job = null;
@@ -268,6 +289,11 @@ export class CheckpointScheduler {
     }
     return room >= Math.min(MIN_PIECE_BYTES, remaining) ? room : 0;
   }
+}
+
+/** The interval every machine replicates at: the largest any needs (null while one has not profiled yet). */
+export function clusterInterval(needed: (number | null)[]): number | null {
+  return needed.includes(null) ? null : Math.max(...(needed as number[]));
 }
 
 /** The mean number of iterations between successive replicated checkpoints (1: every iteration). */

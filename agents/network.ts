@@ -102,7 +102,8 @@ export class Network {
   readonly #origin = performance.now();
   readonly #ports = new Map<number, MessagePort>();
   readonly #links: LinkSchedule;
-  readonly #inFlight = new Map<number, { record: TransferRecord; timer: ReturnType<typeof setTimeout> }>();
+  /** Messages queued or on the wire, by id: a message dropped from here is never delivered. */
+  readonly #inFlight = new Map<number, TransferRecord>();
   readonly #listeners = new Set<(record: TransferRecord) => void>();
   readonly #timelineLimit: number;
   #nextId = 0;
@@ -132,9 +133,8 @@ export class Network {
     port.onmessage = null;
     port.close();
     this.#ports.delete(rank);
-    for (const [id, { record, timer }] of this.#inFlight) {
+    for (const [id, record] of this.#inFlight) {
       if (record.from !== rank && record.to !== rank) continue;
-      clearTimeout(timer);
       this.#inFlight.delete(id);
       record.dropped = why;
     }
@@ -149,12 +149,17 @@ export class Network {
   /** Bytes in flight (queued or on the wire) now. */
   get bytesInFlight(): number {
     let bytes = 0;
-    for (const { record } of this.#inFlight.values()) bytes += record.bytes;
+    for (const record of this.#inFlight.values()) bytes += record.bytes;
     return bytes;
   }
 
   close() {
     for (const rank of [...this.#ports.keys()]) this.detach(rank, "the network was shut down");
+  }
+
+  /** Runs `run` at `time` on the network's clock, never before (a timer may fire early by a fraction of a ms). */
+  #at(time: number, run: () => void) {
+    setTimeout(() => this.now() >= time ? run() : this.#at(time, run), Math.max(0, Math.ceil(time - this.now())));
   }
 
   #send(from: number, message: Outgoing) {
@@ -173,13 +178,14 @@ export class Network {
     };
     this.timeline.push(record);
     if (this.timeline.length > this.#timelineLimit) this.timeline.splice(0, this.timeline.length / 2);
+    this.#inFlight.set(record.id, record);
     if (message.sequence !== undefined) {
       // The transmit-complete notice a NIC gives: the sender may reuse the message's buffer space.
       const sequence = message.sequence;
-      setTimeout(() => this.#ports.get(from)?.postMessage({ sent: sequence }), end - queuedAt);
+      this.#at(end, () => this.#ports.get(from)?.postMessage({ sent: sequence }));
     }
-    const timer = setTimeout(() => {
-      this.#inFlight.delete(record.id);
+    this.#at(end + this.settings.latencyMs, () => {
+      if (!this.#inFlight.delete(record.id)) return; // dropped on the way
       const port = this.#ports.get(to);
       if (!port) {
         record.dropped = `no machine ${to} on the network`;
@@ -195,8 +201,7 @@ export class Network {
         info: message.info,
       };
       port.postMessage(delivery, [message.bytes]);
-    }, end + this.settings.latencyMs - queuedAt);
-    this.#inFlight.set(record.id, { record, timer });
+    });
     for (const listener of this.#listeners) listener(record);
   }
 }

@@ -13,6 +13,7 @@
 import type { CheckpointStore, StoredEntry } from "../core/store.ts";
 import type { FailureKind, Machine, SimulatedCluster } from "./cluster.ts";
 import { type HealthStore, InMemoryHealthStore } from "./health.ts";
+import { clusterInterval } from "./interleaving.ts";
 import { type PlacementPlan, placementPlan, replicaPeers } from "./placement.ts";
 import {
   describeSource,
@@ -36,6 +37,8 @@ export interface IterationReport {
   /** The mean over machines of their mean losses: the loss of the global batch. */
   loss: number;
   milliseconds: number;
+  /** The checkpoints of iterations that are multiples of this were being replicated. */
+  replicateEvery: number;
   machines: StepResult[];
 }
 
@@ -148,6 +151,8 @@ export class RootAgent {
   readonly #unwatch: () => void;
   #alarm: { promise: Promise<never>; reject: (error: Error) => void } | null = null;
   #iteration = 0;
+  /** The checkpoints of iterations that are multiples of this are replicated (see interleaving.ts). */
+  #replicateEvery = 1;
   #epoch = 0;
   #closed = false;
 
@@ -277,14 +282,17 @@ export class RootAgent {
 
   async #step(): Promise<IterationReport> {
     const start = performance.now();
-    const results = await Promise.all(this.#running().map((machine) => machine.api.step()));
+    const replicateEvery = this.#replicateEvery;
+    const results = await Promise.all(this.#running().map((machine) => machine.api.step(replicateEvery)));
     this.#iteration = results[0].iteration;
+    this.#replicateEvery = clusterInterval(results.map((result) => result.neededInterval)) ?? replicateEvery;
     const loss = results.reduce((sum, result) => sum + result.loss, 0) / results.length;
     return {
       type: "iteration",
       iteration: this.#iteration,
       loss,
       milliseconds: performance.now() - start,
+      replicateEvery,
       machines: results,
     };
   }

@@ -12,7 +12,7 @@
 
 import { parameterLayout } from "../core/model.ts";
 import { type ClusterSettings, largestCheckpointBytes } from "./cluster.ts";
-import { CheckpointScheduler, type InterleavingSettings, type PieceOrder } from "./interleaving.ts";
+import { CheckpointScheduler, clusterInterval, type InterleavingSettings, type PieceOrder } from "./interleaving.ts";
 import { LinkSchedule, type TrafficKind, type TransferRecord } from "./network.ts";
 import { placementPlan, type PlacementStrategy, replicaPeers } from "./placement.ts";
 import type { IterationReport } from "./root.ts";
@@ -58,6 +58,8 @@ export interface SimulationResult {
   skipped: number[];
   /** Per machine: the idle spans its scheduler profiled (ms). */
   idleSpans: number[][];
+  /** The interval the checkpoints were replicated at, in the end. */
+  replicationInterval: number;
   /** Per machine: [start, end] of each burst of its training traffic (ms). */
   busy: [number, number][][];
 }
@@ -151,6 +153,9 @@ export function simulateTraining(spec: SimulationSpec): SimulationResult {
 
   const endMachineIteration = () => {
     if (++finished < n) return;
+    // As the root agent does between iterations: one replication interval for every machine.
+    const interval = clusterInterval(schedulers.map((scheduler) => scheduler.neededInterval()));
+    if (interval !== null) { for (const scheduler of schedulers) scheduler.interval = interval; }
     const between = duration(spec.betweenIterationsMs, 0, iteration);
     iterationMs.push(events.now - iterationStart + between);
     if (iteration < spec.iterations) events.at(events.now + between, startIteration);
@@ -208,6 +213,7 @@ export function simulateTraining(spec: SimulationSpec): SimulationResult {
     replicated: schedulers.map((scheduler) => scheduler.replicated.map((r) => r.iteration)),
     skipped: schedulers.map((scheduler) => scheduler.skipped),
     idleSpans: schedulers.map((scheduler) => scheduler.profile.spans),
+    replicationInterval: schedulers[0].interval,
     busy,
   };
 }

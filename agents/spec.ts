@@ -108,6 +108,8 @@ export interface StepResult {
   replicationSkipped: number;
   /** The idle spans the machine profiled on its NIC in an iteration (ms; empty while profiling). */
   idleSpans: number[];
+  /** How many iterations' idle spans one of its checkpoints needs (null while profiling). */
+  neededInterval: number | null;
 }
 
 export interface RestoreResult {

@@ -128,10 +128,14 @@ class MachineAgent {
     this.#heartbeat = startHeartbeat(spec, this.#progress);
   }
 
-  /** One iteration of sharded data-parallel training, with its checkpoint when one is due. */
-  step(): Promise<StepResult> {
+  /**
+   * One iteration of sharded data-parallel training, with its checkpoint when one is due; the checkpoints
+   * of iterations that are multiples of `replicateEvery` (the same on every machine) go to the peers.
+   */
+  step(replicateEvery: number): Promise<StepResult> {
     return this.#run(async (epoch) => {
       const t = this.#trainer.step + 1, rank = this.spec.rank, machines = this.spec.machines;
+      this.#scheduler.interval = replicateEvery;
       this.#scheduler.beginIteration();
       let clock = performance.now();
       const lap = () => -clock + (clock = performance.now());
@@ -172,6 +176,7 @@ class MachineAgent {
         replicatedIteration: this.#scheduler.replicated.at(-1)?.iteration ?? 0,
         replicationSkipped: this.#scheduler.skipped,
         idleSpans: this.#scheduler.profile.spans,
+        neededInterval: this.#scheduler.neededInterval(),
       };
     });
   }
@@ -518,7 +523,7 @@ const api = {
     agent = await MachineAgent.start(spec);
     return agent.status();
   },
-  step: () => onMachine((machine) => machine.step()),
+  step: (replicateEvery: number) => onMachine((machine) => machine.step(replicateEvery)),
   abort: (epoch: number) => onMachine((machine) => machine.abort(epoch)),
   fetch: (iteration: number, source: RestoreSource) => onMachine((machine) => machine.fetch(iteration, source)),
   load: (iteration: number, initial: boolean) => onMachine((machine) => machine.load(iteration, initial)),

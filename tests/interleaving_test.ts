@@ -1,0 +1,200 @@
+// Traffic interleaving: the checkpoint scheduler in simulated time (where every span is exact, so the
+// properties hold strictly), then on the live cluster: the staging bound and the multi-iteration
+// checkpoints on the real network, an exact recovery from replicas that lag behind, and the simulation's
+// prediction of a live run's iteration times.
+
+import assert from "node:assert/strict";
+import type { ClusterSettings } from "../agents/cluster.ts";
+import {
+  CheckpointScheduler,
+  DEFAULT_INTERLEAVING,
+  effectiveInterval,
+  IdleProfile,
+  type ReplicationPolicy,
+} from "../agents/interleaving.ts";
+import type { TransferRecord } from "../agents/network.ts";
+import { measuredIterationMs, runCluster } from "../agents/run.ts";
+import { replayOfLiveRun, simulateTraining, type SimulationResult, type SimulationSpec } from "../agents/simulation.ts";
+
+const KiB = 1024;
+
+/** Four machines, 100 ms of compute, collectives of 480 KB, 360 KB checkpoints: the tiny model's shape. */
+function tinyShape(policy: ReplicationPolicy, bandwidth = 10e6): SimulationSpec {
+  return {
+    machines: 4,
+    replicas: 2,
+    placement: "group",
+    bandwidth,
+    latencyMs: 0.05,
+    iteration: [
+      { compute: 100 },
+      { collective: "reduce-scatter", bytes: 480e3 },
+      { collective: "all-gather", bytes: 32 },
+      { compute: 5 },
+      { checkpointReady: 1 },
+      { collective: "all-gather", bytes: 480e3 },
+    ],
+    betweenIterationsMs: 3,
+    checkpointBytes: 360e3,
+    chunkBytes: 64 * KiB,
+    replication: { ...DEFAULT_INTERLEAVING, policy, stagingBytes: 128 * KiB },
+    iterations: 24,
+  };
+}
+
+const checkpointsFrom = (timeline: TransferRecord[], rank: number) =>
+  timeline.filter((r) => r.kind === "checkpoint" && r.from === rank);
+
+const mean = (values: number[]) => values.reduce((sum, v) => sum + v, 0) / values.length;
+
+/** Once profiling is over, no checkpoint byte of a machine is on the wire while its training traffic is. */
+function assertOnlyInIdleSpans(spec: SimulationSpec, result: SimulationResult) {
+  const profiled = result.busy[0][2 * (spec.replication.profileIterations + 1)][0];
+  for (let rank = 0; rank < spec.machines; rank++) {
+    for (const piece of checkpointsFrom(result.timeline, rank).filter((r) => r.queuedAt >= profiled)) {
+      for (const [start, end] of result.busy[rank]) {
+        assert.ok(
+          piece.end <= start || piece.start >= end,
+          `machine ${rank}: checkpoint bytes on the wire ${piece.start}-${piece.end} during training traffic ${start}-${end}`,
+        );
+      }
+    }
+  }
+}
+
+/** At no moment does a machine have more checkpoint bytes queued or on the wire than its staging buffer. */
+function assertStagingBound(timeline: TransferRecord[], machines: number, stagingBytes: number) {
+  for (let rank = 0; rank < machines; rank++) {
+    const pieces = checkpointsFrom(timeline, rank);
+    for (const { queuedAt } of pieces) {
+      const staged = pieces.filter((p) => p.queuedAt <= queuedAt && queuedAt < p.end).reduce((s, p) => s + p.bytes, 0);
+      assert.ok(staged <= stagingBytes, `machine ${rank} had ${staged} bytes staged at ${queuedAt}`);
+    }
+  }
+}
+
+/** Every replicated checkpoint reached each peer whole: every byte once, nothing more. */
+function assertDelivered(timeline: TransferRecord[], replicated: number[][], checkpointBytes: number, peers: number) {
+  replicated.forEach((iterations, rank) => {
+    const sent = checkpointsFrom(timeline, rank).reduce((sum, r) => sum + r.bytes, 0);
+    const inFlightAtEnd = sent - iterations.length * checkpointBytes * peers;
+    assert.ok(inFlightAtEnd >= 0 && inFlightAtEnd < checkpointBytes * peers, `machine ${rank} sent ${sent} bytes`);
+  });
+}
+
+Deno.test("idle profile: each span is its shortest over the profiled iterations, and an interrupted iteration is forgotten", () => {
+  const profile = new IdleProfile(2);
+  let now = 0;
+  const iteration = (gaps: number[]) => {
+    profile.beginIteration();
+    for (const gap of gaps) {
+      profile.busy(now);
+      now += 10;
+      profile.idle(now);
+      now += gap;
+    }
+  };
+  iteration([5, 50]);
+  assert.equal(profile.spanMs(0), undefined, "not complete after one iteration");
+  iteration([7, 40]);
+  profile.interrupt();
+  iteration([3, 60]);
+  iteration([9, 90]);
+  profile.busy(now); // closes the last span of the last iteration
+  assert.deepEqual(profile.spans, [3, 50], "the interrupted iteration's 7 and 40 are not in it");
+});
+
+Deno.test("scheduler: with no checkpoint traffic nothing is sent, and bad settings are refused with a clear error", () => {
+  const scheduler = new CheckpointScheduler({ ...DEFAULT_INTERLEAVING, policy: "none" }, 1e6, 64 * KiB, [1]);
+  assert.equal(scheduler.offer(1, 100_000), false);
+  assert.equal(scheduler.next(0), null);
+  assert.throws(
+    () => new CheckpointScheduler({ ...DEFAULT_INTERLEAVING, stagingBytes: 1000 }, 1e6, 64 * KiB, [1]),
+    /staging buffer \(1000 bytes\) must hold a chunk/,
+  );
+  assert.throws(
+    () => new CheckpointScheduler({ ...DEFAULT_INTERLEAVING, policy: "eager" as ReplicationPolicy }, 1e6, 4096, [1]),
+    /replication policy must be one of none, naive, interleaved/,
+  );
+});
+
+Deno.test("simulated: interleaved checkpoints cost training nothing, naive ones slow it; pieces stay in idle spans and the staging bound", () => {
+  const runs = Object.fromEntries(
+    (["none", "naive", "interleaved"] as const).map((policy) => [policy, simulateTraining(tinyShape(policy))]),
+  );
+  const late = (result: SimulationResult) => mean(result.iterationMs.slice(10));
+  assert.ok(late(runs.naive) > 1.1 * late(runs.none), "naive replication contends with the all-gather");
+  assert.ok(late(runs.interleaved) <= 1.001 * late(runs.none), "interleaved replication costs nothing");
+  const spec = tinyShape("interleaved"), result = runs.interleaved;
+  assertOnlyInIdleSpans(spec, result);
+  assertStagingBound(result.timeline, spec.machines, spec.replication.stagingBytes);
+  assertDelivered(result.timeline, result.replicated, spec.checkpointBytes, 1);
+  assert.deepEqual(result.skipped, [0, 0, 0, 0]);
+  assert.equal(effectiveInterval(result.replicated[0]), 1, "a checkpoint replicated every iteration");
+});
+
+Deno.test("simulated: when the idle spans of one iteration are too short, a checkpoint spans several and the interval says so", () => {
+  // 1.2 MB/s: a 360 KB checkpoint needs 300 ms of wire, and an iteration leaves about 85 ms usable.
+  const spec = tinyShape("interleaved", 1.2e6);
+  const result = simulateTraining(spec);
+  assertOnlyInIdleSpans(spec, result);
+  assertStagingBound(result.timeline, spec.machines, spec.replication.stagingBytes);
+  assertDelivered(result.timeline, result.replicated, spec.checkpointBytes, 1);
+  assert.ok(result.replicationInterval >= 3, `a checkpoint every ${result.replicationInterval} iterations`);
+  const profiled = spec.replication.profileIterations + 1;
+  for (const replicated of result.replicated) {
+    const aligned = replicated.filter((t) => t > profiled);
+    assert.ok(aligned.length >= 3 && aligned.every((t) => t % result.replicationInterval === 0), `${replicated}`);
+    assert.equal(effectiveInterval(aligned), result.replicationInterval);
+  }
+  const none = simulateTraining(tinyShape("none", 1.2e6));
+  assert.ok(mean(result.iterationMs.slice(10)) <= 1.001 * mean(none.iterationMs.slice(10)), "still no cost");
+});
+
+/** The tiny model's cluster on a slow network (so the network matters), without persistent checkpoints. */
+const slowNetwork = (policy: ReplicationPolicy, bandwidth: number) => (settings: ClusterSettings) => {
+  settings.network.bandwidth = bandwidth;
+  settings.checkpoint.replication = { ...settings.checkpoint.replication, policy, stagingBytes: 128 * KiB };
+  settings.checkpoint.persistEvery = 0;
+};
+
+Deno.test("live: checkpoints spanning several iterations go at one interval on every machine, within the staging bound; a peer's lagging replica still recovers exactly", async () => {
+  const iterations = 14, failAt = 12;
+  const adjust = slowNetwork("interleaved", 1.5e6);
+  const run = (story: Parameters<typeof runCluster>[1]) =>
+    runCluster({ adjust, heartbeatTimeoutMs: 1000, keepState: true }, async (root) => {
+      await story(root);
+      await root.runUntil(iterations);
+    });
+  const failureFree = await run(() => Promise.resolve());
+  const { replicateEvery, machines: last } = failureFree.iterations[iterations];
+  assert.ok(replicateEvery > 1, "checkpoints spanned iterations");
+  assert.ok(last.every((m) => m.replicatedIteration > 0), "and were replicated");
+  assert.ok(last.every((m) => m.idleSpans.length === 2), "two idle spans profiled per iteration");
+  assertStagingBound(failureFree.timeline, 4, 128 * KiB);
+
+  const failed = await run((root) => root.injectFailure([2], "hardware", { phase: "step", iteration: failAt }));
+  const [recovery] = failed.recoveries;
+  assert.equal(recovery.machines[2].source.from, "peer");
+  assert.ok(recovery.lostIterations >= 1, "the replica lagged behind: iterations were lost");
+  for (let t = 1; t <= iterations; t++) assert.equal(failed.iterations[t].loss, failureFree.iterations[t].loss);
+  for (const name of ["params", "m", "v"] as const) {
+    assert.ok(failed.state![name].every((value, i) => Object.is(value, failureFree.state![name][i])), name);
+  }
+});
+
+Deno.test("live against simulated: replaying a live run's computation, the simulation predicts its iteration time within 10%", async () => {
+  for (const policy of ["naive", "interleaved"] as const) {
+    const run = await runCluster(
+      { adjust: slowNetwork(policy, 10e6), heartbeatTimeoutMs: 3000 },
+      (root) => root.runUntil(16),
+    );
+    const simulated = simulateTraining(replayOfLiveRun(run.settings, run.iterations, run.timeline));
+    const live = mean(measuredIterationMs(run, 6, 10)), predicted = mean(simulated.iterationMs.slice(6, 16));
+    assert.ok(
+      Math.abs(predicted / live - 1) < 0.1,
+      `${policy}: live ${live.toFixed(1)} ms an iteration, simulated ${predicted.toFixed(1)} ms`,
+    );
+    if (policy === "interleaved") assertStagingBound(run.timeline, 4, 128 * KiB);
+  }
+});
