@@ -15,7 +15,10 @@
 //   must be the same on every machine (a recovery rolls every machine back to one iteration that every
 //   shard has), so once profiled each machine says how many iterations a checkpoint needs, the cluster
 //   takes the largest (`clusterInterval`) and every machine replicates the checkpoints of the iterations
-//   that are multiples of it: the effective checkpoint interval, reported as such.
+//   that are multiples of it: the effective checkpoint interval, reported as such. Until the cluster has
+//   an interval, every checkpoint is replicated. A checkpoint due while another is being sent waits in a
+//   queue, in order, so that every machine replicates the same iterations however late; only a queue
+//   longer than `MAX_QUEUED` (an interval too short for the spans) drops its oldest, counted as skipped.
 //   The naive policy sends a checkpoint whole as soon as it is ready; "none" sends nothing.
 //
 // The scheduler does no I/O and reads no clock: its caller tells it the time and the traffic's state, and
@@ -27,7 +30,7 @@ export type ReplicationPolicy = (typeof REPLICATION_POLICIES)[number];
 
 export interface InterleavingSettings {
   policy: ReplicationPolicy;
-  /** Iterations whose idle spans are profiled before pieces are fitted to them (until then: any idle moment). */
+  /** Iterations whose idle spans are profiled before pieces are fitted to them (and any is replicated). */
   profileIterations: number;
   /** Idle spans shorter than this (ms) are left unused. */
   minIdleMs: number;
@@ -39,11 +42,14 @@ export interface InterleavingSettings {
 
 export const DEFAULT_INTERLEAVING: InterleavingSettings = {
   policy: "interleaved",
-  profileIterations: 5,
+  profileIterations: 3,
   minIdleMs: 2,
   usableFraction: 0.8,
   stagingBytes: 256 << 10,
 };
+
+/** Checkpoints that may wait behind the one being sent; more means the interval is too short, and the oldest go. */
+const MAX_QUEUED = 3;
 
 /** The smallest piece worth a message of its own (a remainder may be smaller). */
 const MIN_PIECE_BYTES = 4096;
@@ -148,18 +154,25 @@ interface Job {
 }
 
 export class CheckpointScheduler {
+  /** The settings it started with (the policy may change since: see `policy`). */
   readonly settings: InterleavingSettings;
   readonly profile: IdleProfile;
   /** Checkpoints whose every byte has left this machine for every peer: iteration and time (ms). */
   readonly replicated: { iteration: number; at: number }[] = [];
-  /** Checkpoints due that became ready while an earlier one was still being sent, and were not replicated. */
+  /** Checkpoints due that were dropped from a full queue, never replicated. */
   skipped = 0;
-  /** Only the checkpoints of iterations that are multiples of this are replicated (the cluster sets it). */
-  interval = 1;
+  /**
+   * Only the checkpoints of iterations that are multiples of this are replicated (the cluster sets it);
+   * while it is null, every one is.
+   */
+  interval: number | null = null;
+  #policy: ReplicationPolicy;
   readonly #bandwidth: number;
   readonly #chunkBytes: number;
   readonly #peers: number[];
   #job: Job | null = null;
+  /** The checkpoints due next, oldest first, waiting for the one being sent. */
+  #queued: { iteration: number; total: number }[] = [];
   /** The size of the checkpoints offered so far. */
   #checkpointBytes: number | null = null;
   #staged = 0;
@@ -171,10 +184,22 @@ export class CheckpointScheduler {
   /** `bandwidth` of the machine's send link in bytes/s; `peers` receive every checkpoint. */
   constructor(settings: InterleavingSettings, bandwidth: number, chunkBytes: number, peers: number[]) {
     this.settings = validateInterleaving(settings, chunkBytes);
+    this.#policy = settings.policy;
     this.profile = new IdleProfile(settings.profileIterations);
     this.#bandwidth = bandwidth;
     this.#chunkBytes = chunkBytes;
     this.#peers = peers;
+  }
+
+  get policy(): ReplicationPolicy {
+    return this.#policy;
+  }
+
+  /** Changes the policy from the next piece on; with "none", the checkpoint being sent is abandoned. */
+  set policy(policy: ReplicationPolicy) {
+    validateInterleaving({ ...this.settings, policy }, this.#chunkBytes);
+    this.#policy = policy;
+    if (policy === "none") this.#abandon();
   }
 
   /** Bytes copied out for sending and not yet off the wire. */
@@ -185,6 +210,11 @@ export class CheckpointScheduler {
   /** The iteration of the checkpoint being sent, if any. */
   get sending(): number | null {
     return this.#job?.iteration ?? null;
+  }
+
+  /** The iterations of the checkpoints waiting to be sent, oldest first. */
+  get queued(): number[] {
+    return this.#queued.map((checkpoint) => checkpoint.iteration);
   }
 
   beginIteration() {
@@ -203,17 +233,20 @@ export class CheckpointScheduler {
   }
 
   /**
-   * Checkpoint `iteration` (`bytes` long) is ready in local memory. Returns whether it will be replicated:
-   * not with the policy "none", nor while an earlier checkpoint is still being sent.
+   * Checkpoint `iteration` (`bytes` long) is ready in local memory. Returns whether it is to be replicated
+   * (now, or after the one being sent): not with the policy "none", nor unless it is due.
    */
   offer(iteration: number, bytes: number): boolean {
     this.#checkpointBytes = bytes;
-    if (this.settings.policy === "none" || !this.#peers.length || iteration % this.interval) return false;
-    if (this.#job) {
-      this.skipped++;
+    if (this.#policy === "none" || !this.#peers.length || (this.interval !== null && iteration % this.interval)) {
       return false;
     }
-    this.#job = { iteration, total: bytes, released: this.#peers.map(() => 0), outstanding: 0, turn: 0 };
+    if (this.#job) {
+      this.#queued.push({ iteration, total: bytes });
+      if (this.#queued.length > MAX_QUEUED) this.#queued.shift(), this.skipped++;
+    } else {
+      this.#job = newJob(iteration, bytes, this.#peers.length);
+    }
     return true;
   }
 
@@ -224,7 +257,7 @@ export class CheckpointScheduler {
     const peerIndex = this.#nextPeer(job);
     if (peerIndex < 0) return null;
     const remaining = job.total - job.released[peerIndex];
-    const bytes = this.settings.policy === "naive" ? Math.min(this.#chunkBytes, remaining) : this.#fit(now, remaining);
+    const bytes = this.#policy === "naive" ? Math.min(this.#chunkBytes, remaining) : this.#fit(now, remaining);
     if (bytes <= 0) return null;
     const order = { iteration: job.iteration, peer: this.#peers[peerIndex], offset: job.released[peerIndex], bytes };
     job.released[peerIndex] += bytes;
@@ -235,16 +268,17 @@ export class CheckpointScheduler {
     return order;
   }
 
-  /** A released piece has left the NIC at `now`. */
-  sent(order: PieceOrder, now: number) {
+  /** A released piece has left the NIC at `now`; returns whether it was its checkpoint's last one. */
+  sent(order: PieceOrder, now: number): boolean {
     this.#staged -= order.bytes;
     const job = this.#job;
-    if (!job || job.iteration !== order.iteration) return; // of a checkpoint a recovery abandoned
+    if (!job || job.iteration !== order.iteration) return false; // of a checkpoint a recovery abandoned
     job.outstanding--;
-    if (job.outstanding === 0 && job.released.every((bytes) => bytes === job.total)) {
-      this.replicated.push({ iteration: job.iteration, at: now });
-      this.#job = null;
-    }
+    if (job.outstanding || job.released.some((bytes) => bytes !== job.total)) return false;
+    this.replicated.push({ iteration: job.iteration, at: now });
+    const next = this.#queued.shift();
+    this.#job = next ? newJob(next.iteration, next.total, this.#peers.length) : null;
+    return true;
   }
 
   /**
@@ -252,7 +286,7 @@ export class CheckpointScheduler {
    * been offered (null until then); 1 for the naive policy, Infinity when no span is usable.
    */
   neededInterval(): number | null {
-    if (this.settings.policy !== "interleaved") return 1;
+    if (this.#policy !== "interleaved") return 1;
     if (!this.profile.complete || this.#checkpointBytes === null) return null;
     const { usableFraction, minIdleMs } = this.settings;
     const usableMs = this.profile.spans.filter((span) => span >= minIdleMs).reduce((sum, span) => sum + span, 0);
@@ -262,9 +296,14 @@ export class CheckpointScheduler {
 
   /** A recovery began: the checkpoint being sent is abandoned, and the iteration under way forgotten. */
   reset() {
-    this.#job = null;
+    this.#abandon();
     this.#idle = null;
     this.profile.interrupt();
+  }
+
+  #abandon() {
+    this.#job = null;
+    this.#queued = [];
   }
 
   /** The peer whose turn it is among those still owed bytes, or -1. */
@@ -289,6 +328,10 @@ export class CheckpointScheduler {
     }
     return room >= Math.min(MIN_PIECE_BYTES, remaining) ? room : 0;
   }
+}
+
+function newJob(iteration: number, total: number, peers: number): Job {
+  return { iteration, total, released: new Array(peers).fill(0), outstanding: 0, turn: 0 };
 }
 
 /** The interval every machine replicates at: the largest any needs (null while one has not profiled yet). */

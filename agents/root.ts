@@ -13,11 +13,12 @@
 import type { CheckpointStore, StoredEntry } from "../core/store.ts";
 import type { FailureKind, Machine, SimulatedCluster } from "./cluster.ts";
 import { type HealthStore, InMemoryHealthStore } from "./health.ts";
-import { clusterInterval } from "./interleaving.ts";
+import { clusterInterval, REPLICATION_POLICIES, type ReplicationPolicy } from "./interleaving.ts";
 import { type PlacementPlan, placementPlan, replicaPeers } from "./placement.ts";
 import {
   describeSource,
   type FaultPoint,
+  type IterationPlan,
   openPersistentStore,
   type RestoreResult,
   type RestoreSource,
@@ -37,8 +38,8 @@ export interface IterationReport {
   /** The mean over machines of their mean losses: the loss of the global batch. */
   loss: number;
   milliseconds: number;
-  /** The checkpoints of iterations that are multiples of this were being replicated. */
-  replicateEvery: number;
+  /** What the iteration was asked to do: checkpoint or not, and how to replicate. */
+  plan: IterationPlan;
   machines: StepResult[];
 }
 
@@ -151,8 +152,10 @@ export class RootAgent {
   readonly #unwatch: () => void;
   #alarm: { promise: Promise<never>; reject: (error: Error) => void } | null = null;
   #iteration = 0;
+  /** A checkpoint every this many iterations, replicated by this policy (see `setCheckpointing`). */
+  #checkpointing: { every: number; policy: ReplicationPolicy };
   /** The checkpoints of iterations that are multiples of this are replicated (see interleaving.ts). */
-  #replicateEvery = 1;
+  #replicateEvery: number | null = null;
   #epoch = 0;
   #closed = false;
 
@@ -181,10 +184,27 @@ export class RootAgent {
     this.plan = placementPlan(placement, machines, replicas);
     this.health = settings.health ?? new InMemoryHealthStore();
     this.#persistent = persistent;
+    const { every, replication } = cluster.settings.checkpoint;
+    this.#checkpointing = { every, policy: replication.policy };
     this.#machines = new Array(cluster.settings.machines).fill(null);
     this.#unwatch = this.health.watch("machines/", (event) => {
       if (event.type === "delete") this.#declareFailed(Number(event.key.slice("machines/".length)));
     });
+  }
+
+  /**
+   * Changes, from the next iteration on, how often the machines checkpoint and how they replicate: the
+   * bench compares policies within one run this way, and the lab lets a user switch them live.
+   */
+  setCheckpointing(change: { every?: number; policy?: ReplicationPolicy }) {
+    const every = change.every ?? this.#checkpointing.every, policy = change.policy ?? this.#checkpointing.policy;
+    if (!Number.isInteger(every) || every < 1) {
+      throw new Error(`checkpoint every must be a positive integer, got ${every}`);
+    }
+    if (!REPLICATION_POLICIES.includes(policy)) {
+      throw new Error(`replication policy must be one of ${REPLICATION_POLICIES.join(", ")}, got "${policy}"`);
+    }
+    this.#checkpointing = { every, policy };
   }
 
   /** Iterations completed (after a recovery: the iteration rolled back to). */
@@ -282,17 +302,18 @@ export class RootAgent {
 
   async #step(): Promise<IterationReport> {
     const start = performance.now();
-    const replicateEvery = this.#replicateEvery;
-    const results = await Promise.all(this.#running().map((machine) => machine.api.step(replicateEvery)));
+    const { every, policy } = this.#checkpointing;
+    const plan = { checkpoint: (this.#iteration + 1) % every === 0, policy, replicateEvery: this.#replicateEvery };
+    const results = await Promise.all(this.#running().map((machine) => machine.api.step(plan)));
     this.#iteration = results[0].iteration;
-    this.#replicateEvery = clusterInterval(results.map((result) => result.neededInterval)) ?? replicateEvery;
+    this.#replicateEvery = clusterInterval(results.map((result) => result.neededInterval)) ?? plan.replicateEvery;
     const loss = results.reduce((sum, result) => sum + result.loss, 0) / results.length;
     return {
       type: "iteration",
       iteration: this.#iteration,
       loss,
       milliseconds: performance.now() - start,
-      replicateEvery,
+      plan,
       machines: results,
     };
   }

@@ -57,8 +57,3 @@ export async function runCluster(
     await Deno.remove(directory, { recursive: true });
   }
 }
-
-/** The iteration times (ms) of `count` iterations after the first `warmup` (see `iterations`). */
-export function measuredIterationMs(run: ClusterRun, warmup: number, count: number): number[] {
-  return run.iterations.slice(warmup + 1, warmup + 1 + count).map((report) => report.milliseconds);
-}

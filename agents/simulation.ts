@@ -12,7 +12,13 @@
 
 import { parameterLayout } from "../core/model.ts";
 import { type ClusterSettings, largestCheckpointBytes } from "./cluster.ts";
-import { CheckpointScheduler, clusterInterval, type InterleavingSettings, type PieceOrder } from "./interleaving.ts";
+import {
+  CheckpointScheduler,
+  clusterInterval,
+  type InterleavingSettings,
+  type PieceOrder,
+  type ReplicationPolicy,
+} from "./interleaving.ts";
 import { LinkSchedule, type TrafficKind, type TransferRecord } from "./network.ts";
 import { placementPlan, type PlacementStrategy, replicaPeers } from "./placement.ts";
 import type { IterationReport } from "./root.ts";
@@ -45,6 +51,8 @@ export interface SimulationSpec {
   chunkBytes: number;
   replication: InterleavingSettings;
   iterations: number;
+  /** What each iteration (from 1) does, as the root agent would ask (every iteration checkpoints when absent). */
+  plan?: (iteration: number) => { checkpoint: boolean; policy: ReplicationPolicy };
 }
 
 export interface SimulationResult {
@@ -54,12 +62,14 @@ export interface SimulationResult {
   timeline: TransferRecord[];
   /** Per machine: the iterations whose checkpoint reached every peer. */
   replicated: number[][];
+  /** Per machine: for each of those, ms from the checkpoint being ready to its last byte leaving the machine. */
+  replicationMs: number[][];
   /** Per machine: checkpoints not replicated because an earlier one was still being sent. */
   skipped: number[];
   /** Per machine: the idle spans its scheduler profiled (ms). */
   idleSpans: number[][];
-  /** The interval the checkpoints were replicated at, in the end. */
-  replicationInterval: number;
+  /** The interval the checkpoints were replicated at, in the end (null: never set, nothing replicated). */
+  replicationInterval: number | null;
   /** Per machine: [start, end] of each burst of its training traffic (ms). */
   busy: [number, number][][];
 }
@@ -113,15 +123,18 @@ const duration = (value: Duration, rank: number, iteration: number) =>
 /** Runs `spec.iterations` iterations of the cluster in simulated time. */
 export function simulateTraining(spec: SimulationSpec): SimulationResult {
   const n = spec.machines, events = new EventQueue(), links = new LinkSchedule(spec.bandwidth);
-  const plan = placementPlan(spec.placement, n, spec.replicas);
+  const placement = placementPlan(spec.placement, n, spec.replicas);
   const schedulers = Array.from(
     { length: n },
-    (_, rank) => new CheckpointScheduler(spec.replication, spec.bandwidth, spec.chunkBytes, replicaPeers(plan, rank)),
+    (_, rank) =>
+      new CheckpointScheduler(spec.replication, spec.bandwidth, spec.chunkBytes, replicaPeers(placement, rank)),
   );
   const timeline: TransferRecord[] = [], iterationMs: number[] = [];
   const busy: [number, number][][] = Array.from({ length: n }, () => []);
   /** Ring messages that arrived, by `${iteration}/${phase}/${step}/${to}`, and who is waiting for one. */
   const arrived = new Set<string>(), waiting = new Map<string, () => void>();
+  /** When each machine's checkpoint of each iteration was ready, by `${rank}/${iteration}`. */
+  const readyAt = new Map<string, number>();
 
   const transfer = (from: number, to: number, kind: TrafficKind, label: string, bytes: number) => {
     const queuedAt = events.now, { start, end } = links.reserve(from, to, bytes, queuedAt);
@@ -140,12 +153,15 @@ export function simulateTraining(spec: SimulationSpec): SimulationResult {
   };
 
   let finished = 0, iteration = 0, iterationStart = 0;
+  let plan = { checkpoint: true, policy: spec.replication.policy };
 
   const startIteration = () => {
     iteration++;
     finished = 0;
     iterationStart = events.now;
+    plan = spec.plan?.(iteration) ?? plan;
     for (let rank = 0; rank < n; rank++) {
+      schedulers[rank].policy = plan.policy;
       schedulers[rank].beginIteration();
       runPhase(rank, 0);
     }
@@ -170,8 +186,10 @@ export function simulateTraining(spec: SimulationSpec): SimulationResult {
       return events.at(events.now + duration(phase.compute, rank, iteration), () => runPhase(rank, index + 1));
     }
     if ("checkpointReady" in phase) {
+      if (!plan.checkpoint) return runPhase(rank, index + 1);
       const t = iteration;
       events.at(events.now + phase.checkpointReady, () => {
+        readyAt.set(`${rank}/${t}`, events.now);
         if (schedulers[rank].offer(t, spec.checkpointBytes)) sendCheckpointPieces(rank);
       });
       return runPhase(rank, index + 1);
@@ -211,6 +229,9 @@ export function simulateTraining(spec: SimulationSpec): SimulationResult {
     iterationMs,
     timeline,
     replicated: schedulers.map((scheduler) => scheduler.replicated.map((r) => r.iteration)),
+    replicationMs: schedulers.map((scheduler, rank) =>
+      scheduler.replicated.map((r) => r.at - readyAt.get(`${rank}/${r.iteration}`)!)
+    ),
     skipped: schedulers.map((scheduler) => scheduler.skipped),
     idleSpans: schedulers.map((scheduler) => scheduler.profile.spans),
     replicationInterval: schedulers[0].interval,
@@ -259,6 +280,7 @@ export function replayOfLiveRun(
     chunkBytes: settings.checkpoint.chunkBytes,
     replication: settings.checkpoint.replication,
     iterations: reports.length - 1,
+    plan: (iteration) => reports[iteration].plan,
   };
 }
 

@@ -8,7 +8,7 @@ import { FileCheckpointStore } from "../core/file-store.ts";
 import type { GPT2Config } from "../core/model.ts";
 import type { CheckpointStore, StoredEntry } from "../core/store.ts";
 import type { TrainerSettings } from "../core/trainer.ts";
-import type { InterleavingSettings } from "./interleaving.ts";
+import type { InterleavingSettings, ReplicationPolicy } from "./interleaving.ts";
 
 export interface TrainingSpec {
   config: GPT2Config;
@@ -22,7 +22,7 @@ export interface TrainingSpec {
 }
 
 export interface CheckpointSpec {
-  /** An in-memory checkpoint (and its replication) every this many iterations. */
+  /** An in-memory checkpoint (and its replication) every this many iterations, to begin with. */
   every: number;
   /** A checkpoint to the persistent store every this many iterations (0: never). */
   persistEvery: number;
@@ -91,6 +91,17 @@ export type FaultPoint =
   | { phase: "step" | "checkpoint" | "replication"; iteration: number }
   | { phase: "recovery" };
 
+/** What the root agent asks of an iteration: whether to checkpoint, and how to replicate. */
+export interface IterationPlan {
+  checkpoint: boolean;
+  policy: ReplicationPolicy;
+  /**
+   * The checkpoints of iterations that are multiples of this are replicated (the same on every machine);
+   * null until every machine has profiled its idle spans, and meanwhile every checkpoint is.
+   */
+  replicateEvery: number | null;
+}
+
 export interface StepResult {
   iteration: number;
   /** This machine's mean loss on its slice of the batch. */
@@ -104,7 +115,7 @@ export interface StepResult {
   checkpointBlocked: number;
   /** The newest of this machine's checkpoints that has been sent whole to every peer (0: none yet). */
   replicatedIteration: number;
-  /** Checkpoints so far that became ready while an earlier one was still being sent, and were not replicated. */
+  /** Checkpoints due so far that were never replicated: dropped from a full queue (see interleaving.ts). */
   replicationSkipped: number;
   /** The idle spans the machine profiled on its NIC in an iteration (ms; empty while profiling). */
   idleSpans: number[];

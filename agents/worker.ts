@@ -23,6 +23,7 @@ import { type Delivery, NetworkEndpoint } from "./network.ts";
 import {
   corpusFor,
   type FaultPoint,
+  type IterationPlan,
   type MachineSpec,
   type MachineStatus,
   openPersistentStore,
@@ -60,8 +61,8 @@ class MachineAgent {
   readonly #network: NetworkEndpoint;
   /** Decides when each piece of a checkpoint goes to the peers (see interleaving.ts). */
   readonly #scheduler: CheckpointScheduler;
-  /** A copy of the checkpoint being replicated (its slot may be reused before the last piece is out). */
-  #replicating: { iteration: number; bytes: Uint8Array } | null = null;
+  /** Copies of the checkpoints being and waiting to be replicated, by iteration (their slots may be reused). */
+  readonly #replicating = new Map<number, Uint8Array>();
   readonly #adapter: string;
   /** Sends the heartbeats from a thread of its own, so that long GPU work here never delays them. */
   readonly #heartbeat: Worker;
@@ -128,14 +129,12 @@ class MachineAgent {
     this.#heartbeat = startHeartbeat(spec, this.#progress);
   }
 
-  /**
-   * One iteration of sharded data-parallel training, with its checkpoint when one is due; the checkpoints
-   * of iterations that are multiples of `replicateEvery` (the same on every machine) go to the peers.
-   */
-  step(replicateEvery: number): Promise<StepResult> {
+  /** One iteration of sharded data-parallel training, with the checkpoint and replication that `plan` asks for. */
+  step(plan: IterationPlan): Promise<StepResult> {
     return this.#run(async (epoch) => {
       const t = this.#trainer.step + 1, rank = this.spec.rank, machines = this.spec.machines;
-      this.#scheduler.interval = replicateEvery;
+      this.#scheduler.interval = plan.replicateEvery;
+      this.#scheduler.policy = plan.policy;
       this.#scheduler.beginIteration();
       let clock = performance.now();
       const lap = () => -clock + (clock = performance.now());
@@ -157,7 +156,7 @@ class MachineAgent {
       this.#trainingTraffic(false);
       const reduceScatter = lap();
       this.#trainer.updateShard(this.#shard, reduced, normSquared);
-      const checkpointBlocked = t % this.spec.checkpoint.every === 0 ? await this.#beginCheckpoint() : 0;
+      const checkpointBlocked = plan.checkpoint ? await this.#beginCheckpoint() : 0;
       const shard = await this.#trainer.readParameterRange(this.#shard);
       const update = lap();
       this.#trainingTraffic(true);
@@ -222,7 +221,7 @@ class MachineAgent {
     const kept = this.#store.withCheckpoint(rank, t, (bytes) => {
       // The copies: one for the peers, taken only if this checkpoint will be replicated; one for the
       // persistent store, when one is due.
-      if (this.#scheduler.offer(t, bytes.length)) this.#replicating = { iteration: t, bytes: bytes.slice() };
+      if (this.#scheduler.offer(t, bytes.length)) this.#replicating.set(t, bytes.slice());
       this.#persist(t, bytes);
       return true;
     });
@@ -233,10 +232,14 @@ class MachineAgent {
   /** Sends every piece of the checkpoint being replicated that the scheduler releases now. */
   #sendCheckpointPieces() {
     try {
-      for (let order; this.#replicating && (order = this.#scheduler.next(performance.now()));) {
-        this.#sendPiece(order, this.#replicating.bytes);
+      for (let order; (order = this.#scheduler.next(performance.now()));) {
+        this.#sendPiece(order, this.#replicating.get(order.iteration)!);
       }
-      if (this.#scheduler.sending === null) this.#replicating = null;
+      for (const iteration of this.#replicating.keys()) {
+        if (iteration !== this.#scheduler.sending && !this.#scheduler.queued.includes(iteration)) {
+          this.#replicating.delete(iteration);
+        }
+      }
     } catch (error) {
       if (!(error instanceof MachineDied)) throw error;
     }
@@ -250,9 +253,22 @@ class MachineAgent {
     const info: ChunkInfo = { owner: this.spec.rank, iteration, offset, total: bytes.length };
     const piece = bytes.subarray(offset, offset + order.bytes);
     this.#network.send(peer, "checkpoint", "replica", `replica/${iteration}/${offset}`, piece, info, () => {
-      this.#scheduler.sent(order, performance.now());
+      if (this.#scheduler.sent(order, performance.now())) this.#keepReplicated(iteration, bytes);
       this.#sendCheckpointPieces();
     });
+  }
+
+  /**
+   * Checkpoint `iteration` has reached every peer. A recovery from peers may roll every machine back to
+   * it, so this machine keeps it too (the store spares its newest replicated checkpoint when it reuses a
+   * slot); if it was already evicted for newer ones while it was being sent, it is stored again.
+   */
+  #keepReplicated(iteration: number, bytes: Uint8Array) {
+    const rank = this.spec.rank;
+    if (!this.#store.withCheckpoint(rank, iteration, () => true)) {
+      this.#store.write(rank, iteration, bytes.length, (slot) => slot.set(bytes));
+    }
+    for (const peer of this.spec.replicaPeers) this.#store.markReplicated(rank, iteration, peer);
   }
 
   /** Every `persistEvery` iterations, a copy to the persistent store, unless the last one is still being written. */
@@ -300,7 +316,7 @@ class MachineAgent {
   async abort(epoch: number) {
     this.#network.abort(epoch);
     this.#scheduler.reset();
-    this.#replicating = null;
+    this.#replicating.clear();
     for (const { reject } of this.#arrivalWaiters.values()) reject(new Error(`recovery ${epoch} began`));
     this.#arrivalWaiters.clear();
     this.#arrivals.clear(); // their slots stay unpublished until a later write reclaims them
@@ -523,7 +539,7 @@ const api = {
     agent = await MachineAgent.start(spec);
     return agent.status();
   },
-  step: (replicateEvery: number) => onMachine((machine) => machine.step(replicateEvery)),
+  step: (plan: IterationPlan) => onMachine((machine) => machine.step(plan)),
   abort: (epoch: number) => onMachine((machine) => machine.abort(epoch)),
   fetch: (iteration: number, source: RestoreSource) => onMachine((machine) => machine.fetch(iteration, source)),
   load: (iteration: number, initial: boolean) => onMachine((machine) => machine.load(iteration, initial)),

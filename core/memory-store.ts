@@ -320,7 +320,10 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   }
 
   /**
-   * An empty slot, else an abandoned one, else the oldest complete one: never the newest complete one.
+   * An empty slot, else an abandoned one, else the oldest complete one: never the newest complete one,
+   * and, while another is left, never the newest replicated one (when checkpoints are replicated less
+   * often than they are taken, it is what a recovery from peers rolls every machine back to, and the one
+   * copy of this shard there may be if the peer holding its replica fails).
    * There is one writer per owner at a time, so an odd (being-written) slot that a writer sees was left
    * by a writer that died mid-write.
    */
@@ -330,9 +333,12 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     if (empty !== undefined) return empty;
     const abandoned = slots.find((slot) => this.#version(index, slot) % 2 === 1);
     if (abandoned !== undefined) return abandoned;
-    return slots.reduce((oldest, slot) =>
-      this.#entry(index, slot).iteration < this.#entry(index, oldest).iteration ? slot : oldest
-    );
+    const newestFirst = slots.map((slot) => ({ slot, entry: this.#entry(index, slot) }))
+      .sort((a, b) => b.entry.iteration - a.entry.iteration);
+    const candidates = newestFirst.slice(1);
+    const replicated = newestFirst.find(({ entry }) => entry.replicatedTo.length);
+    const spared = candidates.length > 1 ? candidates.filter((c) => c !== replicated) : candidates;
+    return spared[spared.length - 1].slot;
   }
 
   // deno-lint-ignore require-await
