@@ -150,6 +150,7 @@ export const checkpointSection: Section = {
     const rate = (bytes: number, samples: number[]) => formatBandwidth(bytes / (median(samples) / 1000));
     return {
       title: "Checkpoints: host memory against a file with fsync",
+      summary: summarizeCheckpoints(rows),
       intro:
         "One shard holding the whole state (parameters, AdamW m and v), medians. A capture from the GPU queues the " +
         'shard\'s copy (and, in the GPU rows, its chunk checksums) on the GPU; "blocked" is how long that holds ' +
@@ -191,3 +192,15 @@ export const checkpointSection: Section = {
     };
   },
 };
+
+/** The largest state measured: the in-memory save against memcpy, and training blocked against a file save. */
+function summarizeCheckpoints(rows: Row[]): string {
+  const largest = rows[rows.length - 1];
+  if (!largest) return "no state could be measured";
+  const host = largest.captures.find((c) => !c.checksumsOnGpu) ?? largest.captures[0];
+  return `${formatBytes(largest.bytes)}: memory save at ${
+    (median(largest.memcpy) / median(host.memorySave)).toFixed(2)
+  } of memcpy; training blocked ${median(host.blocked).toFixed(2)} ms against ${
+    median(largest.fileSave).toFixed(1)
+  } ms for a file save`;
+}

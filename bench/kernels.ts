@@ -103,6 +103,7 @@ export const kernelsSection: Section = {
     const gflops = (flop: number, seconds: number) => Number.isNaN(seconds) ? "n/a" : (flop / seconds / 1e9).toFixed(2);
     return {
       title: "Matmul kernels",
+      summary: summarizeKernels(raw),
       intro:
         `GFLOP/s of one matmul, the median over ${repeats} runs of ${BATCHED} back to back, for the layer shapes of ` +
         `each model's training step (rows = batch x sequence). Peer: TensorFlow.js ${tf.version.tfjs} WebGPU matMul` +
@@ -120,3 +121,11 @@ export const kernelsSection: Section = {
     };
   },
 };
+
+/** The median of our speed over TensorFlow.js's across the shapes measured against it. */
+function summarizeKernels(raw: { oursSeconds: number; tfjsSeconds: number }[]): string {
+  const ratios = raw.filter((r) => !Number.isNaN(r.tfjsSeconds)).map((r) => r.tfjsSeconds / r.oursSeconds);
+  return ratios.length
+    ? `our matmul at ${median(ratios).toFixed(2)}x TensorFlow.js's speed (median over ${ratios.length} layer shapes)`
+    : "TensorFlow.js could not start here: no peer";
+}

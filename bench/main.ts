@@ -1,19 +1,33 @@
 // `deno task bench`: measures this machine and adapter, section by section, and writes one report:
-// bench/results/<date>-<adapter>.md (tables) and .json (the raw numbers). Each section measures against
-// a limit or a peer in the same run: memcpy for memory traffic and checkpoints, TensorFlow.js for kernels
-// and training, a file with fsync for in-memory checkpoints, the persistent store for recovery from memory
-// and training without checkpoints for training with one every iteration.
+// bench/results/<date>-<adapter>.md (a summary, tables and SVG plots beside it) and .json (the raw
+// numbers), and prints the summary. Each section measures against a limit or a peer in the same run:
+// memcpy for memory traffic and checkpoints, TensorFlow.js for kernels and training, a file with fsync for
+// in-memory checkpoints, training without checkpoints for replication under each policy (and the
+// simulation's replay of each run), the persistent store for recovery from memory; placement's exact
+// probabilities against a Monte Carlo count; the paper-scale simulation against the paper's numbers.
 
 import { parseOptions, runCommand, UserError } from "../core/cli.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
 import { checkpointSection } from "./checkpoint.ts";
+import { interleavingSection } from "./interleaving.ts";
 import { kernelsSection } from "./kernels.ts";
 import { markdownTable, Progress, type Section, type SectionResult } from "./measure.ts";
 import { memorySection } from "./memory.ts";
+import { paperSection } from "./paper.ts";
+import { placementSection } from "./placement.ts";
 import { recoverySection } from "./recovery.ts";
 import { trainingSection } from "./training.ts";
 
-const SECTIONS: Section[] = [memorySection, kernelsSection, trainingSection, checkpointSection, recoverySection];
+const SECTIONS: Section[] = [
+  memorySection,
+  kernelsSection,
+  trainingSection,
+  checkpointSection,
+  interleavingSection,
+  recoverySection,
+  placementSection,
+  paperSection,
+];
 const USAGE = `usage: deno task bench [--quick] [--sections ${
   SECTIONS.map((s) => s.name).join(",")
 }] [--out bench/results]`;
@@ -46,25 +60,39 @@ async function main(args: string[]): Promise<number> {
 
   const date = new Date().toISOString().slice(0, 10);
   const slug = gpu.adapter.description.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
+  // A run of some sections only gets their names in its file name, so it never replaces a full report.
+  const partial = options.sections.length < SECTIONS.length ? `-${options.sections.map((s) => s.name).join("-")}` : "";
+  const name = `${date}-${slug}${partial}${options.quick ? "-quick" : ""}`, base = `${options.out}/${name}`;
+  const summary = markdownTable(["section", "finding"], results.map((r, i) => [options.sections[i].name, r.summary]));
   const markdown = [
     `# gemini-lab bench, ${date}`,
     "",
     `Adapter: ${adapter}. Deno ${Deno.version.deno}${options.quick ? ", --quick" : ""}.`,
-    ...results.flatMap((r) => ["", `## ${r.title}`, "", r.intro, "", markdownTable(r.header, r.rows)]),
+    "",
+    summary,
+    ...results.flatMap((r) => [
+      "",
+      `## ${r.title}`,
+      "",
+      r.intro,
+      "",
+      markdownTable(r.header, r.rows),
+      ...(r.figures ?? []).flatMap((figure) => ["", `![${figure.title}](${name}-${figure.name}.svg)`]),
+    ]),
     "",
   ].join("\n");
   await Deno.mkdir(options.out, { recursive: true });
-  // A run of some sections only gets their names in its file name, so it never replaces a full report.
-  const partial = options.sections.length < SECTIONS.length ? `-${options.sections.map((s) => s.name).join("-")}` : "";
-  const base = `${options.out}/${date}-${slug}${partial}${options.quick ? "-quick" : ""}`;
   await Deno.writeTextFile(`${base}.md`, markdown);
+  for (const figure of results.flatMap((r) => r.figures ?? [])) {
+    await Deno.writeTextFile(`${base}-${figure.name}.svg`, figure.svg);
+  }
   const raw = Object.fromEntries(options.sections.map((s, i) => [s.name, results[i].raw]));
   await Deno.writeTextFile(
     `${base}.json`,
     JSON.stringify({ date, adapter: gpu.adapter, quick: options.quick, sections: raw }, null, 2),
   );
-  console.log(markdown);
-  console.log(`written: ${base}.md, ${base}.json`);
+  console.log(summary);
+  console.log(`written: ${base}.md (the tables and plots), ${base}.json (the raw numbers)`);
   return 0;
 }
 

@@ -1,13 +1,18 @@
 // What every bench section shares: timing repeats, a progress bar on stderr, and the shape of a
-// section's result (a Markdown table and the raw numbers).
+// section's result (a Markdown table, plots, a line for the summary, and the raw numbers).
 
-/** What a section hands back: a titled Markdown table, and its raw numbers for the JSON. */
+import type { Figure } from "./svg.ts";
+
+/** What a section hands back: a titled Markdown table, its plots, and its raw numbers for the JSON. */
 export interface SectionResult {
   title: string;
+  /** Its main finding in one line, numbers included: a row of the summary printed at the end. */
+  summary: string;
   /** A sentence or two above the table: what was measured, against what. */
   intro: string;
   header: string[];
   rows: string[][];
+  figures?: Figure[];
   raw: unknown;
 }
 

@@ -45,6 +45,7 @@ export const memorySection: Section = {
     const memcpy = measured[0].bytes / median(measured[0].seconds);
     return {
       title: "Memory bandwidth",
+      summary: `host memcpy ${formatBandwidth(memcpy)}, the limit for checkpoints in memory`,
       intro: `${
         formatBytes(bytes)
       } per transfer, medians of ${repeats}; "x memcpy" is the bandwidth over this run's host memcpy, the limit.`,

@@ -7,7 +7,7 @@
 //   time (the recovery plus the iterations lost) are compared as ratios.
 
 import type { RecoveryReport, RootAgent } from "../agents/root.ts";
-import { measuredIterationMs, runCluster } from "../agents/run.ts";
+import { runCluster } from "../agents/run.ts";
 import { MODEL_PRESETS, parameterCount } from "../core/model.ts";
 import { type BenchContext, formatBytes, median, type Section } from "./measure.ts";
 
@@ -61,7 +61,8 @@ async function clusterRun(
       settings.heartbeatMs = HEARTBEAT_MS;
     },
   }, story);
-  return { iterationMs: measuredIterationMs(run, WARMUP_ITERATIONS, MEASURED_ITERATIONS), recoveries: run.recoveries };
+  const measured = run.iterations.slice(WARMUP_ITERATIONS + 1, WARMUP_ITERATIONS + 1 + MEASURED_ITERATIONS);
+  return { iterationMs: measured.map((report) => report.milliseconds), recoveries: run.recoveries };
 }
 
 async function measureModel(model: ReturnType<typeof recoveryModels>[number]): Promise<ModelRun> {
@@ -110,6 +111,7 @@ export const recoverySection: Section = {
     const ratio = (slow: number, fast: number) => `${(slow / Math.max(fast, 1e-3)).toFixed(1)}x`;
     return {
       title: "Recovery: from CPU memory against the persistent store, and the cost of a checkpoint every iteration",
+      summary: summarizeRecovery(runs),
       intro: `Four machines (Workers, one GPU device each), ZeRO-sharded data-parallel, group placement m = 2, on ` +
         `a network of ${NETWORK_BYTES_PER_SECOND / 1e6} MB/s a link and a persistent store of ` +
         `${STORAGE_BYTES_PER_SECOND / 1e6} MB/s (the paper's 400 and 20 Gbps, scaled to these models). ` +
@@ -156,3 +158,12 @@ export const recoverySection: Section = {
     };
   },
 };
+
+/** The largest model: retrieval and wasted time, memory against the persistent store. */
+function summarizeRecovery(runs: ModelRun[]): string {
+  const run = runs[runs.length - 1], iteration = median(run.withCheckpoints);
+  return `${run.model}: retrieval from memory ${(run.persistent.retrieval / run.peer.retrieval).toFixed(1)}x faster ` +
+    `than from the persistent store; wasted time ${
+      (wasted(run.persistent, iteration) / wasted(run.peer, iteration)).toFixed(1)
+    }x less`;
+}

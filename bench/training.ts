@@ -52,6 +52,7 @@ export const trainingSection: Section = {
       ms.length ? Math.round(tokens / (median(ms) / 1000)).toString() : "n/a";
     return {
       title: "Training step",
+      summary: summarizeTraining(raw),
       intro: `A whole step (forward, backward, Adam) on the synthetic corpus: the median of ${steps} steps after ` +
         `${WARMUP_STEPS} warm-up steps. Both start from the same weights and see the same batches; the last ` +
         "column is each side's loss after the last step.",
@@ -86,3 +87,13 @@ export const trainingSection: Section = {
     };
   },
 };
+
+/** The largest model's step against TensorFlow.js's. */
+function summarizeTraining(
+  raw: { model: string; ours: { milliseconds: number[] }; tfjs: { milliseconds: number[] } }[],
+) {
+  const largest = raw[raw.length - 1], ours = median(largest.ours.milliseconds);
+  const peer = largest.tfjs.milliseconds.length ? median(largest.tfjs.milliseconds) : NaN;
+  return `${largest.model}: a step in ${ours.toFixed(1)} ms` +
+    (Number.isNaN(peer) ? "" : `, TensorFlow.js ${peer.toFixed(1)} ms (${(peer / ours).toFixed(2)}x)`);
+}
