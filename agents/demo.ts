@@ -116,7 +116,12 @@ function describeIteration(report: IterationReport): string {
     `${report.milliseconds.toFixed(0)} ms (compute ${mean((m) => m.compute)}, reduce-scatter ${
       mean((m) => m.reduceScatter)
     }, update ${mean((m) => m.update)}, all-gather ${mean((m) => m.allGather)})  ` +
-    `checkpoint blocked ${mean((m) => m.checkpointBlocked)} ms`;
+    `checkpoint blocked ${mean((m) => m.checkpointBlocked)} ms, ${describeReplication(report.plan)}`;
+}
+
+function describeReplication({ policy, replicateEvery }: IterationReport["plan"]): string {
+  if (policy === "none") return "not replicated";
+  return `replicated ${policy}${replicateEvery === null ? " (profiling)" : ` every ${replicateEvery} iteration(s)`}`;
 }
 
 function describeRecovery(report: RecoveryReport): string {

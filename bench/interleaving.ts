@@ -40,12 +40,16 @@ type Case = ReturnType<typeof cases>[number];
 // each block is left out of the measure (it carries the change-over).
 const WARMUP_ITERATIONS = 8;
 const BLOCK = 4;
-const rounds = (quick: boolean) => quick ? 3 : 4;
+const rounds = (quick: boolean) => quick ? 3 : 5;
 
 interface VariantRun {
   variant: Variant["name"];
   liveMs: number[];
   simulatedMs: number[];
+  /** The same iterations simulated without their checkpoint traffic: the computation alone. */
+  withoutTrafficMs: number[];
+  /** At the end of each, how many iterations the newest checkpoint every machine has replicated lags behind. */
+  replicaLag: number[];
 }
 
 interface CaseRun {
@@ -79,7 +83,10 @@ async function runCase({ model, bandwidth }: Case, quick: boolean): Promise<Case
       }
     }
   });
-  const simulated = simulateTraining(replayOfLiveRun(run.settings, run.iterations, run.timeline));
+  const replay = replayOfLiveRun(run.settings, run.iterations, run.timeline);
+  const simulated = simulateTraining(replay);
+  // The same run, the same computation, no checkpoint traffic: what is left of a policy's cost is its traffic's.
+  const withoutTraffic = simulateTraining({ ...replay, plan: (t) => ({ ...run.iterations[t].plan, policy: "none" }) });
   const interleaved = run.iterations.filter((report) => report?.plan.policy === "interleaved");
   return {
     checkpointBytes: largestCheckpointBytes(run.settings),
@@ -90,6 +97,8 @@ async function runCase({ model, bandwidth }: Case, quick: boolean): Promise<Case
         variant: name,
         liveMs: measured.map((t) => run.iterations[t].milliseconds),
         simulatedMs: measured.map((t) => simulated.iterationMs[t - 1]),
+        withoutTrafficMs: measured.map((t) => withoutTraffic.iterationMs[t - 1]),
+        replicaLag: measured.map((t) => t - Math.min(...run.iterations[t].machines.map((m) => m.replicatedIteration))),
       };
     }),
   };
@@ -116,38 +125,53 @@ export const interleavingSection: Section = {
     const worstAgreement = Math.max(
       ...raw.flatMap((item) => item.variants.map((r) => Math.abs(mean(r.simulatedMs) / mean(r.liveMs) - 1))),
     );
+    /** The part of `variant`'s cost that is its traffic: simulated with and without it, the same computation. */
+    const networkCost = (runs: VariantRun[], variant: Variant["name"]) => {
+      const run = runs.find((r) => r.variant === variant)!;
+      return mean(run.simulatedMs) / mean(run.withoutTrafficMs) - 1;
+    };
+    const lag = (runs: VariantRun[], variant: Variant["name"]) =>
+      mean(runs.find((r) => r.variant === variant)!.replicaLag).toFixed(1);
     const first = raw[0];
     return {
       title: "Interleaving: the cost of replicating a checkpoint every iteration, live and simulated",
       summary: `${label(first)}: over no checkpoint traffic, interleaved ${
         percent(overhead(first.variants, "interleaved", "no checkpoint traffic"))
-      }, naive ${percent(overhead(first.variants, "naive", "no checkpoint traffic"))}; the simulation within ${
+      } (its traffic ${percent(networkCost(first.variants, "interleaved"))}), naive ${
+        percent(overhead(first.variants, "naive", "no checkpoint traffic"))
+      } (its traffic ${percent(networkCost(first.variants, "naive"))}); the simulation within ${
         (worstAgreement * 100).toFixed(1)
       }% of every live run`,
       intro: `Four machines, group placement m = 2, a checkpoint in memory every iteration: kept in local memory ` +
         `only (no checkpoint traffic), or replicated to the group peer naively or interleaved (into the idle spans ` +
-        `profiled over the first 5 iterations, through a 256 KiB staging buffer); and the same cluster taking no ` +
+        `profiled over the first 3 iterations, through an 8 MiB staging buffer); and the same cluster taking no ` +
         `checkpoints at all. All four in one run per row: after ${WARMUP_ITERATIONS} iterations they take turns ` +
         `in blocks of ${BLOCK} iterations, ${rounds(quick)} rounds, and an iteration time is the median of each ` +
         `variant's iterations but the first of each block. The policies' overheads are over no checkpoint traffic ` +
-        `(what the traffic costs) and, in brackets, over no checkpoints (what the whole checkpoint costs). ` +
-        `"replicated every" is the interval the interleaved policy replicated at (1: every iteration). ` +
-        `"simulated" replays the run in the discrete-event simulation: its measured computation and message ` +
-        `overhead, the simulated network, the same scheduler; the difference is the mean's.`,
+        `(what the traffic costs) and, in brackets, over no checkpoints (what the whole checkpoint costs). The ` +
+        `four machines share this machine's cores, so copying and checking replicas also slows their computation; ` +
+        `"traffic" separates the network's part: the same iterations simulated with and without the checkpoint ` +
+        `traffic, on the computation the run measured. "replicated every" is the interval the interleaved policy ` +
+        `replicated at (1: every iteration); "replicas behind" is how many iterations the newest checkpoint every ` +
+        `machine had replicated lagged at the end of an iteration (1: the previous iteration's, the best possible, ` +
+        `since a checkpoint is sent after the all-gather), naive / interleaved. "simulated" replays the run in the ` +
+        `discrete-event simulation: its measured computation and message overhead, the simulated network, the ` +
+        `same scheduler; the difference is the mean's.`,
       header: [
         "model, link",
         "checkpoint",
         ...VARIANTS.map((v) => `${v.name} ms`),
-        "naive overhead",
-        "interleaved overhead",
+        "naive overhead (over no checkpoints; its traffic)",
+        "interleaved overhead (over no checkpoints; its traffic)",
         "replicated every",
+        "replicas behind",
         ...VARIANTS.map((v) => `simulated ${v.name} ms (diff)`),
       ],
       rows: raw.map((item) => {
         const both = (variant: Variant["name"]) =>
           `${percent(overhead(item.variants, variant, "no checkpoint traffic"))} (${
             percent(overhead(item.variants, variant, "no checkpoints"))
-          })`;
+          }; traffic ${percent(networkCost(item.variants, variant))})`;
         return [
           label(item),
           formatBytes(item.checkpointBytes),
@@ -155,6 +179,7 @@ export const interleavingSection: Section = {
           both("naive"),
           both("interleaved"),
           item.replicateEvery === null ? "never" : String(item.replicateEvery),
+          `${lag(item.variants, "naive")} / ${lag(item.variants, "interleaved")}`,
           ...item.variants.map((r) =>
             `${mean(r.simulatedMs).toFixed(1)} (${percent(mean(r.simulatedMs) / mean(r.liveMs) - 1)})`
           ),

@@ -17,10 +17,13 @@ Deno.test("deno task demo: four machines train, lose a machine and then a group,
   assert.match(demo.stdout, /^adapter: \S/m);
   assert.match(demo.stdout, /self-check passed/);
   const iterations = [
-    ...demo.stdout.matchAll(/^iteration +(\d+) +loss (\d+\.\d+) .* checkpoint blocked \d+\.\d ms$/gm),
+    ...demo.stdout.matchAll(
+      /^iteration +(\d+) +loss (\d+\.\d+) .* checkpoint blocked \d+\.\d ms, replicated interleaved (every \d+ iteration\(s\)|\(profiling\))$/gm,
+    ),
   ];
   assert.ok(iterations.length >= 3, demo.stdout);
   assert.equal(Number(iterations.at(-1)![1]), 15);
+  assert.equal(iterations.at(-1)![3], "every 1 iteration(s)", "at 400 MB/s a checkpoint fits one iteration's spans");
   assert.ok(Number(iterations.at(-1)![2]) < Number(iterations[0][2]), "the loss falls");
   assert.match(demo.stdout, /machine 1: hardware failure in the middle of iteration 5; detected by missed heartbeats/);
   assert.match(

@@ -102,17 +102,26 @@ Deno.test("the lab: start, a machine lost and recovered from a peer, a group los
   }
 });
 
-Deno.test("the lab reads its scenario from the URL and answers the keyboard", async () => {
+Deno.test("the lab reads its scenario from the URL, switches the replication policy, simulates the paper's scale and answers the keyboard", async () => {
   const server = serveLab({ root: await buildLab(), port: 0 });
   const browser = await launchChromium();
   try {
     const page = await browser.newPage();
-    await page.goto(`${server.url}?machines=6&replicas=3&placement=ring`);
+    await page.goto(`${server.url}?machines=6&replicas=3&placement=ring&replication=naive`);
     await page.locator('[data-field="status"]').waitFor();
     const settings = await page.evaluate(() => (document.querySelector("gemini-lab") as GeminiLab).state.settings);
     assert.equal(settings.machines, 6);
     assert.equal(settings.replicas, 3);
     assert.equal(settings.placement, "ring");
+    assert.equal(settings.replication, "naive");
+    // The replication policy can be switched (live, once running), and the URL follows.
+    await page.locator('control-panel select[data-field="replication"]').selectOption("interleaved");
+    await page.waitForFunction(() => !location.search.includes("replication"));
+    // The paper's cluster, simulated in the page, beside the paper's numbers.
+    await page.locator('paper-scale-panel button[data-action="simulate-paper"]').click();
+    const speedup = page.locator('paper-scale-panel tr:has-text("recovery speed-up") td');
+    assert.match(await speedup.nth(1).innerText(), /more than 13x/);
+    assert.ok(parseFloat(await speedup.nth(0).innerText()) > 13, "the simulated speed-up exceeds the paper's 13x");
     // The probability panel starts from the cluster's N and m.
     const ring = page.locator('probability-panel tr[data-strategy="ring"] td').nth(1);
     assert.match(await ring.innerText(), /^\d+\.\d+%$/);

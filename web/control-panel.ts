@@ -1,9 +1,11 @@
-// <control-panel>: start, pause and single-step; the cluster's settings (fixed once it has started); the
-// classroom presets; failing a whole group; presentation mode. Settings come in as a property; every
-// action goes out as an event: "start", "pause", "step", "fail-group", "compare", "presentation",
-// "settings-change" ({ settings }) and "preset" ({ name }).
+// <control-panel>: start, pause and single-step; the cluster's settings (fixed once it has started, but
+// for the replication policy, which can be switched live); the classroom presets; failing a whole group;
+// presentation mode. Settings come in as a property; every action goes out as an event: "start", "pause",
+// "step", "fail-group", "compare", "presentation", "settings-change" ({ settings }), "replication-change"
+// ({ policy }) and "preset" ({ name }).
 
 import { css, html, LitElement } from "lit";
+import { REPLICATION_POLICIES, type ReplicationPolicy } from "../agents/interleaving.ts";
 import { PLACEMENT_STRATEGIES } from "../agents/placement.ts";
 import type { LabSettings, LabState } from "./session.ts";
 
@@ -16,7 +18,13 @@ export const PRESETS = {
 
 export type PresetName = keyof typeof PRESETS;
 
-type NumberSetting = Exclude<keyof LabSettings, "placement" | "model">;
+const REPLICATION_NAMES: Record<ReplicationPolicy, string> = {
+  none: "none (local memory only)",
+  naive: "naive (as soon as ready)",
+  interleaved: "interleaved (idle network only)",
+};
+
+type NumberSetting = Exclude<keyof LabSettings, "placement" | "model" | "replication">;
 
 const NUMBER_FIELDS: [NumberSetting, string, number, number][] = [
   ["machines", "machines", 2, 8],
@@ -110,6 +118,15 @@ export class ControlPanel extends LitElement {
             ${Object.entries(PRESETS).map(([name, text]) => html`<option value=${name}>${text}</option>`)}
           </select>
         </label>
+        <label>replication
+          <select data-field="replication" .value=${this.settings.replication} @change=${this.#replication}>
+            ${REPLICATION_POLICIES.map((policy) =>
+              html`<option value=${policy} ?selected=${policy === this.settings.replication}>${
+                REPLICATION_NAMES[policy]
+              }</option>`
+            )}
+          </select>
+        </label>
         <label><input type="checkbox" .checked=${this.presentation} @change=${() => this.#emit("presentation")}>
           presentation mode <kbd>p</kbd></label>
       </div>
@@ -137,6 +154,11 @@ export class ControlPanel extends LitElement {
     if (typeof value === "number" && !(Number.isInteger(value) && value >= 0)) return;
     const settings = { ...this.settings, [name]: value };
     this.dispatchEvent(new CustomEvent("settings-change", { detail: { settings }, bubbles: true, composed: true }));
+  }
+
+  #replication(event: Event) {
+    const policy = (event.target as HTMLSelectElement).value as ReplicationPolicy;
+    this.dispatchEvent(new CustomEvent("replication-change", { detail: { policy }, bubbles: true, composed: true }));
   }
 
   #preset(event: Event) {

@@ -7,6 +7,7 @@
 
 import { css, html, LitElement } from "lit";
 import type { FailureKind } from "../agents/cluster.ts";
+import type { ReplicationPolicy } from "../agents/interleaving.ts";
 import { placementGroup } from "../agents/placement.ts";
 import "./cluster-view.ts";
 import type { FailRequest } from "./cluster-view.ts";
@@ -14,6 +15,7 @@ import "./control-panel.ts";
 import { type PresetName, PRESETS } from "./control-panel.ts";
 import "./loss-chart.ts";
 import "./machine-timeline.ts";
+import "./paper-scale-panel.ts";
 import "./probability-panel.ts";
 import "./recovery-chart.ts";
 import { LabSession, type LabSettings, type LabState, settingsFromQuery, settingsToQuery } from "./session.ts";
@@ -127,6 +129,8 @@ export class GeminiLab extends LitElement {
           @fail-group=${() => this.#failGroup()} @compare=${() => this.#session.compare()} @presentation=${() =>
             this.presentation = !this.presentation}
           @settings-change=${(e: CustomEvent<{ settings: LabSettings }>) => this.#changeSettings(e.detail.settings)}
+          @replication-change=${(e: CustomEvent<{ policy: ReplicationPolicy }>) =>
+            this.#changeReplication(e.detail.policy)}
           @preset=${(e: CustomEvent<{ name: PresetName }>) => this.#choosePreset(e.detail.name)}></control-panel>
         <p class="status" role="status" data-field="status" data-status=${s.status}>
           ${this.#statusText(s)}</p>
@@ -167,6 +171,10 @@ export class GeminiLab extends LitElement {
         <probability-panel machines=${s.settings.machines} replicas=${s.settings.replicas}
           failures="2"></probability-panel>
       </section>
+      <section>
+        <h2>At the paper's scale</h2>
+        <paper-scale-panel></paper-scale-panel>
+      </section>
     `;
   }
 
@@ -199,6 +207,16 @@ export class GeminiLab extends LitElement {
     if (this.state.status !== "idle") return;
     this.#session = this.#newSession(settings);
     this.state = this.#session.state;
+    this.#showInUrl(settings);
+  }
+
+  /** The replication policy changes live: in a running cluster from its next iteration. */
+  #changeReplication(policy: ReplicationPolicy) {
+    this.#session.setReplication(policy);
+    this.#showInUrl(this.#session.state.settings);
+  }
+
+  #showInUrl(settings: LabSettings) {
     const query = settingsToQuery(settings) + (this.#preset ? `&preset=${this.#preset}` : "");
     history.replaceState(null, "", query ? `?${query.replace(/^&/, "")}` : location.pathname);
   }

@@ -1,4 +1,5 @@
-// What the lab's charts share: SVG that scales to its box, and a legend of coloured swatches.
+// What the lab's charts and panels share: SVG that scales to its box, a legend of coloured swatches, and
+// the panels' tables.
 
 import { css, html } from "lit";
 
@@ -26,6 +27,23 @@ export const chartStyles = css`
     height: 0.8em;
     margin-right: 0.3em;
     background: var(--swatch);
+  }
+`;
+
+/** A panel's table: full width, compact cells. */
+export const tableStyles = css`
+  :host {
+    display: block;
+  }
+  table {
+    border-collapse: collapse;
+    margin-top: 0.5rem;
+    width: 100%;
+  }
+  td,
+  th {
+    padding: 0.2rem 0.5rem;
+    text-align: left;
   }
 `;
 

@@ -4,6 +4,7 @@
 
 import { css, html, LitElement } from "lit";
 import { placementPlan, type PlacementStrategy, recoveryProbability } from "../agents/placement.ts";
+import { tableStyles } from "./legend.ts";
 
 export class ProbabilityPanel extends LitElement {
   static override properties = {
@@ -12,39 +13,29 @@ export class ProbabilityPanel extends LitElement {
     failures: { type: Number },
   };
 
-  static override styles = css`
-    :host {
-      display: block;
-    }
-    form {
-      display: flex;
-      gap: 1rem;
-      flex-wrap: wrap;
-    }
-    label {
-      display: flex;
-      gap: 0.3rem;
-      align-items: center;
-    }
-    input {
-      width: 4rem;
-      font: inherit;
-    }
-    table {
-      border-collapse: collapse;
-      margin-top: 0.5rem;
-      width: 100%;
-    }
-    td,
-    th {
-      padding: 0.2rem 0.5rem;
-      text-align: left;
-    }
-    .bar {
-      height: 0.9rem;
-      background: #0072b2;
-    }
-  `;
+  static override styles = [
+    tableStyles,
+    css`
+      form {
+        display: flex;
+        gap: 1rem;
+        flex-wrap: wrap;
+      }
+      label {
+        display: flex;
+        gap: 0.3rem;
+        align-items: center;
+      }
+      input {
+        width: 4rem;
+        font: inherit;
+      }
+      .bar {
+        height: 0.9rem;
+        background: #0072b2;
+      }
+    `,
+  ];
 
   declare machines: number;
   declare replicas: number;

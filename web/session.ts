@@ -4,6 +4,7 @@
 
 import { defaultClusterSettings, type FailureKind, SimulatedCluster } from "../agents/cluster.ts";
 import type { TransferRecord } from "../agents/network.ts";
+import { REPLICATION_POLICIES, type ReplicationPolicy } from "../agents/interleaving.ts";
 import { PLACEMENT_STRATEGIES, type PlacementPlan, type PlacementStrategy } from "../agents/placement.ts";
 import { type FailureReport, type RecoveryReport, RootAgent, type RootEvent } from "../agents/root.ts";
 import type { StoredEntry } from "../core/store.ts";
@@ -20,6 +21,8 @@ export interface LabSettings {
   storageMBps: number;
   heartbeatTimeoutMs: number;
   model: "tiny" | "small";
+  /** How checkpoints go to the peers; the one setting that may change while the cluster runs. */
+  replication: ReplicationPolicy;
   /** The run stops after this many iterations. */
   iterations: number;
 }
@@ -34,6 +37,7 @@ export const DEFAULT_LAB_SETTINGS: LabSettings = {
   storageMBps: 20,
   heartbeatTimeoutMs: 1500,
   model: "tiny",
+  replication: "interleaved",
   iterations: 40,
 };
 
@@ -47,6 +51,8 @@ export function settingsFromQuery(query: string, base: LabSettings = DEFAULT_LAB
       if (PLACEMENT_STRATEGIES.includes(text as PlacementStrategy)) settings.placement = text as PlacementStrategy;
     } else if (key === "model") {
       if (text === "tiny" || text === "small") settings.model = text;
+    } else if (key === "replication") {
+      if (REPLICATION_POLICIES.includes(text as ReplicationPolicy)) settings.replication = text as ReplicationPolicy;
     } else {
       const value = Number(text);
       if (Number.isInteger(value) && value >= (key === "persistEvery" ? 0 : 1)) settings[key] = value;
@@ -167,6 +173,12 @@ export class LabSession extends EventTarget {
   pause() {
     this.#running = false;
     if (this.#root) this.#update({ status: "paused" });
+  }
+
+  /** Switches how checkpoints are replicated, from the next iteration on (before or while the cluster runs). */
+  setReplication(policy: ReplicationPolicy) {
+    this.#root?.setCheckpointing({ policy });
+    this.#update({ settings: { ...this.#state.settings, replication: policy } });
   }
 
   /** One iteration (or the recovery a failure calls for), then paused. */
@@ -374,6 +386,7 @@ function clusterSettings(settings: LabSettings) {
     ...cluster.checkpoint,
     every: settings.checkpointEvery,
     persistEvery: settings.persistEvery,
+    replication: { ...cluster.checkpoint.replication, policy: settings.replication },
   };
   cluster.network = { ...cluster.network, bandwidth: settings.networkMBps * 1e6 };
   cluster.heartbeatMs = Math.max(50, Math.floor(settings.heartbeatTimeoutMs / 10));
