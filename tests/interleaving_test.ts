@@ -160,8 +160,8 @@ const slowNetwork = (policy: ReplicationPolicy, bandwidth: number) => (settings:
 };
 
 Deno.test("live: checkpoints spanning several iterations go at one interval on every machine, within the staging bound; a peer's lagging replica still recovers exactly", async () => {
-  const iterations = 18, failAt = 16; // replicated every 3 iterations from about the 7th
-  const adjust = slowNetwork("interleaved", 1.5e6);
+  // 1 MB/s: a 360 KB checkpoint needs 360 ms of wire, and an iteration has about 85 ms of usable idle spans.
+  const iterations = 22, adjust = slowNetwork("interleaved", 1e6);
   const run = (story: Parameters<typeof runCluster>[1]) =>
     runCluster({ adjust, heartbeatTimeoutMs: 1000, keepState: true }, async (root) => {
       await story(root);
@@ -169,12 +169,26 @@ Deno.test("live: checkpoints spanning several iterations go at one interval on e
     });
   const failureFree = await run(() => Promise.resolve());
   const { plan, machines: last } = failureFree.iterations[iterations];
-  assert.ok((plan.replicateEvery ?? 0) > 1, "checkpoints spanned iterations");
-  assert.ok(last.every((m) => m.replicatedIteration > 0), "and were replicated");
+  const interval = plan.replicateEvery ?? 0;
+  assert.ok(interval > 1, `checkpoints spanned iterations (replicated every ${interval})`);
+  assert.ok(last.every((m) => m.replicatedIteration > 0 && m.replicatedIteration % interval === 0), "aligned");
   assert.ok(last.every((m) => m.idleSpans.length === 2), "two idle spans profiled per iteration");
   assertStagingBound(failureFree.timeline, 4, 128 * KiB);
 
-  const failed = await run((root) => root.injectFailure([2], "hardware", { phase: "step", iteration: failAt }));
+  // Machine 2's hardware fails once every machine has replicated an aligned checkpoint, in an iteration that
+  // does not follow a replicated one: its replacement must take an older replica, and iterations are lost.
+  const failed = await run(async (root) => {
+    let report;
+    do report = await root.advance(); while (
+      report.type !== "iteration" || report.plan.replicateEvery === null ||
+      report.machines.some((m) => m.replicatedIteration === 0)
+    );
+    const every = report.plan.replicateEvery;
+    let at = root.iteration + 2;
+    while ((at - 1) % every === 0) at++;
+    assert.ok(at < iterations, `the failure (iteration ${at}) comes before the end`);
+    await root.injectFailure([2], "hardware", { phase: "step", iteration: at });
+  });
   const [recovery] = failed.recoveries;
   assert.equal(recovery.machines[2].source.from, "peer");
   assert.ok(recovery.lostIterations >= 1, "the replica lagged behind: iterations were lost");
