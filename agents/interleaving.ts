@@ -30,7 +30,7 @@ export type ReplicationPolicy = (typeof REPLICATION_POLICIES)[number];
 
 export interface InterleavingSettings {
   policy: ReplicationPolicy;
-  /** Iterations whose idle spans are profiled before pieces are fitted to them (and any is replicated). */
+  /** Iterations whose idle spans are profiled before pieces are fitted to them (until then: any idle moment). */
   profileIterations: number;
   /** Idle spans shorter than this (ms) are left unused. */
   minIdleMs: number;
