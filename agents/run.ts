@@ -26,7 +26,6 @@ export interface ClusterRun {
   recoveries: RecoveryReport[];
   /** Every message the network carried. */
   timeline: TransferRecord[];
-  plan: RootAgent["plan"];
   state?: Awaited<ReturnType<RootAgent["state"]>>;
 }
 
@@ -49,7 +48,7 @@ export async function runCluster(
       });
       await story(root);
       const state = options.keepState ? await root.state() : undefined;
-      return { settings, iterations, recoveries, timeline: cluster.network.timeline, plan: root.plan, state };
+      return { settings, iterations, recoveries, timeline: cluster.network.timeline, state };
     } finally {
       await root.close();
     }

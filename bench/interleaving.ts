@@ -7,8 +7,7 @@
 import { type ClusterSettings, largestCheckpointBytes } from "../agents/cluster.ts";
 import { runCluster } from "../agents/run.ts";
 import { replayOfLiveRun, simulateTraining } from "../agents/simulation.ts";
-import { MODEL_PRESETS } from "../core/model.ts";
-import { type BenchContext, formatBytes, median, type Section } from "./measure.ts";
+import { type BenchContext, CLUSTER_MODELS, formatBytes, mean, median, type Section, trainModel } from "./measure.ts";
 import { barChart } from "./svg.ts";
 
 /** What each run of a case does: no checkpoints at all, or one every iteration replicated by a policy. */
@@ -21,10 +20,7 @@ const VARIANTS = [
 type Variant = (typeof VARIANTS)[number];
 
 function cases(quick: boolean) {
-  const models = [
-    { name: "tiny", batchPerMachine: 2, time: 32 },
-    { name: "small", batchPerMachine: 2, time: 64 },
-  ];
+  const models = CLUSTER_MODELS.slice(0, 2);
   // Slow enough that the collectives are a good part of an iteration, fast enough for one checkpoint an iteration.
   const bandwidths = [10e6, 40e6];
   return (quick ? models.slice(0, 1) : models).flatMap((model) =>
@@ -34,7 +30,7 @@ function cases(quick: boolean) {
 
 type Case = ReturnType<typeof cases>[number];
 
-// Profiling (5 iterations) and the first aligned replication are over after 8 iterations; then the
+// Profiling (3 iterations) and the first aligned replication are over after 8 iterations; then the
 // variants take turns in blocks, so that each sees the same cluster in the same state (on a software
 // adapter one cluster's iterations can run 10% faster or slower than the next's); the first iteration of
 // each block is left out of the measure (it carries the change-over).
@@ -61,12 +57,7 @@ interface CaseRun {
 
 async function runCase({ model, bandwidth }: Case, quick: boolean): Promise<CaseRun> {
   const adjust = (settings: ClusterSettings) => {
-    settings.training = {
-      ...settings.training,
-      config: MODEL_PRESETS[model.name],
-      batchPerMachine: model.batchPerMachine,
-      time: model.time,
-    };
+    trainModel(settings, model);
     settings.network.bandwidth = bandwidth;
     settings.checkpoint.persistEvery = 0;
     settings.heartbeatMs = 100;
@@ -103,8 +94,6 @@ async function runCase({ model, bandwidth }: Case, quick: boolean): Promise<Case
     }),
   };
 }
-
-const mean = (values: number[]) => values.reduce((sum, v) => sum + v, 0) / values.length;
 
 export const interleavingSection: Section = {
   name: "interleaving",

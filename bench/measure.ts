@@ -1,6 +1,8 @@
 // What every bench section shares: timing repeats, a progress bar on stderr, and the shape of a
 // section's result (a Markdown table, plots, a line for the summary, and the raw numbers).
 
+import type { ClusterSettings } from "../agents/cluster.ts";
+import { MODEL_PRESETS } from "../core/model.ts";
 import type { Figure } from "./svg.ts";
 
 /** What a section hands back: a titled Markdown table, its plots, and its raw numbers for the JSON. */
@@ -40,6 +42,10 @@ export async function time(repeats: number, body: () => Promise<unknown> | unkno
   return samples;
 }
 
+export function mean(values: number[]): number {
+  return values.reduce((sum, value) => sum + value, 0) / values.length;
+}
+
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = sorted.length >> 1;
@@ -60,6 +66,25 @@ export function formatBandwidth(bytesPerSecond: number): string {
 export function markdownTable(header: string[], rows: string[][]): string {
   const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
   return [line(header), line(header.map((_, i) => (i === 0 ? "---" : "---:"))), ...rows.map(line)].join("\n");
+}
+
+/** The models the cluster sections train, with per-machine batches: four machines share two cores here. */
+export const CLUSTER_MODELS = [
+  { name: "tiny", batchPerMachine: 2, time: 32 },
+  { name: "small", batchPerMachine: 2, time: 64 },
+  { name: "medium", batchPerMachine: 1, time: 64 },
+] as const;
+
+export type ClusterModel = (typeof CLUSTER_MODELS)[number];
+
+/** Makes `settings` train `model`. */
+export function trainModel(settings: ClusterSettings, model: ClusterModel) {
+  settings.training = {
+    ...settings.training,
+    config: MODEL_PRESETS[model.name],
+    batchPerMachine: model.batchPerMachine,
+    time: model.time,
+  };
 }
 
 /** A one-line progress bar on stderr (a terminal sees it redrawn in place; a log sees each step). */

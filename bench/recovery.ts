@@ -9,17 +9,17 @@
 import type { RecoveryReport, RootAgent } from "../agents/root.ts";
 import { runCluster } from "../agents/run.ts";
 import { MODEL_PRESETS, parameterCount } from "../core/model.ts";
-import { type BenchContext, formatBytes, median, type Section } from "./measure.ts";
+import {
+  type BenchContext,
+  CLUSTER_MODELS,
+  type ClusterModel,
+  formatBytes,
+  median,
+  type Section,
+  trainModel,
+} from "./measure.ts";
 
-/** The models and per-machine batches: four machines on one software adapter share two cores. */
-function recoveryModels(quick: boolean) {
-  const models = [
-    { name: "tiny", batchPerMachine: 2, time: 32 },
-    { name: "small", batchPerMachine: 2, time: 64 },
-    { name: "medium", batchPerMachine: 1, time: 64 },
-  ];
-  return quick ? models.slice(0, 1) : models;
-}
+const recoveryModels = (quick: boolean) => quick ? CLUSTER_MODELS.slice(0, 1) : CLUSTER_MODELS;
 
 const WARMUP_ITERATIONS = 3;
 const MEASURED_ITERATIONS = 8;
@@ -41,7 +41,7 @@ interface ModelRun {
 
 /** Trains a cluster through `story`; returns its measured iteration times and its recovery reports. */
 async function clusterRun(
-  model: ReturnType<typeof recoveryModels>[number],
+  model: ClusterModel,
   checkpoints: boolean,
   story: (root: RootAgent) => Promise<void>,
 ) {
@@ -49,12 +49,7 @@ async function clusterRun(
     storageBandwidth: STORAGE_BYTES_PER_SECOND,
     heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
     adjust: (settings) => {
-      settings.training = {
-        ...settings.training,
-        config: MODEL_PRESETS[model.name],
-        batchPerMachine: model.batchPerMachine,
-        time: model.time,
-      };
+      trainModel(settings, model);
       settings.checkpoint.every = checkpoints ? 1 : Number.MAX_SAFE_INTEGER;
       settings.checkpoint.persistEvery = checkpoints ? PERSIST_EVERY : 0;
       settings.network.bandwidth = NETWORK_BYTES_PER_SECOND;
@@ -65,7 +60,7 @@ async function clusterRun(
   return { iterationMs: measured.map((report) => report.milliseconds), recoveries: run.recoveries };
 }
 
-async function measureModel(model: ReturnType<typeof recoveryModels>[number]): Promise<ModelRun> {
+async function measureModel(model: ClusterModel): Promise<ModelRun> {
   const measuredEnd = WARMUP_ITERATIONS + MEASURED_ITERATIONS;
   const without = await clusterRun(model, false, (root) => root.runUntil(measuredEnd).then(() => {}));
   // A machine fails in the middle of an iteration (its replacement fetches from a peer), then a whole
