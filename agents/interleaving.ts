@@ -16,7 +16,8 @@
 //   shard has), so once profiled each machine says how many iterations a checkpoint needs, the cluster
 //   takes the largest (`clusterInterval`) and every machine replicates the checkpoints of the iterations
 //   that are multiples of it: the effective checkpoint interval, reported as such. Until the cluster has
-//   an interval, every checkpoint is replicated. A checkpoint due while another is being sent waits in a
+//   an interval, every checkpoint is replicated (those still waiting when it comes, and not due under it,
+//   are dropped). The newest iteration every machine has replicated is kept in every machine's memory. A checkpoint due while another is being sent waits in a
 //   queue, in order, so that every machine replicates the same iterations however late; only a queue
 //   longer than `MAX_QUEUED` (an interval too short for the spans) drops its oldest, counted as skipped.
 //   The naive policy sends a checkpoint whole as soon as it is ready; "none" sends nothing.
@@ -57,10 +58,16 @@ const MAX_QUEUED = 3;
 /** The smallest piece worth a message of its own (a remainder may be smaller). */
 const MIN_PIECE_BYTES = 4096;
 
-export function validateInterleaving(settings: InterleavingSettings, chunkBytes: number): InterleavingSettings {
-  if (!REPLICATION_POLICIES.includes(settings.policy)) {
-    throw new Error(`replication policy must be one of ${REPLICATION_POLICIES.join(", ")}, got "${settings.policy}"`);
+/** Throws a clear error unless `policy` is one of the three. */
+export function validatePolicy(policy: ReplicationPolicy): ReplicationPolicy {
+  if (!REPLICATION_POLICIES.includes(policy)) {
+    throw new Error(`replication policy must be one of ${REPLICATION_POLICIES.join(", ")}, got "${policy}"`);
   }
+  return policy;
+}
+
+export function validateInterleaving(settings: InterleavingSettings, chunkBytes: number): InterleavingSettings {
+  validatePolicy(settings.policy);
   if (!Number.isInteger(settings.profileIterations) || settings.profileIterations < 1) {
     throw new Error(`profiled iterations must be a positive integer, got ${settings.profileIterations}`);
   }
@@ -164,11 +171,7 @@ export class CheckpointScheduler {
   readonly replicated: { iteration: number; at: number }[] = [];
   /** Checkpoints due that were dropped from a full queue, never replicated. */
   skipped = 0;
-  /**
-   * Only the checkpoints of iterations that are multiples of this are replicated (the cluster sets it);
-   * while it is null, every one is.
-   */
-  interval: number | null = null;
+  #interval: number | null = null;
   #policy: ReplicationPolicy;
   readonly #bandwidth: number;
   readonly #chunkBytes: number;
@@ -194,14 +197,30 @@ export class CheckpointScheduler {
     this.#peers = peers;
   }
 
+  /**
+   * Only the checkpoints of iterations that are multiples of this are replicated (the cluster sets it);
+   * while it is null, every one is.
+   */
+  get interval(): number | null {
+    return this.#interval;
+  }
+
+  /**
+   * Sets the interval. Checkpoints queued before it was known that it does not make due are dropped (not
+   * counted as skipped): a backlog of them would delay the due ones differently on each machine.
+   */
+  set interval(interval: number | null) {
+    this.#interval = interval;
+    if (interval !== null) this.#queued = this.#queued.filter((checkpoint) => checkpoint.iteration % interval === 0);
+  }
+
   get policy(): ReplicationPolicy {
     return this.#policy;
   }
 
   /** Changes the policy from the next piece on; with "none", the checkpoint being sent is abandoned. */
   set policy(policy: ReplicationPolicy) {
-    validateInterleaving({ ...this.settings, policy }, this.#chunkBytes);
-    this.#policy = policy;
+    this.#policy = validatePolicy(policy);
     if (policy === "none") this.#abandon();
   }
 
@@ -241,7 +260,7 @@ export class CheckpointScheduler {
    */
   offer(iteration: number, bytes: number): boolean {
     this.#checkpointBytes = bytes;
-    if (this.#policy === "none" || !this.#peers.length || (this.interval !== null && iteration % this.interval)) {
+    if (this.#policy === "none" || !this.#peers.length || (this.#interval !== null && iteration % this.#interval)) {
       return false;
     }
     if (this.#job) {
@@ -340,11 +359,4 @@ function newJob(iteration: number, total: number, peers: number): Job {
 /** The interval every machine replicates at: the largest any needs (null while one has not profiled yet). */
 export function clusterInterval(needed: (number | null)[]): number | null {
   return needed.includes(null) ? null : Math.max(...(needed as number[]));
-}
-
-/** The mean number of iterations between successive replicated checkpoints (1: every iteration). */
-export function effectiveInterval(replicatedIterations: number[]): number | null {
-  if (replicatedIterations.length < 2) return null;
-  const first = replicatedIterations[0], last = replicatedIterations[replicatedIterations.length - 1];
-  return (last - first) / (replicatedIterations.length - 1);
 }

@@ -13,7 +13,7 @@
 import type { CheckpointStore, StoredEntry } from "../core/store.ts";
 import type { FailureKind, Machine, SimulatedCluster } from "./cluster.ts";
 import { type HealthStore, InMemoryHealthStore } from "./health.ts";
-import { clusterInterval, REPLICATION_POLICIES, type ReplicationPolicy } from "./interleaving.ts";
+import { clusterInterval, type ReplicationPolicy, validatePolicy } from "./interleaving.ts";
 import { type PlacementPlan, placementPlan, replicaPeers } from "./placement.ts";
 import {
   describeSource,
@@ -156,6 +156,8 @@ export class RootAgent {
   #checkpointing: { every: number; policy: ReplicationPolicy };
   /** The checkpoints of iterations that are multiples of this are replicated (see interleaving.ts). */
   #replicateEvery: number | null = null;
+  /** The newest iteration every machine has replicated: every machine keeps it (see the worker's `#keep`). */
+  #keep = 0;
   #epoch = 0;
   #closed = false;
 
@@ -201,10 +203,7 @@ export class RootAgent {
     if (!Number.isInteger(every) || every < 1) {
       throw new Error(`checkpoint every must be a positive integer, got ${every}`);
     }
-    if (!REPLICATION_POLICIES.includes(policy)) {
-      throw new Error(`replication policy must be one of ${REPLICATION_POLICIES.join(", ")}, got "${policy}"`);
-    }
-    this.#checkpointing = { every, policy };
+    this.#checkpointing = { every, policy: validatePolicy(policy) };
   }
 
   /** Iterations completed (after a recovery: the iteration rolled back to). */
@@ -303,10 +302,16 @@ export class RootAgent {
   async #step(): Promise<IterationReport> {
     const start = performance.now();
     const { every, policy } = this.#checkpointing;
-    const plan = { checkpoint: (this.#iteration + 1) % every === 0, policy, replicateEvery: this.#replicateEvery };
+    const plan = {
+      checkpoint: (this.#iteration + 1) % every === 0,
+      policy,
+      replicateEvery: this.#replicateEvery,
+      keep: this.#keep,
+    };
     const results = await Promise.all(this.#running().map((machine) => machine.api.step(plan)));
     this.#iteration = results[0].iteration;
     this.#replicateEvery = clusterInterval(results.map((result) => result.neededInterval)) ?? plan.replicateEvery;
+    this.#keep = Math.max(this.#keep, Math.min(...results.map((result) => result.replicatedIteration)));
     const loss = results.reduce((sum, result) => sum + result.loss, 0) / results.length;
     return {
       type: "iteration",

@@ -100,6 +100,8 @@ export interface IterationPlan {
    * null until every machine has profiled its idle spans, and meanwhile every checkpoint is.
    */
   replicateEvery: number | null;
+  /** The newest iteration every machine has replicated (0: none): every machine keeps it in memory. */
+  keep: number;
 }
 
 export interface StepResult {
@@ -115,8 +117,6 @@ export interface StepResult {
   checkpointBlocked: number;
   /** The newest of this machine's checkpoints that has been sent whole to every peer (0: none yet). */
   replicatedIteration: number;
-  /** Checkpoints due so far that were never replicated: dropped from a full queue (see interleaving.ts). */
-  replicationSkipped: number;
   /** The idle spans the machine profiled on its NIC in an iteration (ms; empty while profiling). */
   idleSpans: number[];
   /** How many iterations' idle spans one of its checkpoints needs (null while profiling). */

@@ -63,6 +63,10 @@ class MachineAgent {
   readonly #scheduler: CheckpointScheduler;
   /** Copies of the checkpoints being and waiting to be replicated, by iteration (their slots may be reused). */
   readonly #replicating = new Map<number, Uint8Array>();
+  /** Copies of those that reached every peer, until the cluster keeps one at least as new (see `#keep`). */
+  readonly #replicated = new Map<number, Uint8Array>();
+  /** The iteration this machine's memory keeps (see `#keep`). */
+  #kept = 0;
   readonly #adapter: string;
   /** Sends the heartbeats from a thread of its own, so that long GPU work here never delays them. */
   readonly #heartbeat: Worker;
@@ -135,6 +139,7 @@ class MachineAgent {
       const t = this.#trainer.step + 1, rank = this.spec.rank, machines = this.spec.machines;
       this.#scheduler.interval = plan.replicateEvery;
       this.#scheduler.policy = plan.policy;
+      this.#keep(plan.keep);
       this.#scheduler.beginIteration();
       let clock = performance.now();
       const lap = () => -clock + (clock = performance.now());
@@ -173,7 +178,6 @@ class MachineAgent {
         allGather: lap(),
         checkpointBlocked,
         replicatedIteration: this.#scheduler.replicated.at(-1)?.iteration ?? 0,
-        replicationSkipped: this.#scheduler.skipped,
         idleSpans: this.#scheduler.profile.spans,
         neededInterval: this.#scheduler.neededInterval(),
       };
@@ -253,22 +257,28 @@ class MachineAgent {
     const info: ChunkInfo = { owner: this.spec.rank, iteration, offset, total: bytes.length };
     const piece = bytes.subarray(offset, offset + order.bytes);
     this.#network.send(peer, "checkpoint", "replica", `replica/${iteration}/${offset}`, piece, info, () => {
-      if (this.#scheduler.sent(order, performance.now())) this.#keepReplicated(iteration, bytes);
+      if (this.#scheduler.sent(order, performance.now())) {
+        for (const to of this.spec.replicaPeers) this.#store.markReplicated(this.spec.rank, iteration, to);
+        this.#replicated.set(iteration, bytes);
+      }
       this.#sendCheckpointPieces();
     });
   }
 
   /**
-   * Checkpoint `iteration` has reached every peer. A recovery from peers may roll every machine back to
-   * it, so this machine keeps it too (the store spares its newest replicated checkpoint when it reuses a
-   * slot); if it was already evicted for newer ones while it was being sent, it is stored again.
+   * Every machine has replicated the checkpoints of `iteration` (the plan says so): a recovery from peers
+   * may roll everyone back to it, so this machine keeps its own and the replicas it holds of it until a
+   * newer one is kept. Its own is stored again from its replication copy if newer ones evicted it meanwhile.
    */
-  #keepReplicated(iteration: number, bytes: Uint8Array) {
-    const rank = this.spec.rank;
-    if (!this.#store.withCheckpoint(rank, iteration, () => true)) {
-      this.#store.write(rank, iteration, bytes.length, (slot) => slot.set(bytes));
+  #keep(iteration: number) {
+    if (iteration === this.#kept) return;
+    const rank = this.spec.rank, own = this.#replicated.get(iteration);
+    if (own && !this.#store.withCheckpoint(rank, iteration, () => true)) {
+      this.#store.write(rank, iteration, own.length, (slot) => slot.set(own));
     }
-    for (const peer of this.spec.replicaPeers) this.#store.markReplicated(rank, iteration, peer);
+    this.#store.keep(iteration);
+    this.#kept = iteration;
+    for (const replicated of this.#replicated.keys()) if (replicated <= iteration) this.#replicated.delete(replicated);
   }
 
   /** Every `persistEvery` iterations, a copy to the persistent store, unless the last one is still being written. */

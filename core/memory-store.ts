@@ -47,6 +47,8 @@ const DATA_ALIGNMENT = 64;
 const HEADER_GROWTH = 4096;
 
 // Int32 indices of the control block.
+/** In a slot's replica-holder mask (peers 0..30), the bit that marks the checkpoint to keep. */
+const KEEP_FLAG = 1 << 31;
 const C_MAGIC = 0, C_VERSION = 1, C_LOCK = 2, C_NODE = 3, C_MAX_OWNERS = 4, C_SLOTS = 5, C_OWNERS_USED = 6;
 // Float64 indices of the control block.
 const F_ALLOCATED = 4, F_ARENA = 5;
@@ -321,9 +323,7 @@ export class InMemoryCheckpointStore implements CheckpointStore {
 
   /**
    * An empty slot, else an abandoned one, else the oldest complete one: never the newest complete one,
-   * and, while another is left, never the newest replicated one (when checkpoints are replicated less
-   * often than they are taken, it is what a recovery from peers rolls every machine back to, and the one
-   * copy of this shard there may be if the peer holding its replica fails).
+   * and, while another is left, never the one to keep (see `keep`).
    * There is one writer per owner at a time, so an odd (being-written) slot that a writer sees was left
    * by a writer that died mid-write.
    */
@@ -333,12 +333,27 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     if (empty !== undefined) return empty;
     const abandoned = slots.find((slot) => this.#version(index, slot) % 2 === 1);
     if (abandoned !== undefined) return abandoned;
-    const newestFirst = slots.map((slot) => ({ slot, entry: this.#entry(index, slot) }))
-      .sort((a, b) => b.entry.iteration - a.entry.iteration);
-    const candidates = newestFirst.slice(1);
-    const replicated = newestFirst.find(({ entry }) => entry.replicatedTo.length);
-    const spared = candidates.length > 1 ? candidates.filter((c) => c !== replicated) : candidates;
-    return spared[spared.length - 1].slot;
+    const candidates = slots.sort((a, b) => this.#entry(index, b).iteration - this.#entry(index, a).iteration)
+      .slice(1);
+    const kept = (slot: number) => (Atomics.load(this.#i32, this.#slotBase(index, slot) / 4 + 1) & KEEP_FLAG) !== 0;
+    const spared = candidates.length > 1 ? candidates.filter((slot) => !kept(slot)) : candidates;
+    return spared[spared.length - 1];
+  }
+
+  /**
+   * Keeps every owner's checkpoint `iteration` (where stored) when a slot is reused, until another
+   * iteration is kept: the cluster keeps the newest iteration every machine has replicated, which a
+   * recovery from peers rolls back to when checkpoints are replicated less often than they are taken.
+   */
+  keep(iteration: number) {
+    for (let index = 0; index < this.#i32[C_OWNERS_USED]; index++) {
+      for (let slot = 0; slot < this.#i32[C_SLOTS]; slot++) {
+        const base = this.#slotBase(index, slot) / 4;
+        const match = this.#version(index, slot) % 2 === 0 && this.#f64[base / 2 + 3] === iteration;
+        if (match) Atomics.or(this.#i32, base + 1, KEEP_FLAG);
+        else Atomics.and(this.#i32, base + 1, ~KEEP_FLAG);
+      }
+    }
   }
 
   // deno-lint-ignore require-await

@@ -68,19 +68,24 @@ Deno.test("the memory store keeps the newest K checkpoints per owner and loads t
   await assert.rejects(store.load(7), NoCheckpointError);
 });
 
-Deno.test("the memory store spares the newest replicated checkpoint when it reuses a slot, while it has another", async () => {
+Deno.test("the memory store keeps the iteration it is told to keep when it reuses a slot, while it has another", async () => {
   const store = InMemoryCheckpointStore.create(0, 4 << 20, { slotsPerOwner: 3 });
-  const iterations = async () => (await store.entries(0)).map((e) => e.iteration);
+  const iterations = async (owner: number) => (await store.entries(owner)).map((e) => e.iteration);
   await store.save(0, 3, patternShard(3));
-  store.markReplicated(0, 3, 1);
-  for (const iteration of [4, 5, 6, 7]) await store.save(0, iteration, patternShard(iteration));
-  assert.deepEqual(await iterations(), [7, 6, 3], "3, replicated, outlives the newer 4 and 5");
-  store.markReplicated(0, 6, 1);
+  await store.save(1, 3, patternShard(3, 1)); // a replica of machine 1's checkpoint 3
+  store.keep(3);
+  for (const iteration of [4, 5, 6, 7]) {
+    await store.save(0, iteration, patternShard(iteration));
+    await store.save(1, iteration, patternShard(iteration, 1));
+  }
+  assert.deepEqual(await iterations(0), [7, 6, 3], "3, kept, outlives the newer 4 and 5");
+  assert.deepEqual(await iterations(1), [7, 6, 3], "for every owner in this memory");
+  store.keep(6);
   await store.save(0, 8, patternShard(8));
-  assert.deepEqual(await iterations(), [8, 7, 6], "now 6 is the one kept, and 3 goes");
+  assert.deepEqual(await iterations(0), [8, 7, 6], "now 6 is the one kept, and 3 goes");
   const two = InMemoryCheckpointStore.create(0, 4 << 20, { slotsPerOwner: 2 });
   await two.save(0, 1, patternShard(1));
-  two.markReplicated(0, 1, 1);
+  two.keep(1);
   for (const iteration of [2, 3]) await two.save(0, iteration, patternShard(iteration));
   assert.deepEqual((await two.entries(0)).map((e) => e.iteration), [3, 2], "with two slots, the newest two");
 });
