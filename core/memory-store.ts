@@ -46,9 +46,10 @@ const SLOT_RECORD_BYTES = 32; // int32 version, int32 replicas, float64 length, 
 const DATA_ALIGNMENT = 64;
 const HEADER_GROWTH = 4096;
 
-// Int32 indices of the control block.
 /** In a slot's replica-holder mask (peers 0..30), the bit that marks the checkpoint to keep. */
 const KEEP_FLAG = 1 << 31;
+
+// Int32 indices of the control block.
 const C_MAGIC = 0, C_VERSION = 1, C_LOCK = 2, C_NODE = 3, C_MAX_OWNERS = 4, C_SLOTS = 5, C_OWNERS_USED = 6;
 // Float64 indices of the control block.
 const F_ALLOCATED = 4, F_ARENA = 5;
