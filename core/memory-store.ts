@@ -337,8 +337,10 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     const candidates = slots.sort((a, b) => this.#entry(index, b).iteration - this.#entry(index, a).iteration)
       .slice(1);
     const kept = (slot: number) => (Atomics.load(this.#i32, this.#slotBase(index, slot) / 4 + 1) & KEEP_FLAG) !== 0;
-    const spared = candidates.length > 1 ? candidates.filter((slot) => !kept(slot)) : candidates;
-    return spared[spared.length - 1];
+    // More than one slot can hold the kept iteration (one written again after a rollback): if every
+    // candidate is kept, the oldest goes anyway.
+    const unkept = candidates.filter((slot) => !kept(slot));
+    return (unkept.length ? unkept : candidates).at(-1)!;
   }
 
   /**

@@ -83,6 +83,16 @@ Deno.test("the memory store keeps the iteration it is told to keep when it reuse
   store.keep(6);
   await store.save(0, 8, patternShard(8));
   assert.deepEqual(await iterations(0), [8, 7, 6], "now 6 is the one kept, and 3 goes");
+  // Two slots of one owner holding the kept iteration (it was trained again after a rollback) leave the
+  // store a slot to reuse all the same, and the arena intact.
+  store.keep(8);
+  await store.save(0, 8, patternShard(8));
+  store.keep(8);
+  await store.save(0, 9, patternShard(9));
+  assert.deepEqual(await iterations(0), [9, 8, 8]);
+  await store.save(0, 10, patternShard(10));
+  assert.deepEqual(await iterations(0), [10, 9, 8]);
+  assert.ok(holdsPattern((await store.load(0)).shard.tensors, 10));
   const two = InMemoryCheckpointStore.create(0, 4 << 20, { slotsPerOwner: 2 });
   await two.save(0, 1, patternShard(1));
   two.keep(1);
