@@ -12,7 +12,7 @@
 // Checksums are Fletcher-style over 32-bit words (core/checksum.ts): a flipped byte always changes the
 // first sum, a reordering the second.
 
-import { checksumWords } from "./checksum.ts";
+import { checksumWords, RunningChecksum } from "./checksum.ts";
 import type { DataState } from "./data.ts";
 import type { GPT2Config } from "./model.ts";
 
@@ -107,11 +107,18 @@ export function shardLayout(meta: ShardMeta): { headerBytes: number; bodyOffset:
 }
 
 /**
+ * The pieces `writeShard` copies a chunk in, checksumming each right after it is copied: small enough to
+ * be still in a core's cache when it is read again (measured here on a 128 MiB shard: 256 KiB pieces
+ * saved at 0.83 of memcpy, whole 1 MiB chunks at 0.68).
+ */
+const WRITE_PIECE_BYTES = 256 * 1024;
+
+/**
  * Writes a shard into `target` (at least `shardLayout(meta).totalBytes` long, e.g. a slot of a store)
- * straight from the tensors, a chunk at a time, and returns the bytes written. Each chunk is checksummed
- * in `target` right after it is copied, while it is still in cache: against the checksums given
- * (computed by the GPU from the tensors it captured, so the check covers the whole way from the GPU to
- * `target`; a mismatch is a CheckpointCorruptError), or to compute them.
+ * straight from the tensors, and returns the bytes written. Each chunk is checksummed in `target` as it is
+ * copied, a piece at a time while each is still in the cache: against the checksums given (computed by
+ * the GPU from the tensors it captured, so the check covers the whole way from the GPU to `target`; a
+ * mismatch is a CheckpointCorruptError), or to compute them.
  */
 export function writeShard(
   target: Uint8Array,
@@ -138,14 +145,16 @@ export function writeShard(
   const sums: number[] = [];
   for (let chunk = 0; chunk < chunks; chunk++) {
     const begin = chunk * meta.chunkBytes, end = Math.min(begin + meta.chunkBytes, body.length);
+    const running = new RunningChecksum();
     // The body is the three tensors end to end: a chunk may take the end of one and the start of the next.
     for (let at = begin; at < end;) {
       const tensor = Math.floor(at / tensorBytes), offset = at - tensor * tensorBytes;
-      const length = Math.min(end - at, tensorBytes - offset);
+      const length = Math.min(end - at, tensorBytes - offset, WRITE_PIECE_BYTES);
       body.set(sources[tensor].subarray(offset, offset + length), at);
+      running.add(new Int32Array(body.buffer, body.byteOffset + at, length / 4));
       at += length;
     }
-    const sum = checksumWords(new Int32Array(body.buffer, body.byteOffset + begin, (end - begin) / 4));
+    const sum = running.value;
     if (checksums && sum !== checksums[chunk]) {
       throw new CheckpointCorruptError(
         `checkpoint ${meta.iteration} of machine ${meta.owner}: chunk ${chunk} as written does not match the checksum ` +

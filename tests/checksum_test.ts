@@ -1,8 +1,8 @@
 // The chunk checksum: the WebAssembly SIMD path gives exactly the plain loop's result, for every length
-// and alignment, and a flipped bit or swapped words change it.
+// and alignment, also taken in pieces; and a flipped bit or swapped words change it.
 
 import assert from "node:assert/strict";
-import { checksumWords, enableFastChecksum } from "../core/checksum.ts";
+import { checksumWords, enableFastChecksum, RunningChecksum } from "../core/checksum.ts";
 import { Rng } from "../core/random.ts";
 
 /** The definition, written out as plainly as possible. */
@@ -22,7 +22,7 @@ Deno.test("the SIMD checksum over a shared WebAssembly.Memory equals the plain l
   const rng = new Rng(9);
   for (let i = 0; i < words.length; i++) words[i] = rng.nextU32() | 0;
   for (const offset of [0, 1, 2, 3, 5]) {
-    for (const length of [0, 1, 3, 4, 5, 7, 8, 1000, 65_537, 262_144]) {
+    for (const length of [0, 1, 3, 4, 5, 7, 8, 15, 16, 17, 31, 33, 64, 1000, 65_537, 262_144]) {
       const slice = words.subarray(offset, offset + length);
       assert.equal(checksumWords(slice), reference(slice), `offset ${offset}, length ${length}`);
     }
@@ -38,4 +38,20 @@ Deno.test("a flipped bit or two swapped words change the checksum", () => {
   const swapped = words.slice();
   [swapped[10], swapped[11]] = [swapped[11], swapped[10]];
   assert.notEqual(checksumWords(swapped), base);
+});
+
+Deno.test("a checksum taken in pieces equals the checksum of the whole", () => {
+  const memory = new WebAssembly.Memory({ initial: 2, maximum: 2, shared: true });
+  enableFastChecksum(memory);
+  const rng = new Rng(3);
+  for (
+    const words of [new Int32Array(memory.buffer as unknown as SharedArrayBuffer, 0, 9_000), new Int32Array(9_000)]
+  ) {
+    for (let i = 0; i < words.length; i++) words[i] = rng.nextU32() | 0;
+    for (const cuts of [[], [1], [16, 17, 4_000], [5, 6, 7, 8_999]]) {
+      const running = new RunningChecksum();
+      [0, ...cuts].forEach((from, i) => running.add(words.subarray(from, [...cuts, words.length][i])));
+      assert.equal(running.value, reference(words), `cut at ${cuts.join(", ") || "nothing"}`);
+    }
+  }
 });
