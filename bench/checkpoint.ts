@@ -94,9 +94,9 @@ async function measureState(device: GPUDevice, stateBytes: number, directory: st
   // The limit, copying the same bytes once host to host, and the store's own path, saving them from host
   // memory, taking turns so that this shared machine's noise falls on both alike. Both read the same
   // encoded shard and write three slot-sized destinations in turn, as the store's slots are: so the two
-  // differ only by the store's work (checksums, header, publishing), and a state that fits the cache
-  // does not make memcpy look faster than memory. (The destinations are touched first: this machine's
-  // first touch of fresh memory runs at about 0.35 GB/s.)
+  // differ only by the store's work (checksums, header, publishing), and memcpy gets no more help from
+  // the cache than the store does. (The destinations are touched first: this machine's first touch of
+  // fresh memory runs at about 0.35 GB/s.)
   const source = encodeShard(meta, tensors); // iteration 1
   const targets = [1, 2, 3].map(() => new Uint8Array(shardBytes).fill(1));
   const inHostMemory = decodeShard(source).tensors;
