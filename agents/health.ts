@@ -1,6 +1,9 @@
 // The root agent's health store: machines register under keys bound to leases, and a lease that is not
 // kept alive in time expires and deletes its keys, which watchers see as a failure. This is the shape of
 // etcd's leases and watches, so a real distributed key-value store can take the in-memory one's place.
+// Leases run on an injected clock: the wall clock in the live cluster, a virtual one in tests.
+
+import { type Clock, WallClock } from "./clock.ts";
 
 export interface HealthEvent {
   type: "put" | "delete";
@@ -25,7 +28,7 @@ export interface HealthStore {
 
 interface Lease {
   ttlMs: number;
-  timer: ReturnType<typeof setTimeout>;
+  cancel: () => void;
   keys: Set<string>;
 }
 
@@ -33,20 +36,25 @@ export class InMemoryHealthStore implements HealthStore {
   readonly #values = new Map<string, { value: unknown; lease?: number }>();
   readonly #leases = new Map<number, Lease>();
   readonly #watchers = new Set<{ prefix: string; listener: (event: HealthEvent) => void }>();
+  readonly #clock: Clock;
   #nextLease = 1;
+
+  constructor(clock: Clock = new WallClock()) {
+    this.#clock = clock;
+  }
 
   grant(ttlMs: number): Promise<number> {
     if (!(ttlMs > 0)) return Promise.reject(new Error(`a lease needs a positive time to live, got ${ttlMs}`));
     const id = this.#nextLease++;
-    this.#leases.set(id, { ttlMs, timer: setTimeout(() => this.#end(id), ttlMs), keys: new Set() });
+    this.#leases.set(id, { ttlMs, cancel: this.#clock.setTimer(ttlMs, () => this.#end(id)), keys: new Set() });
     return Promise.resolve(id);
   }
 
   keepAlive(lease: number): Promise<boolean> {
     const held = this.#leases.get(lease);
     if (!held) return Promise.resolve(false);
-    clearTimeout(held.timer);
-    held.timer = setTimeout(() => this.#end(lease), held.ttlMs);
+    held.cancel();
+    held.cancel = this.#clock.setTimer(held.ttlMs, () => this.#end(lease));
     return Promise.resolve(true);
   }
 
@@ -80,7 +88,7 @@ export class InMemoryHealthStore implements HealthStore {
 
   /** Ends every lease (their keys are deleted without notifying: the store is going away). */
   close() {
-    for (const lease of this.#leases.values()) clearTimeout(lease.timer);
+    for (const lease of this.#leases.values()) lease.cancel();
     this.#leases.clear();
     this.#watchers.clear();
   }
@@ -88,7 +96,7 @@ export class InMemoryHealthStore implements HealthStore {
   #end(id: number) {
     const lease = this.#leases.get(id);
     if (!lease) return;
-    clearTimeout(lease.timer);
+    lease.cancel();
     this.#leases.delete(id);
     for (const key of lease.keys) {
       if (this.#values.get(key)?.lease !== id) continue;

@@ -9,7 +9,10 @@
 // of its own lets a scheduler put each chunk where training traffic leaves the link idle.
 //
 // `Network` is the switch, in the thread that owns the cluster; `NetworkEndpoint` is a machine's NIC
-// driver, in its Worker, connected to the switch by a MessagePort.
+// driver, in its Worker, connected to the switch by a MessagePort. The switch keeps time on an injected
+// clock (the wall clock when live, a virtual one in tests).
+
+import { type Clock, WallClock } from "./clock.ts";
 
 /** What a transfer carries: the collectives of training, checkpoint replicas, or a shard fetched in recovery. */
 export type TrafficKind = "training" | "checkpoint" | "retrieval";
@@ -99,7 +102,7 @@ export class Network {
   readonly settings: NetworkSettings;
   /** Every transfer so far, in the order sent (the oldest dropped past `timelineLimit`). */
   readonly timeline: TransferRecord[] = [];
-  readonly #origin = performance.now();
+  readonly #clock: Clock;
   readonly #ports = new Map<number, MessagePort>();
   readonly #links: LinkSchedule;
   /** Messages queued or on the wire, by id: a message dropped from here is never delivered. */
@@ -108,15 +111,20 @@ export class Network {
   readonly #timelineLimit: number;
   #nextId = 0;
 
-  constructor(settings: NetworkSettings, options: { timelineLimit?: number } = {}) {
+  constructor(settings: NetworkSettings, options: { timelineLimit?: number; clock?: Clock } = {}) {
     this.settings = validateNetworkSettings({ ...settings });
+    this.#clock = options.clock ?? new WallClock();
     this.#links = new LinkSchedule(this.settings.bandwidth);
     this.#timelineLimit = options.timelineLimit ?? 200_000;
   }
 
-  /** Milliseconds since the network started: the timeline's clock. */
+  /** Milliseconds on the network's clock: the timeline's times. */
   now(): number {
-    return performance.now() - this.#origin;
+    return this.#clock.now();
+  }
+
+  get clock(): Clock {
+    return this.#clock;
   }
 
   /** Plugs machine `rank`'s NIC (the other end of `port` is its `NetworkEndpoint`) into the switch. */
@@ -157,9 +165,9 @@ export class Network {
     for (const rank of [...this.#ports.keys()]) this.detach(rank, "the network was shut down");
   }
 
-  /** Runs `run` at `time` on the network's clock, never before (a timer may fire early by a fraction of a ms). */
+  /** Runs `run` at `time` on the network's clock. */
   #at(time: number, run: () => void) {
-    setTimeout(() => this.now() >= time ? run() : this.#at(time, run), Math.max(0, Math.ceil(time - this.now())));
+    this.#clock.setTimer(time - this.now(), run);
   }
 
   #send(from: number, message: Outgoing) {

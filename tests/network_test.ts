@@ -1,75 +1,127 @@
-// The simulated network: messages are paced by each NIC's send and receive links in the order sent,
-// delivered as copies, recorded on the timeline, and lost when a machine fails; an endpoint matches
-// messages to receivers and drops those of an abandoned recovery epoch.
+// The simulated network, on a virtual clock: messages are paced by each NIC's send and receive links in
+// the order sent, delivered as copies one latency after their last byte, recorded on the timeline, and lost
+// when a machine fails; an endpoint matches messages to receivers and drops those of an abandoned epoch.
 
 import assert from "node:assert/strict";
-import { AbortedError, type Delivery, Network, NetworkEndpoint } from "../agents/network.ts";
+import { VirtualClock } from "../agents/clock.ts";
+import { AbortedError, type Delivery, Network, NetworkEndpoint, type TransferRecord } from "../agents/network.ts";
 
-/** A network of `count` machines in this thread. */
+/** A network of `count` machines in this thread, on a virtual clock. */
 function connect(count: number, bandwidth = 1e6, latencyMs = 0.5) {
-  const network = new Network({ bandwidth, latencyMs });
+  const clock = new VirtualClock(), network = new Network({ bandwidth, latencyMs }, { clock });
   const endpoints = Array.from({ length: count }, (_, rank) => {
     const channel = new MessageChannel();
     network.attach(rank, channel.port1);
     return new NetworkEndpoint(rank, channel.port2);
   });
+  /** Resolves once the switch has taken `messages` more messages from the endpoints (they cross a port). */
+  const queued = (messages: number) =>
+    new Promise<TransferRecord[]>((resolve) => {
+      const seen: TransferRecord[] = [];
+      const stop = network.onTransfer((record) => {
+        seen.push(record);
+        if (seen.length === messages) stop(), resolve(seen);
+      });
+    });
   const close = () => {
     network.close();
     for (const endpoint of endpoints) endpoint.close();
   };
-  return { network, endpoints, close };
+  return { clock, network, endpoints, queued, close };
 }
 
 const pattern = (length: number, seed: number) => Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 255);
 
-Deno.test("a message arrives as a copy of what was sent, once its bytes have crossed both links", async () => {
-  const { network, endpoints: [a, b], close } = connect(2);
+/**
+ * Resolves with `promise`'s value, or "pending" if it is still unsettled after many turns of the event loop
+ * (for asserting that something did not happen: a slow port can only make such an assertion pass).
+ */
+async function settled<T>(promise: Promise<T>): Promise<T | "pending"> {
+  const quiet = new Promise<"pending">((resolve) => setTimeout(() => resolve("pending"), 0));
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setTimeout(resolve, 0));
+  return Promise.race([promise, quiet]);
+}
+
+Deno.test("a message arrives as a copy of what was sent, one latency after its last byte has crossed both links", async () => {
+  const { clock, network, endpoints: [a, b], queued, close } = connect(2);
   try {
-    const sent = pattern(20_000, 1);
+    const sent = pattern(20_000, 1), taken = queued(1);
     a.send(1, "training", "all-gather", "x", sent);
     sent.fill(0); // the sender's buffer is its own again at once
-    const delivery = await b.receive(0, "x");
-    assert.deepEqual(delivery.bytes, pattern(20_000, 1));
-    const [record] = network.timeline;
-    assert.equal(record.bytes, 20_000);
-    assert.equal(record.kind, "training");
-    assert.ok(Math.abs(record.end - record.start - 20) < 1e-9, "20,000 bytes at 1 MB/s take 20 ms");
-    assert.ok(network.now() >= record.end + 0.5, "it arrived one latency after its last byte");
+    const [record] = await taken;
+    assert.deepEqual([record.bytes, record.kind, record.start, record.end], [20_000, "training", 0, 20]);
+    const delivery = b.receive(0, "x");
+    clock.advance(20.4);
+    assert.equal(await settled(delivery), "pending", "nothing arrives before the latency has passed");
+    clock.advance(0.1);
+    assert.deepEqual((await delivery).bytes, pattern(20_000, 1));
   } finally {
     close();
   }
 });
 
 Deno.test("a NIC sends its messages one after another; other machines' links are independent", async () => {
-  const { network, endpoints: [a, b, c, d], close } = connect(4);
+  const { clock, network, endpoints: [a, b, c, d], queued, close } = connect(4);
   try {
+    let taken = queued(3);
     a.send(1, "checkpoint", "replica", "first", pattern(10_000, 1));
     a.send(2, "training", "reduce-scatter", "second", pattern(5_000, 2));
     c.send(3, "training", "reduce-scatter", "third", pattern(5_000, 3));
+    await taken;
+    clock.advance(100);
     await Promise.all([b.receive(0, "first"), c.receive(0, "second"), d.receive(2, "third")]);
     const find = (from: number, to: number) => network.timeline.find((r) => r.from === from && r.to === to)!;
-    const [first, second, third] = [find(0, 1), find(0, 2), find(2, 3)];
-    assert.equal(second.start, first.end, "the second message waited for the first on machine 0's link");
-    assert.ok(third.start < first.end, "machine 2's link was free");
+    assert.deepEqual([find(0, 1).start, find(0, 1).end], [0, 10]);
+    assert.deepEqual(
+      [find(0, 2).start, find(0, 2).end],
+      [10, 15],
+      "the second waited for the first on machine 0's link",
+    );
+    assert.deepEqual([find(2, 3).start, find(2, 3).end], [0, 5], "machine 2's link was free");
     // Two senders to one receiver share its receive link.
+    taken = queued(2);
     b.send(3, "training", "all-gather", "to-d-1", pattern(8_000, 4));
     c.send(3, "training", "all-gather", "to-d-2", pattern(8_000, 5));
+    const [toD1, toD2] = await taken;
+    clock.advance(100);
     await Promise.all([d.receive(1, "to-d-1"), d.receive(2, "to-d-2")]);
-    const [toD1, toD2] = [find(1, 3), find(2, 3)].sort((x, y) => x.start - y.start);
-    assert.ok(toD2.start >= toD1.end);
+    assert.deepEqual([toD1.start, toD1.end, toD2.start, toD2.end], [100, 108, 108, 116]);
+  } finally {
+    close();
+  }
+});
+
+Deno.test("a sender hears when its message's last byte has left its NIC, before it arrives", async () => {
+  const { clock, endpoints: [a, b], queued, close } = connect(2);
+  try {
+    const taken = queued(1);
+    const sentAt = new Promise<number>((resolve) =>
+      a.send(1, "checkpoint", "replica", "r", pattern(10_000, 1), undefined, () => resolve(clock.now()))
+    );
+    const arrival = b.receive(0, "r");
+    await taken;
+    clock.advance(10);
+    assert.equal(await sentAt, 10);
+    assert.equal(await settled(arrival), "pending", "it arrives a latency later");
+    clock.advance(0.5);
+    await arrival;
   } finally {
     close();
   }
 });
 
 Deno.test("messages to or from a failed machine are lost and marked so on the timeline", async () => {
-  const { network, endpoints: [a, b], close } = connect(2, 1e5);
+  const { clock, network, endpoints: [a, b], queued, close } = connect(2, 1e5);
   try {
+    const taken = queued(1);
     a.send(1, "checkpoint", "replica", "lost", pattern(50_000, 1)); // 500 ms on the wire
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await taken;
+    clock.advance(5);
     network.detach(1, "machine 1 failed");
     assert.equal(network.timeline[0].dropped, "machine 1 failed");
     assert.equal(network.bytesInFlight, 0);
+    clock.advance(1000);
+    assert.equal(network.timeline[0].dropped, "machine 1 failed");
   } finally {
     close();
     b.close();
@@ -77,22 +129,34 @@ Deno.test("messages to or from a failed machine are lost and marked so on the ti
 });
 
 Deno.test("an abort fails pending receives and drops messages of the abandoned epoch", async () => {
-  const { endpoints: [a, b], close } = connect(2);
+  const { clock, endpoints: [a, b], queued, close } = connect(2);
   try {
     const pending = b.receive(0, "never");
     b.abort(1);
     await assert.rejects(pending, AbortedError);
     // A caller that began before the abort cannot receive any more.
     await assert.rejects(b.receive(0, "late", 0), AbortedError);
+    let taken = queued(2);
     a.send(1, "training", "all-gather", "stale", pattern(10, 1)); // a is still in epoch 0
     a.abort(1);
     a.send(1, "training", "all-gather", "fresh", pattern(10, 2));
-    const fresh = await b.receive(0, "fresh");
-    assert.deepEqual(fresh.bytes, pattern(10, 2));
+    await taken;
+    const stale = b.receive(0, "stale");
+    clock.advance(10);
+    assert.deepEqual((await b.receive(0, "fresh")).bytes, pattern(10, 2));
+    assert.equal(await settled(stale), "pending", "the stale message was dropped");
     const handled: Delivery[] = [];
-    b.handle("checkpoint", (delivery) => handled.push(delivery));
+    const delivered = new Promise<void>((resolve) =>
+      b.handle("checkpoint", (delivery) => {
+        handled.push(delivery);
+        resolve();
+      })
+    );
+    taken = queued(1);
     a.send(1, "checkpoint", "replica", "r", pattern(10, 3), { owner: 0 });
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await taken;
+    clock.advance(10);
+    await delivered;
     assert.deepEqual(handled.map((delivery) => delivery.info), [{ owner: 0 }]);
   } finally {
     close();
