@@ -61,30 +61,43 @@ export interface ParameterSpec {
 // tensor can be bound on its own; the layout is then the same on every adapter.
 const TENSOR_ALIGNMENT_FLOATS = 64;
 
+/** The number of floats in a tensor of `shape`. */
+function floats(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * One block's parameters, in flat-buffer order: llm.c's name (as in its ParameterTensors) for Hugging
+ * Face's name under `h.<l>.` and the shape.
+ */
+function blockParameterShapes(C: number) {
+  return {
+    ln1w: ["ln_1.weight", [C]],
+    ln1b: ["ln_1.bias", [C]],
+    qkvw: ["attn.c_attn.weight", [C, 3 * C]],
+    qkvb: ["attn.c_attn.bias", [3 * C]],
+    attprojw: ["attn.c_proj.weight", [C, C]],
+    attprojb: ["attn.c_proj.bias", [C]],
+    ln2w: ["ln_2.weight", [C]],
+    ln2b: ["ln_2.bias", [C]],
+    fcw: ["mlp.c_fc.weight", [C, 4 * C]],
+    fcb: ["mlp.c_fc.bias", [4 * C]],
+    fcprojw: ["mlp.c_proj.weight", [4 * C, C]],
+    fcprojb: ["mlp.c_proj.bias", [C]],
+  } satisfies Record<string, [string, number[]]>;
+}
+
 /** The parameters in Hugging Face GPT-2 order, with their offsets in the flat buffer. */
 export function parameterLayout(config: GPT2Config): { specs: ParameterSpec[]; totalFloats: number } {
   const { vocab_size: V, n_ctx: maxT, n_embd: C, n_layer: L } = validateConfig(config);
   const shapes: [string, number[]][] = [["wte.weight", [V, C]], ["wpe.weight", [maxT, C]]];
   for (let l = 0; l < L; l++) {
-    shapes.push(
-      [`h.${l}.ln_1.weight`, [C]],
-      [`h.${l}.ln_1.bias`, [C]],
-      [`h.${l}.attn.c_attn.weight`, [C, 3 * C]],
-      [`h.${l}.attn.c_attn.bias`, [3 * C]],
-      [`h.${l}.attn.c_proj.weight`, [C, C]],
-      [`h.${l}.attn.c_proj.bias`, [C]],
-      [`h.${l}.ln_2.weight`, [C]],
-      [`h.${l}.ln_2.bias`, [C]],
-      [`h.${l}.mlp.c_fc.weight`, [C, 4 * C]],
-      [`h.${l}.mlp.c_fc.bias`, [4 * C]],
-      [`h.${l}.mlp.c_proj.weight`, [4 * C, C]],
-      [`h.${l}.mlp.c_proj.bias`, [C]],
-    );
+    for (const [name, shape] of Object.values(blockParameterShapes(C))) shapes.push([`h.${l}.${name}`, shape]);
   }
   shapes.push(["ln_f.weight", [C]], ["ln_f.bias", [C]]);
   let offset = 0;
   const specs = shapes.map(([name, shape]) => {
-    const size = shape.reduce((a, b) => a * b, 1);
+    const size = floats(shape);
     const spec = { name, shape, offset, size };
     offset += Math.ceil(size / TENSOR_ALIGNMENT_FLOATS) * TENSOR_ALIGNMENT_FLOATS;
     return spec;
@@ -118,30 +131,93 @@ export function initialParameters(config: GPT2Config, seed: number): Float32Arra
   return params;
 }
 
-/** The activations of one block, as named in llm.c: [B*T, size per position] each, att [B,NH,T,T]. */
-type LayerActivations = Record<typeof ACTIVATIONS[number][0], GPUBuffer>;
-/** The gradients the backward of one block passes between its steps. */
-type LayerGradients = Record<typeof GRADIENTS[number], GPUBuffer>;
+/** One block's parameters, shaped as in `blockParameterShapes`. */
+type BlockParameters = Record<keyof ReturnType<typeof blockParameterShapes>, GPUBufferBinding>;
 
-// Floats per position for each activation, in multiples of C ("att" is per head and position: T floats).
-const ACTIVATIONS = [
-  ["ln1", 1],
-  ["ln1Mean", 0],
-  ["ln1Rstd", 0],
-  ["qkv", 3],
-  ["atty", 1],
-  ["att", -1],
-  ["attproj", 1],
-  ["residual2", 1],
-  ["ln2", 1],
-  ["ln2Mean", 0],
-  ["ln2Rstd", 0],
-  ["fch", 4],
-  ["fchGelu", 4],
-  ["fcproj", 1],
-  ["residual3", 1],
+/** The parameters (or their gradients) as ranges of one flat buffer, under llm.c's names. */
+interface ParameterTensors {
+  wte: GPUBufferBinding; // (V,C)
+  wpe: GPUBufferBinding; // (maxT,C)
+  blocks: BlockParameters[];
+  lnfw: GPUBufferBinding; // (C)
+  lnfb: GPUBufferBinding; // (C)
+}
+
+/** The tensors of `flat`, a buffer in `parameterLayout(config)`. */
+function parameterTensors(config: GPT2Config, flat: GPUBuffer): ParameterTensors {
+  const specs = new Map(parameterLayout(config).specs.map((spec) => [spec.name, spec]));
+  const tensor = (name: string): GPUBufferBinding => {
+    const { offset, size } = specs.get(name)!;
+    return { buffer: flat, offset: offset * 4, size: size * 4 };
+  };
+  const blockNames = Object.entries(blockParameterShapes(config.n_embd)).map(([key, [name]]) => [key, name]);
+  return {
+    wte: tensor("wte.weight"),
+    wpe: tensor("wpe.weight"),
+    blocks: Array.from(
+      { length: config.n_layer },
+      (_, l) => Object.fromEntries(blockNames.map(([key, name]) => [key, tensor(`h.${l}.${name}`)])) as BlockParameters,
+    ),
+    lnfw: tensor("ln_f.weight"),
+    lnfb: tensor("ln_f.bias"),
+  };
+}
+
+/** The shape of each of one block's activations (llm.c's ActivationTensors, one layer's share). */
+function blockActivationShapes(B: number, T: number, C: number, NH: number) {
+  return {
+    ln1: [B, T, C],
+    ln1Mean: [B, T],
+    ln1Rstd: [B, T],
+    qkv: [B, T, 3 * C],
+    atty: [B, T, C],
+    att: [B, NH, T, T],
+    attproj: [B, T, C],
+    residual2: [B, T, C],
+    ln2: [B, T, C],
+    ln2Mean: [B, T],
+    ln2Rstd: [B, T],
+    fch: [B, T, 4 * C],
+    fchGelu: [B, T, 4 * C],
+    fcproj: [B, T, C],
+    residual3: [B, T, C],
+  };
+}
+type BlockActivations = Record<keyof ReturnType<typeof blockActivationShapes>, GPUBuffer>;
+
+// The block activations whose gradients the backward passes between its steps (residual3's is the
+// gradient of the block's output); the means and rstds have none, and att's is one scratch buffer.
+const BLOCK_GRADIENTS = [
+  "ln1",
+  "qkv",
+  "atty",
+  "attproj",
+  "residual2",
+  "ln2",
+  "fch",
+  "fchGelu",
+  "fcproj",
+  "residual3",
 ] as const;
-const GRADIENTS = ["ln1", "qkv", "atty", "attproj", "residual2", "ln2", "fch", "fchGelu", "fcproj"] as const;
+type BlockGradients = Pick<BlockActivations, typeof BLOCK_GRADIENTS[number]>;
+
+/** The activations of a forward, kept for the backward. */
+interface ActivationTensors {
+  encoded: GPUBuffer; // (B,T,C)
+  blocks: BlockActivations[];
+  lnf: GPUBuffer; // (B,T,C)
+  lnfMean: GPUBuffer; // (B,T)
+  lnfRstd: GPUBuffer; // (B,T)
+  logits: GPUBuffer; // (B,T,V); after a forward with the gradient, dlogits
+}
+
+/** The gradients of the activations. */
+interface ActivationGradients {
+  encoded: GPUBuffer; // (B,T,C)
+  blocks: BlockGradients[];
+  preatt: GPUBuffer; // (B,NH,T,T), of the attention scores before the softmax: scratch, shared by the blocks
+  lnf: GPUBuffer; // (B,T,C)
+}
 
 /** The kernels the model runs, compiled once per device. */
 class Kernels {
@@ -196,26 +272,15 @@ export class GPT2 {
 
   readonly #device: GPUDevice;
   readonly #kernels: Kernels;
-  readonly #specByName: Map<string, ParameterSpec>;
+  readonly #paramTensors: ParameterTensors;
+  readonly #gradTensors: ParameterTensors;
+  readonly #acts: ActivationTensors;
+  readonly #gradActs: ActivationGradients;
   readonly #tokens: GPUBuffer;
   readonly #targets: GPUBuffer;
   readonly #buckets: { starts: GPUBuffer; positions: GPUBuffer; tokens: GPUBuffer };
   #bucketCount = 0;
   readonly #ones: GPUBuffer;
-  readonly #acts: {
-    encoded: GPUBuffer;
-    layers: LayerActivations[];
-    lnf: GPUBuffer;
-    lnfMean: GPUBuffer;
-    lnfRstd: GPUBuffer;
-    logits: GPUBuffer;
-  };
-  readonly #grads: {
-    residuals: GPUBuffer[];
-    layers: LayerGradients[];
-    dpre: GPUBuffer;
-    lnf: GPUBuffer;
-  };
   readonly #allBuffers: GPUBuffer[] = [];
 
   constructor(device: GPUDevice, config: GPT2Config, batch: number, time: number) {
@@ -236,63 +301,50 @@ export class GPT2 {
           `(${limit} bytes); choose a smaller model`,
       );
     }
-    this.#specByName = new Map(this.specs.map((spec) => [spec.name, spec]));
     this.#kernels = new Kernels(device);
 
-    const { vocab_size: V, n_embd: C, n_head: NH, n_layer: L } = config, BT = batch * time;
-    const buffer = (floats: number, label: string) => {
-      const created = storageBuffer(device, floats * 4, label);
+    const { vocab_size: V, n_embd: C, n_head: NH, n_layer: L } = config, B = batch, T = time;
+    const buffer = (shape: number[], label: string) => {
+      const created = storageBuffer(device, floats(shape) * 4, label);
       this.#allBuffers.push(created);
       return created;
     };
-    this.params = buffer(this.totalFloats, "params");
-    this.grads = buffer(this.totalFloats, "grads");
-    this.losses = buffer(BT, "losses");
-    this.#tokens = buffer(BT, "tokens");
-    this.#targets = buffer(BT, "targets");
+    this.params = buffer([this.totalFloats], "params");
+    this.grads = buffer([this.totalFloats], "grads");
+    this.#paramTensors = parameterTensors(config, this.params);
+    this.#gradTensors = parameterTensors(config, this.grads);
+    this.losses = buffer([B, T], "losses");
+    this.#tokens = buffer([B, T], "tokens");
+    this.#targets = buffer([B, T], "targets");
     this.#buckets = {
-      starts: buffer(BT + 1, "bucket starts"),
-      positions: buffer(BT, "bucket positions"),
-      tokens: buffer(BT, "bucket tokens"),
+      starts: buffer([B * T + 1], "bucket starts"),
+      positions: buffer([B * T], "bucket positions"),
+      tokens: buffer([B * T], "bucket tokens"),
     };
-    this.#ones = buffer(BT, "ones");
-    device.queue.writeBuffer(this.#ones, 0, new Float32Array(BT).fill(1));
-    // Per-position float counts: C times the multiple in ACTIVATIONS; 0 means one float; -1 (att) NH*T.
-    const floatsPerPosition = (multiple: number) => multiple > 0 ? multiple * C : multiple === 0 ? 1 : NH * time;
-    const sizeOf = new Map<string, number>(
-      ACTIVATIONS.map(([name, multiple]) => [name, BT * floatsPerPosition(multiple)]),
-    );
-    const layers = <N extends string>(names: readonly N[], label: string) =>
-      Array.from(
-        { length: L },
-        (_, l) =>
-          Object.fromEntries(names.map((name) => [name, buffer(sizeOf.get(name)!, `${label} ${l} ${name}`)])) as Record<
-            N,
-            GPUBuffer
-          >,
-      );
-    this.#acts = {
-      encoded: buffer(BT * C, "encoded"),
-      layers: layers(ACTIVATIONS.map(([name]) => name), "layer"),
-      lnf: buffer(BT * C, "lnf"),
-      lnfMean: buffer(BT, "lnf mean"),
-      lnfRstd: buffer(BT, "lnf rstd"),
-      logits: buffer(BT * V, "logits"),
-    };
-    this.#grads = {
-      // residuals[l] is the gradient of block l's input (residuals[0]: of the embeddings), residuals[L] of the last output.
-      residuals: Array.from({ length: L + 1 }, (_, l) => buffer(BT * C, `d residual ${l}`)),
-      layers: layers(GRADIENTS, "d layer"),
-      dpre: buffer(batch * NH * time * time, "d preatt"),
-      lnf: buffer(BT * C, "d lnf"),
-    };
-  }
+    this.#ones = buffer([B * T], "ones");
+    device.queue.writeBuffer(this.#ones, 0, new Float32Array(B * T).fill(1));
 
-  /** The range of the flat parameter buffer (or of `flat`, in the same layout) that holds `name`. */
-  tensor(name: string, flat: GPUBuffer = this.params): GPUBufferBinding {
-    const spec = this.#specByName.get(name);
-    if (!spec) throw new Error(`GPT-2 has no parameter named "${name}"`);
-    return { buffer: flat, offset: spec.offset * 4, size: spec.size * 4 };
+    const blockShapes = blockActivationShapes(B, T, C, NH);
+    this.#acts = {
+      encoded: buffer([B, T, C], "encoded"),
+      blocks: Array.from({ length: L }, (_, l) => {
+        const entries = Object.entries(blockShapes).map(([name, shape]) => [name, buffer(shape, `block ${l} ${name}`)]);
+        return Object.fromEntries(entries) as BlockActivations;
+      }),
+      lnf: buffer([B, T, C], "lnf"),
+      lnfMean: buffer([B, T], "lnf mean"),
+      lnfRstd: buffer([B, T], "lnf rstd"),
+      logits: buffer([B, T, V], "logits"),
+    };
+    this.#gradActs = {
+      encoded: buffer([B, T, C], "d encoded"),
+      blocks: Array.from({ length: L }, (_, l) => {
+        const entries = BLOCK_GRADIENTS.map((name) => [name, buffer(blockShapes[name], `d block ${l} ${name}`)]);
+        return Object.fromEntries(entries) as BlockGradients;
+      }),
+      preatt: buffer([B, NH, T, T], "d preatt"),
+      lnf: buffer([B, T, C], "d lnf"),
+    };
   }
 
   /** Uploads all parameters (flat, `specs` layout). */
@@ -347,148 +399,133 @@ export class GPT2 {
    * holding the gradient of the mean loss, ready for `encodeBackward`.
    */
   encodeForward(encoder: GPUCommandEncoder, withGradient: boolean) {
-    const k = this.#kernels, a = this.#acts, p = (name: string) => this.tensor(name);
-    const { vocab_size: V, n_embd: C, n_head: NH, n_layer: L } = this.config;
-    const B = this.batch, T = this.time, BT = B * T;
+    const k = this.#kernels, p = this.#paramTensors, a = this.#acts;
+    const { vocab_size: V, n_embd: C, n_layer: L } = this.config, B = this.batch, T = this.time, BT = B * T;
     const pass = encoder.beginComputePass({ label: "forward" });
-    k.encoder.forward(pass, a.encoded, this.#tokens, p("wte.weight"), p("wpe.weight"), B, T, C);
-    for (let l = 0; l < L; l++) {
-      const x = l === 0 ? a.encoded : a.layers[l - 1].residual3, y = a.layers[l], h = `h.${l}`;
-      k.layernorm.forward(pass, y.ln1, y.ln1Mean, y.ln1Rstd, x, p(`${h}.ln_1.weight`), p(`${h}.ln_1.bias`), BT, C);
-      k.linear.encode(pass, y.qkv, y.ln1, p(`${h}.attn.c_attn.weight`), p(`${h}.attn.c_attn.bias`), BT, 3 * C, C);
-      k.attention.forward(pass, y.atty, y.att, y.qkv, B, T, C, NH);
-      k.linear.encode(pass, y.attproj, y.atty, p(`${h}.attn.c_proj.weight`), p(`${h}.attn.c_proj.bias`), BT, C, C);
-      k.residual.forward(pass, y.residual2, x, y.attproj, BT * C);
-      k.layernorm.forward(
-        pass,
-        y.ln2,
-        y.ln2Mean,
-        y.ln2Rstd,
-        y.residual2,
-        p(`${h}.ln_2.weight`),
-        p(`${h}.ln_2.bias`),
-        BT,
-        C,
-      );
-      k.linear.encode(pass, y.fch, y.ln2, p(`${h}.mlp.c_fc.weight`), p(`${h}.mlp.c_fc.bias`), BT, 4 * C, C);
-      k.gelu.forward(pass, y.fchGelu, y.fch, BT * 4 * C);
-      k.linear.encode(pass, y.fcproj, y.fchGelu, p(`${h}.mlp.c_proj.weight`), p(`${h}.mlp.c_proj.bias`), BT, C, 4 * C);
-      k.residual.forward(pass, y.residual3, y.residual2, y.fcproj, BT * C);
-    }
-    k.layernorm.forward(
-      pass,
-      a.lnf,
-      a.lnfMean,
-      a.lnfRstd,
-      a.layers[L - 1].residual3,
-      p("ln_f.weight"),
-      p("ln_f.bias"),
-      BT,
-      C,
-    );
-    k.lmHead.encode(pass, a.logits, a.lnf, p("wte.weight"), null, BT, V, C);
+    // encoder: tokens (B,T) -> wte[token] + wpe[t] (B,T,C)
+    k.encoder.forward(pass, a.encoded, this.#tokens, p.wte, p.wpe, B, T, C);
+    for (let l = 0; l < L; l++) this.#blockForward(pass, l);
+    const residual = a.blocks[L - 1].residual3;
+    // ln_f: (B,T,C) -> (B,T,C)
+    k.layernorm.forward(pass, a.lnf, a.lnfMean, a.lnfRstd, residual, p.lnfw, p.lnfb, BT, C);
+    // lm_head, tied to wte: (B,T,C) · wteᵀ -> logits (B,T,V)
+    k.lmHead.encode(pass, a.logits, a.lnf, p.wte, null, BT, V, C);
+    // cross-entropy: logits (B,T,V), targets (B,T) -> losses (B,T); with the gradient, logits -> dlogits
     k.crossEntropy.encode(pass, a.logits, this.losses, this.#targets, BT, V, withGradient);
     pass.end();
   }
 
   /** Records the backward pass of the last `encodeForward(…, true)`: `grads` ends up holding dLoss/dParams. */
   encodeBackward(encoder: GPUCommandEncoder) {
-    encoder.clearBuffer(this.grads);
-    const g = this.#grads;
-    for (const buffer of [...g.residuals, g.lnf, ...g.layers.flatMap((layer) => Object.values(layer))]) {
+    // Every gradient accumulates (+=), so all start at zero; preatt is overwritten, not accumulated.
+    const da = this.#gradActs;
+    for (const buffer of [this.grads, da.encoded, da.lnf, ...da.blocks.flatMap((block) => Object.values(block))]) {
       encoder.clearBuffer(buffer);
     }
-    const k = this.#kernels, a = this.#acts, p = (name: string) => this.tensor(name);
-    const d = (name: string) => this.tensor(name, this.grads);
-    const { vocab_size: V, n_embd: C, n_head: NH, n_layer: L } = this.config;
-    const B = this.batch, T = this.time, BT = B * T;
+    const k = this.#kernels, p = this.#paramTensors, dp = this.#gradTensors, a = this.#acts;
+    const { vocab_size: V, n_embd: C, n_layer: L } = this.config, B = this.batch, T = this.time, BT = B * T;
     const pass = encoder.beginComputePass({ label: "backward" });
-
-    // lm_head, tied to wte: logits = lnf·wteᵀ, and a.logits now holds dlogits.
-    k.accumulate.encode(pass, g.lnf, a.logits, p("wte.weight"), null, BT, C, V);
-    k.linearWeightGrad.encode(pass, d("wte.weight"), a.logits, a.lnf, null, V, C, BT);
-    const last = a.layers[L - 1].residual3;
-    k.layernorm.backward(
-      pass,
-      g.residuals[L],
-      d("ln_f.weight"),
-      d("ln_f.bias"),
-      g.lnf,
-      last,
-      p("ln_f.weight"),
-      a.lnfMean,
-      a.lnfRstd,
-      BT,
-      C,
-    );
-
-    for (let l = L - 1; l >= 0; l--) {
-      const x = l === 0 ? a.encoded : a.layers[l - 1].residual3, y = a.layers[l], dy = g.layers[l], h = `h.${l}`;
-      const dx = g.residuals[l], dout = g.residuals[l + 1];
-      k.residual.backward(pass, dy.residual2, dy.fcproj, dout, BT * C);
-      this.#linearBackward(pass, dy.fchGelu, `${h}.mlp.c_proj`, dy.fcproj, y.fchGelu, BT, 4 * C, C);
-      k.gelu.backward(pass, dy.fch, y.fch, dy.fchGelu, BT * 4 * C);
-      this.#linearBackward(pass, dy.ln2, `${h}.mlp.c_fc`, dy.fch, y.ln2, BT, C, 4 * C);
-      k.layernorm.backward(
-        pass,
-        dy.residual2,
-        d(`${h}.ln_2.weight`),
-        d(`${h}.ln_2.bias`),
-        dy.ln2,
-        y.residual2,
-        p(`${h}.ln_2.weight`),
-        y.ln2Mean,
-        y.ln2Rstd,
-        BT,
-        C,
-      );
-      k.residual.backward(pass, dx, dy.attproj, dy.residual2, BT * C);
-      this.#linearBackward(pass, dy.atty, `${h}.attn.c_proj`, dy.attproj, y.atty, BT, C, C);
-      k.attention.backward(pass, dy.qkv, g.dpre, dy.atty, y.qkv, y.att, B, T, C, NH);
-      this.#linearBackward(pass, dy.ln1, `${h}.attn.c_attn`, dy.qkv, y.ln1, BT, C, 3 * C);
-      k.layernorm.backward(
-        pass,
-        dx,
-        d(`${h}.ln_1.weight`),
-        d(`${h}.ln_1.bias`),
-        dy.ln1,
-        x,
-        p(`${h}.ln_1.weight`),
-        y.ln1Mean,
-        y.ln1Rstd,
-        BT,
-        C,
-      );
-    }
-    k.encoder.backward(
-      pass,
-      d("wte.weight"),
-      d("wpe.weight"),
-      g.residuals[0],
-      this.#buckets,
-      this.#bucketCount,
-      B,
-      T,
-      C,
-    );
+    // lm_head: dlogits (B,T,V) -> dlnf (B,T,C) += dlogits · wte, dwte (V,C) += dlogitsᵀ · lnf
+    k.accumulate.encode(pass, da.lnf, a.logits, p.wte, null, BT, C, V);
+    k.linearWeightGrad.encode(pass, dp.wte, a.logits, a.lnf, null, V, C, BT);
+    // ln_f: dlnf (B,T,C) -> d residual (B,T,C), dlnfw, dlnfb (C)
+    const residual = a.blocks[L - 1].residual3, dresidual = da.blocks[L - 1].residual3;
+    k.layernorm.backward(pass, dresidual, dp.lnfw, dp.lnfb, da.lnf, residual, p.lnfw, a.lnfMean, a.lnfRstd, BT, C);
+    for (let l = L - 1; l >= 0; l--) this.#blockBackward(pass, l);
+    // encoder: dencoded (B,T,C) -> dwte (V,C), dwpe (maxT,C)
+    k.encoder.backward(pass, dp.wte, dp.wpe, da.encoded, this.#buckets, this.#bucketCount, B, T, C);
     pass.end();
   }
 
-  /** The backward of y[rows,out] = x[rows,in]·W + b for the Conv1D layer `layer`: dx, dW and db all accumulate. */
+  /** Block l's forward: the residual stream x (B,T,C) -> residual3 (B,T,C). */
+  #blockForward(pass: GPUComputePassEncoder, l: number) {
+    const k = this.#kernels, p = this.#paramTensors.blocks[l], a = this.#acts.blocks[l];
+    const x = l === 0 ? this.#acts.encoded : this.#acts.blocks[l - 1].residual3;
+    const { n_embd: C, n_head: NH } = this.config, B = this.batch, T = this.time, BT = B * T;
+    // ln_1: x (B,T,C) -> ln1 (B,T,C)
+    k.layernorm.forward(pass, a.ln1, a.ln1Mean, a.ln1Rstd, x, p.ln1w, p.ln1b, BT, C);
+    // attn.c_attn: ln1 (B,T,C) -> qkv (B,T,3C)
+    k.linear.encode(pass, a.qkv, a.ln1, p.qkvw, p.qkvb, BT, 3 * C, C);
+    // attention: qkv (B,T,3C) -> atty (B,T,C), att (B,NH,T,T)
+    k.attention.forward(pass, a.atty, a.att, a.qkv, B, T, C, NH);
+    // attn.c_proj: atty (B,T,C) -> attproj (B,T,C)
+    k.linear.encode(pass, a.attproj, a.atty, p.attprojw, p.attprojb, BT, C, C);
+    // residual: x + attproj -> residual2 (B,T,C)
+    k.residual.forward(pass, a.residual2, x, a.attproj, BT * C);
+    // ln_2: residual2 (B,T,C) -> ln2 (B,T,C)
+    k.layernorm.forward(pass, a.ln2, a.ln2Mean, a.ln2Rstd, a.residual2, p.ln2w, p.ln2b, BT, C);
+    // mlp.c_fc: ln2 (B,T,C) -> fch (B,T,4C)
+    k.linear.encode(pass, a.fch, a.ln2, p.fcw, p.fcb, BT, 4 * C, C);
+    // gelu: fch (B,T,4C) -> fchGelu (B,T,4C)
+    k.gelu.forward(pass, a.fchGelu, a.fch, BT * 4 * C);
+    // mlp.c_proj: fchGelu (B,T,4C) -> fcproj (B,T,C)
+    k.linear.encode(pass, a.fcproj, a.fchGelu, p.fcprojw, p.fcprojb, BT, C, 4 * C);
+    // residual: residual2 + fcproj -> residual3 (B,T,C)
+    k.residual.forward(pass, a.residual3, a.residual2, a.fcproj, BT * C);
+  }
+
+  /** Block l's backward, its forward's steps in reverse: dresidual3 (B,T,C) -> dx (B,T,C), and its dparams. */
+  #blockBackward(pass: GPUComputePassEncoder, l: number) {
+    const k = this.#kernels, p = this.#paramTensors.blocks[l], dp = this.#gradTensors.blocks[l];
+    const a = this.#acts.blocks[l], da = this.#gradActs.blocks[l];
+    const x = l === 0 ? this.#acts.encoded : this.#acts.blocks[l - 1].residual3;
+    const dx = l === 0 ? this.#gradActs.encoded : this.#gradActs.blocks[l - 1].residual3;
+    const { n_embd: C, n_head: NH } = this.config, B = this.batch, T = this.time, BT = B * T;
+    // residual: dresidual3 -> dresidual2, dfcproj
+    k.residual.backward(pass, da.residual2, da.fcproj, da.residual3, BT * C);
+    // mlp.c_proj: dfcproj (B,T,C) -> dfchGelu (B,T,4C), dfcprojw, dfcprojb
+    this.#linearBackward(pass, da.fchGelu, dp.fcprojw, dp.fcprojb, da.fcproj, a.fchGelu, p.fcprojw, BT, 4 * C, C);
+    // gelu: dfchGelu (B,T,4C) -> dfch (B,T,4C)
+    k.gelu.backward(pass, da.fch, a.fch, da.fchGelu, BT * 4 * C);
+    // mlp.c_fc: dfch (B,T,4C) -> dln2 (B,T,C), dfcw, dfcb
+    this.#linearBackward(pass, da.ln2, dp.fcw, dp.fcb, da.fch, a.ln2, p.fcw, BT, C, 4 * C);
+    // ln_2: dln2 (B,T,C) -> dresidual2 (B,T,C), dln2w, dln2b
+    k.layernorm.backward(
+      pass,
+      da.residual2,
+      dp.ln2w,
+      dp.ln2b,
+      da.ln2,
+      a.residual2,
+      p.ln2w,
+      a.ln2Mean,
+      a.ln2Rstd,
+      BT,
+      C,
+    );
+    // residual: dresidual2 -> dx, dattproj
+    k.residual.backward(pass, dx, da.attproj, da.residual2, BT * C);
+    // attn.c_proj: dattproj (B,T,C) -> datty (B,T,C), dattprojw, dattprojb
+    this.#linearBackward(pass, da.atty, dp.attprojw, dp.attprojb, da.attproj, a.atty, p.attprojw, BT, C, C);
+    // attention: datty (B,T,C) -> dqkv (B,T,3C), through dpreatt (B,NH,T,T)
+    k.attention.backward(pass, da.qkv, this.#gradActs.preatt, da.atty, a.qkv, a.att, B, T, C, NH);
+    // attn.c_attn: dqkv (B,T,3C) -> dln1 (B,T,C), dqkvw, dqkvb
+    this.#linearBackward(pass, da.ln1, dp.qkvw, dp.qkvb, da.qkv, a.ln1, p.qkvw, BT, C, 3 * C);
+    // ln_1: dln1 (B,T,C) -> dx (B,T,C), dln1w, dln1b
+    k.layernorm.backward(pass, dx, dp.ln1w, dp.ln1b, da.ln1, x, p.ln1w, a.ln1Mean, a.ln1Rstd, BT, C);
+  }
+
+  /**
+   * The backward of the Conv1D layer y[rows,outputs] = x[rows,inputs]·w + b (llm.c matmul_backward):
+   * dx += dy·wᵀ, dw += xᵀ·dy, db += the sum of dy over the rows.
+   */
   #linearBackward(
     pass: GPUComputePassEncoder,
     dx: Binding,
-    layer: string,
+    dw: Binding,
+    db: Binding,
     dy: Binding,
     x: Binding,
+    w: Binding,
     rows: number,
     inputs: number,
     outputs: number,
   ) {
     const k = this.#kernels;
-    k.linearInputGrad.encode(pass, dx, dy, this.tensor(`${layer}.weight`), null, rows, inputs, outputs);
-    k.linearWeightGrad.encode(pass, this.tensor(`${layer}.weight`, this.grads), x, dy, null, inputs, outputs, rows);
-    k.accumulate.encode(pass, this.tensor(`${layer}.bias`, this.grads), this.#ones, dy, null, 1, outputs, rows);
+    k.linearInputGrad.encode(pass, dx, dy, w, null, rows, inputs, outputs);
+    k.linearWeightGrad.encode(pass, dw, x, dy, null, inputs, outputs, rows);
+    // The bias gradient as 1ᵀ·dy: a [1,rows] row of ones times dy, summed in the same order as any matmul.
+    k.accumulate.encode(pass, db, this.#ones, dy, null, 1, outputs, rows);
   }
 
   destroy() {

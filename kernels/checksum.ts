@@ -5,31 +5,28 @@
 // thread summing a stride of its words, then a tree over the workgroup. Integer sums mod 2^32 do not
 // depend on their order, so the result is exact and the same as the host's.
 
-import { Kernel } from "./kernel.ts";
+import { Kernel, type KernelSpec } from "./kernel.ts";
 
-const CHECKSUM_WGSL = /* wgsl */ `
-struct Sizes { start: u32, floats: u32, chunk_words: u32 }
-@group(0) @binding(0) var<uniform> sizes: Sizes;
-@group(0) @binding(1) var<storage, read_write> checksums: array<u32>;
-@group(0) @binding(2) var<storage, read> params: array<u32>;
-@group(0) @binding(3) var<storage, read> m: array<u32>;
-@group(0) @binding(4) var<storage, read> v: array<u32>;
-
+const CHECKSUM = {
+  entryPoint: "chunk_checksums",
+  uniforms: { start: "u32", floats: "u32", chunk_words: "u32" },
+  storage: { checksums: ["read_write", "u32"], params: ["read", "u32"], m: ["read", "u32"], v: ["read", "u32"] },
+  code: /* wgsl */ `
 var<workgroup> sums_a: array<u32, 256>;
 var<workgroup> sums_b: array<u32, 256>;
 
 /** Word i of the shard's body. */
 fn body_word(i: u32) -> u32 {
-  if (i < sizes.floats) { return params[sizes.start + i]; }
-  if (i < 2u * sizes.floats) { return m[sizes.start + i - sizes.floats]; }
-  return v[sizes.start + i - 2u * sizes.floats];
+  if (i < args.floats) { return params[args.start + i]; }
+  if (i < 2u * args.floats) { return m[args.start + i - args.floats]; }
+  return v[args.start + i - 2u * args.floats];
 }
 
 @compute @workgroup_size(256)
 fn chunk_checksums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let chunk = wid.x;
-  let first = chunk * sizes.chunk_words;
-  let n = min(sizes.chunk_words, 3u * sizes.floats - first);
+  let first = chunk * args.chunk_words;
+  let n = min(args.chunk_words, 3u * args.floats - first);
   var a = 0u;
   var b = 0u;
   for (var i = lid.x; i < n; i += 256u) {
@@ -48,16 +45,17 @@ fn chunk_checksums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
   }
   if (lid.x == 0u) { checksums[chunk] = sums_a[0] ^ (sums_b[0] * 0x9e3779b1u) ^ n; }
 }
-`;
+`,
+} satisfies KernelSpec;
 
 // WebGPU guarantees this many workgroups in one dimension: a chunk per workgroup.
 const MAX_CHUNKS = 65535;
 
 export class ChunkChecksums {
-  readonly #kernel: Kernel;
+  readonly #kernel: Kernel<typeof CHECKSUM>;
 
   constructor(device: GPUDevice) {
-    this.#kernel = new Kernel(device, "chunk_checksums", CHECKSUM_WGSL);
+    this.#kernel = new Kernel(device, CHECKSUM);
   }
 
   /** True when a shard of `floats` floats in `chunkWords`-word chunks can be checksummed in one dispatch. */
@@ -77,6 +75,6 @@ export class ChunkChecksums {
     chunkWords: number,
   ) {
     const chunks = Math.ceil((3 * floats) / chunkWords);
-    this.#kernel.dispatch(pass, [start, floats, chunkWords], [checksums, params, m, v], [chunks]);
+    this.#kernel.dispatch(pass, { start, floats, chunk_words: chunkWords }, { checksums, params, m, v }, [chunks]);
   }
 }

@@ -6,63 +6,68 @@
 // the host, which knows the tokens, lists for each distinct token the positions that hold it
 // (`TokenBuckets`), and one thread per (token, channel) sums those positions in increasing order.
 
-import { type Binding, gridFor, Kernel, perItemEntry } from "./kernel.ts";
+import { type Binding, gridFor, Kernel, type KernelSpec, perItemEntry } from "./kernel.ts";
 
-const SIZES = /* wgsl */ `
-struct Sizes { batch: u32, time: u32, channels: u32, buckets: u32 }
-@group(0) @binding(0) var<uniform> sizes: Sizes;`;
+const SIZES = { batch: "u32", time: "u32", channels: "u32", buckets: "u32" } as const;
 
-const ENCODER_FORWARD_WGSL = /* wgsl */ `${SIZES}
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> tokens: array<u32>;
-@group(0) @binding(3) var<storage, read> wte: array<f32>;
-@group(0) @binding(4) var<storage, read> wpe: array<f32>;
-
+const ENCODER_FORWARD = {
+  entryPoint: "encoder_forward",
+  uniforms: SIZES,
+  storage: { out: ["read_write", "f32"], tokens: ["read", "u32"], wte: ["read", "f32"], wpe: ["read", "f32"] },
+  code: /* wgsl */ `
 ${perItemEntry("encoder_forward")} {
   let i = flat_index(wid, lid, groups);
-  if (i >= sizes.batch * sizes.time * sizes.channels) { return; }
-  let position = i / sizes.channels;  // b * T + t
-  let c = i % sizes.channels;
-  let t = position % sizes.time;
-  out[i] = wte[tokens[position] * sizes.channels + c] + wpe[t * sizes.channels + c];
+  if (i >= args.batch * args.time * args.channels) { return; }
+  let position = i / args.channels;  // b * T + t
+  let c = i % args.channels;
+  let t = position % args.time;
+  out[i] = wte[tokens[position] * args.channels + c] + wpe[t * args.channels + c];
 }
-`;
+`,
+} satisfies KernelSpec;
 
 // bucket_starts[j]..bucket_starts[j+1] index bucket_positions for the j-th distinct token, bucket_tokens[j].
-const ENCODER_BACKWARD_WTE_WGSL = /* wgsl */ `${SIZES}
-@group(0) @binding(1) var<storage, read_write> dwte: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
-@group(0) @binding(3) var<storage, read> bucket_starts: array<u32>;
-@group(0) @binding(4) var<storage, read> bucket_positions: array<u32>;
-@group(0) @binding(5) var<storage, read> bucket_tokens: array<u32>;
-
+const ENCODER_BACKWARD_WTE = {
+  entryPoint: "encoder_backward_wte",
+  uniforms: SIZES,
+  storage: {
+    dwte: ["read_write", "f32"],
+    dout: ["read", "f32"],
+    bucket_starts: ["read", "u32"],
+    bucket_positions: ["read", "u32"],
+    bucket_tokens: ["read", "u32"],
+  },
+  code: /* wgsl */ `
 ${perItemEntry("encoder_backward_wte")} {
   let i = flat_index(wid, lid, groups);
-  if (i >= sizes.buckets * sizes.channels) { return; }
-  let bucket = i / sizes.channels;
-  let c = i % sizes.channels;
+  if (i >= args.buckets * args.channels) { return; }
+  let bucket = i / args.channels;
+  let c = i % args.channels;
   var sum = 0.0;
   for (var j = bucket_starts[bucket]; j < bucket_starts[bucket + 1u]; j++) {
-    sum += dout[bucket_positions[j] * sizes.channels + c];
+    sum += dout[bucket_positions[j] * args.channels + c];
   }
-  dwte[bucket_tokens[bucket] * sizes.channels + c] += sum;
+  dwte[bucket_tokens[bucket] * args.channels + c] += sum;
 }
-`;
+`,
+} satisfies KernelSpec;
 
-const ENCODER_BACKWARD_WPE_WGSL = /* wgsl */ `${SIZES}
-@group(0) @binding(1) var<storage, read_write> dwpe: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
-
+const ENCODER_BACKWARD_WPE = {
+  entryPoint: "encoder_backward_wpe",
+  uniforms: SIZES,
+  storage: { dwpe: ["read_write", "f32"], dout: ["read", "f32"] },
+  code: /* wgsl */ `
 ${perItemEntry("encoder_backward_wpe")} {
   let i = flat_index(wid, lid, groups);  // t * C + c
-  if (i >= sizes.time * sizes.channels) { return; }
+  if (i >= args.time * args.channels) { return; }
   var sum = 0.0;
-  for (var b = 0u; b < sizes.batch; b++) {
-    sum += dout[b * sizes.time * sizes.channels + i];
+  for (var b = 0u; b < args.batch; b++) {
+    sum += dout[b * args.time * args.channels + i];
   }
   dwpe[i] += sum;
 }
-`;
+`,
+} satisfies KernelSpec;
 
 /** The positions of each distinct token of a batch, in the CSR layout the wte backward reads. */
 export interface TokenBuckets {
@@ -95,14 +100,14 @@ export function bucketTokens(tokens: ArrayLike<number>): TokenBuckets {
 }
 
 export class Encoder {
-  readonly #forward: Kernel;
-  readonly #backwardWte: Kernel;
-  readonly #backwardWpe: Kernel;
+  readonly #forward: Kernel<typeof ENCODER_FORWARD>;
+  readonly #backwardWte: Kernel<typeof ENCODER_BACKWARD_WTE>;
+  readonly #backwardWpe: Kernel<typeof ENCODER_BACKWARD_WPE>;
 
   constructor(device: GPUDevice) {
-    this.#forward = new Kernel(device, "encoder_forward", ENCODER_FORWARD_WGSL);
-    this.#backwardWte = new Kernel(device, "encoder_backward_wte", ENCODER_BACKWARD_WTE_WGSL);
-    this.#backwardWpe = new Kernel(device, "encoder_backward_wpe", ENCODER_BACKWARD_WPE_WGSL);
+    this.#forward = new Kernel(device, ENCODER_FORWARD);
+    this.#backwardWte = new Kernel(device, ENCODER_BACKWARD_WTE);
+    this.#backwardWpe = new Kernel(device, ENCODER_BACKWARD_WPE);
   }
 
   /** out[B,T,C] from tokens[B,T] (u32), wte[V,C], wpe[maxT,C]. */
@@ -116,7 +121,8 @@ export class Encoder {
     time: number,
     channels: number,
   ) {
-    this.#forward.dispatch(pass, [batch, time, channels, 0], [out, tokens, wte, wpe], gridFor(batch * time * channels));
+    const sizes = { batch, time, channels, buckets: 0 };
+    this.#forward.dispatch(pass, sizes, { out, tokens, wte, wpe }, gridFor(batch * time * channels));
   }
 
   /**
@@ -134,13 +140,13 @@ export class Encoder {
     time: number,
     channels: number,
   ) {
-    const sizes = [batch, time, channels, bucketCount];
+    const sizes = { batch, time, channels, buckets: bucketCount };
     this.#backwardWte.dispatch(
       pass,
       sizes,
-      [dwte, dout, buckets.starts, buckets.positions, buckets.tokens],
+      { dwte, dout, bucket_starts: buckets.starts, bucket_positions: buckets.positions, bucket_tokens: buckets.tokens },
       gridFor(bucketCount * channels),
     );
-    this.#backwardWpe.dispatch(pass, sizes, [dwpe, dout], gridFor(time * channels));
+    this.#backwardWpe.dispatch(pass, sizes, { dwpe, dout }, gridFor(time * channels));
   }
 }

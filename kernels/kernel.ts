@@ -1,6 +1,8 @@
-// The thin dispatch layer every op wrapper uses: a compute pipeline compiled once, bound to
-// a uniform block of sizes at @binding(0) and storage buffers at @binding(1..n), dispatched
-// over a grid that stays inside the 65535-workgroups-per-dimension limit.
+// The thin dispatch layer every op wrapper uses. A kernel declares its bindings once, by name: the
+// fields of its uniform block (`args`, @binding(0)) and its storage buffers (@binding(1..n), in the
+// order declared). From that the wrapper writes the WGSL declarations in front of the kernel's code and
+// builds the bind group from buffers passed by name, so the binding order is written in one place.
+// Dispatches go over a grid that stays inside the 65535-workgroups-per-dimension limit.
 
 /** Threads per workgroup for the element-wise kernels (the limit every adapter must offer). */
 export const WORKGROUP_SIZE = 256;
@@ -34,40 +36,81 @@ export function gridFor(threads: number): [number, number] {
 /** A whole buffer, or a range of one (a tensor inside the flat parameter buffer). */
 export type Binding = GPUBuffer | GPUBufferBinding;
 
-/** The u32 word with the bits of the f32 nearest `value`, for a uniform field declared f32. */
-export function f32Word(value: number): number {
-  return new Uint32Array(new Float32Array([value]).buffer)[0];
+/** The 32-bit types of uniform fields and storage elements. */
+export type Scalar = "f32" | "u32";
+
+/** A storage binding: its access and its element type (an `array<type>` in WGSL). */
+export type StorageBinding = readonly ["read" | "read_write", Scalar];
+
+export interface KernelSpec {
+  /** The WGSL entry point; it also labels the pipeline in GPU errors unless `label` is given. */
+  entryPoint: string;
+  label?: string;
+  /** The uniform block's fields in order, read in WGSL as `args.<field>`. */
+  uniforms: Record<string, Scalar>;
+  /**
+   * The uniform values change from call to call (an optimizer step's): one uniform buffer, rewritten
+   * with queue.writeBuffer by each dispatch, so a command buffer may hold at most one dispatch of the kernel.
+   * Otherwise each distinct set of values (sizes) gets its own buffer, written once.
+   */
+  rewriteUniforms?: boolean;
+  /** The storage buffers, bound at @binding(1), (2), ... in this order. */
+  storage: Record<string, StorageBinding>;
+  /** The structs, functions and entry point, using the declared names. */
+  code: string;
 }
 
+/** The values of a kernel's uniform fields, by name. */
+export type UniformValues<S extends KernelSpec> = { readonly [K in keyof S["uniforms"]]: number };
+/** The buffers of a kernel's storage bindings, by name. */
+export type Buffers<S extends KernelSpec> = { readonly [K in keyof S["storage"]]: Binding };
+
 /** One WGSL entry point, compiled once; `dispatch` records it into a compute pass. */
-export class Kernel {
+export class Kernel<S extends KernelSpec> {
   readonly #device: GPUDevice;
+  readonly #label: string;
+  readonly #fields: [string, Scalar][];
+  readonly #storage: string[];
+  readonly #rewriteUniforms: boolean;
   readonly #pipeline: GPUComputePipeline;
-  // Kernels are called with the same sizes every iteration: one uniform buffer per distinct size block.
+  // Kernels are called with the same sizes every iteration: one uniform buffer per distinct size block
+  // (or the one buffer that is rewritten, with `rewriteUniforms`).
   readonly #uniforms = new Map<string, GPUBuffer>();
 
-  /** Compiles `entryPoint` of `code`; the entry point's name labels it in GPU errors. */
-  constructor(device: GPUDevice, entryPoint: string, code: string, label = entryPoint) {
+  constructor(device: GPUDevice, spec: S) {
     this.#device = device;
-    const module = device.createShaderModule({ label, code });
-    this.#pipeline = device.createComputePipeline({ label, layout: "auto", compute: { module, entryPoint } });
+    this.#label = spec.label ?? spec.entryPoint;
+    this.#fields = Object.entries(spec.uniforms);
+    this.#storage = Object.keys(spec.storage);
+    this.#rewriteUniforms = spec.rewriteUniforms ?? false;
+    const code = [
+      `struct Args { ${this.#fields.map(([name, type]) => `${name}: ${type}`).join(", ")} }`,
+      "@group(0) @binding(0) var<uniform> args: Args;",
+      ...Object.entries(spec.storage).map(([name, [access, type]], i) =>
+        `@group(0) @binding(${i + 1}) var<storage, ${access}> ${name}: array<${type}>;`
+      ),
+      spec.code,
+    ].join("\n");
+    const module = device.createShaderModule({ label: this.#label, code });
+    this.#pipeline = device.createComputePipeline({
+      label: this.#label,
+      layout: "auto",
+      compute: { module, entryPoint: spec.entryPoint },
+    });
   }
 
-  /**
-   * Binds the uniform block at @binding(0) and `buffers` at @binding(1), (2), ... and dispatches `grid`.
-   * The uniform block is either u32 words that stay the same from call to call (sizes: cached here;
-   * `f32Word` packs a constant float), or a uniform buffer the caller keeps up to date (values that
-   * change every step).
-   */
-  dispatch(
-    pass: GPUComputePassEncoder,
-    uniforms: readonly number[] | GPUBuffer,
-    buffers: readonly Binding[],
-    grid: readonly number[],
-  ) {
-    const uniform = Array.isArray(uniforms) ? this.#uniformFor(uniforms) : uniforms as GPUBuffer;
-    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniform } }];
-    buffers.forEach((binding, i) => {
+  /** Binds `uniforms` and `buffers` by name and dispatches `grid` workgroups. */
+  dispatch(pass: GPUComputePassEncoder, uniforms: UniformValues<S>, buffers: Buffers<S>, grid: readonly number[]) {
+    const given = buffers as Record<string, Binding | undefined>;
+    for (const name of Object.keys(given)) {
+      if (!this.#storage.includes(name)) {
+        throw new Error(`${this.#label}: no binding named "${name}" (it has ${this.#storage.join(", ")})`);
+      }
+    }
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.#uniformBuffer(uniforms) } }];
+    this.#storage.forEach((name, i) => {
+      const binding = given[name];
+      if (!binding) throw new Error(`${this.#label}: no buffer given for binding "${name}"`);
       entries.push({ binding: i + 1, resource: binding instanceof GPUBuffer ? { buffer: binding } : binding });
     });
     const bindGroup = this.#device.createBindGroup({ layout: this.#pipeline.getBindGroupLayout(0), entries });
@@ -76,23 +119,40 @@ export class Kernel {
     pass.dispatchWorkgroups(grid[0], grid[1] ?? 1, grid[2] ?? 1);
   }
 
-  #uniformFor(sizes: readonly number[]): GPUBuffer {
-    const key = sizes.join(",");
+  #uniformBuffer(values: UniformValues<S>): GPUBuffer {
+    const words = this.#pack(values);
+    const key = this.#rewriteUniforms ? "rewritten" : words.join(",");
     let buffer = this.#uniforms.get(key);
-    if (!buffer) {
-      // Uniform blocks are 16-byte aligned: pad the u32s to a multiple of four.
-      const words = new Uint32Array(Math.max(4, Math.ceil(sizes.length / 4) * 4));
-      words.set(sizes);
-      buffer = this.#device.createBuffer({
-        label: `sizes ${key}`,
-        size: words.byteLength,
-        usage: GPUBufferUsage.UNIFORM,
-        mappedAtCreation: true,
-      });
-      new Uint32Array(buffer.getMappedRange()).set(words);
-      buffer.unmap();
-      this.#uniforms.set(key, buffer);
+    if (buffer) {
+      if (this.#rewriteUniforms) this.#device.queue.writeBuffer(buffer, 0, words);
+      return buffer;
     }
+    buffer = this.#device.createBuffer({
+      label: `${this.#label} args ${key}`,
+      size: words.byteLength,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      mappedAtCreation: true,
+    });
+    new Uint32Array(buffer.getMappedRange()).set(words);
+    buffer.unmap();
+    this.#uniforms.set(key, buffer);
     return buffer;
+  }
+
+  /** The uniform block's words: u32 fields as they are, f32 fields as the bits of the nearest f32. */
+  #pack(values: UniformValues<S>): Uint32Array {
+    // Uniform blocks are 16-byte aligned: pad to a multiple of four words.
+    const words = new Uint32Array(Math.max(4, Math.ceil(this.#fields.length / 4) * 4));
+    const floats = new Float32Array(words.buffer);
+    this.#fields.forEach(([name, type], i) => {
+      const value = (values as Record<string, number>)[name];
+      const fits = type === "f32"
+        ? typeof value === "number"
+        : Number.isInteger(value) && value >= 0 && value < 2 ** 32;
+      if (!fits) throw new Error(`${this.#label}: uniform "${name}" must be a ${type}, got ${value}`);
+      if (type === "f32") floats[i] = value;
+      else words[i] = value;
+    });
+    return words;
   }
 }

@@ -15,7 +15,7 @@
 // which also took 25-50 s to compile there).
 // Each output is summed by one thread in increasing k, so results are the same run after run.
 
-import { Binding, Kernel } from "./kernel.ts";
+import { type Binding, Kernel, type KernelSpec } from "./kernel.ts";
 
 const TILE = 64; // outputs per workgroup along each dimension
 
@@ -28,31 +28,41 @@ export interface MatmulLayout {
   accumulate?: boolean;
 }
 
-function matmulWGSL({ transposeA, transposeB, bias, accumulate }: MatmulLayout): string {
-  const aAt = (row: string) => transposeA ? `a[k * sizes.m + ${row}]` : `a[${row} * sizes.k + k]`;
-  const bAt = (col: string) => transposeB ? `b[${col} * sizes.k + k]` : `b[k * sizes.n + ${col}]`;
-  return /* wgsl */ `
-struct Sizes { m: u32, n: u32, k: u32 }
-@group(0) @binding(0) var<uniform> sizes: Sizes;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-${bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
+/** The kernel of one layout; `bias` is bound only in the layouts that add one. */
+interface MatmulSpec extends KernelSpec {
+  uniforms: { m: "u32"; n: "u32"; k: "u32" };
+  storage: { out: ["read_write", "f32"]; a: ["read", "f32"]; b: ["read", "f32"]; bias?: ["read", "f32"] };
+}
 
+function matmulSpec({ transposeA, transposeB, bias, accumulate }: MatmulLayout): MatmulSpec {
+  const aAt = (row: string) => transposeA ? `a[k * args.m + ${row}]` : `a[${row} * args.k + k]`;
+  const bAt = (col: string) => transposeB ? `b[${col} * args.k + k]` : `b[k * args.n + ${col}]`;
+  return {
+    entryPoint: "matmul",
+    label: `matmul${transposeA ? "_tA" : ""}${transposeB ? "_tB" : ""}` +
+      `${bias ? "_bias" : ""}${accumulate ? "_acc" : ""}`,
+    uniforms: { m: "u32", n: "u32", k: "u32" },
+    storage: {
+      out: ["read_write", "f32"],
+      a: ["read", "f32"],
+      b: ["read", "f32"],
+      ...(bias ? { bias: ["read", "f32"] } : {}),
+    },
+    code: /* wgsl */ `
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.y * 4u;
   let col0 = gid.x * 4u;
-  let r0 = min(row0, sizes.m - 1u);
-  let r1 = min(row0 + 1u, sizes.m - 1u);
-  let r2 = min(row0 + 2u, sizes.m - 1u);
-  let r3 = min(row0 + 3u, sizes.m - 1u);
-  let c0 = min(col0, sizes.n - 1u);
-  let c1 = min(col0 + 1u, sizes.n - 1u);
-  let c2 = min(col0 + 2u, sizes.n - 1u);
-  let c3 = min(col0 + 3u, sizes.n - 1u);
+  let r0 = min(row0, args.m - 1u);
+  let r1 = min(row0 + 1u, args.m - 1u);
+  let r2 = min(row0 + 2u, args.m - 1u);
+  let r3 = min(row0 + 3u, args.m - 1u);
+  let c0 = min(col0, args.n - 1u);
+  let c1 = min(col0 + 1u, args.n - 1u);
+  let c2 = min(col0 + 2u, args.n - 1u);
+  let c3 = min(col0 + 3u, args.n - 1u);
   var acc: array<vec4<f32>, 4>;  // acc[i][j]: row row0 + i, column col0 + j
-  for (var k = 0u; k < sizes.k; k++) {
+  for (var k = 0u; k < args.k; k++) {
     let av = vec4<f32>(${aAt("r0")}, ${aAt("r1")}, ${aAt("r2")}, ${aAt("r3")});
     let bv = vec4<f32>(${bAt("c0")}, ${bAt("c1")}, ${bAt("c2")}, ${bAt("c3")});
     acc[0] += av.x * bv;
@@ -62,30 +72,27 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   for (var i = 0u; i < 4u; i++) {
     let row = row0 + i;
-    if (row >= sizes.m) { break; }
+    if (row >= args.m) { break; }
     for (var j = 0u; j < 4u; j++) {
       let col = col0 + j;
-      if (col >= sizes.n) { break; }
+      if (col >= args.n) { break; }
       var value = acc[i][j];
       ${bias ? "value += bias[col];" : ""}
-      ${accumulate ? "value += out[row * sizes.n + col];" : ""}
-      out[row * sizes.n + col] = value;
+      ${accumulate ? "value += out[row * args.n + col];" : ""}
+      out[row * args.n + col] = value;
     }
   }
 }
-`;
+`,
+  };
 }
 
 /** One matmul layout, compiled once. */
 export class Matmul {
-  readonly #kernel: Kernel;
-  readonly #bias: boolean;
+  readonly #kernel: Kernel<MatmulSpec>;
 
   constructor(device: GPUDevice, layout: MatmulLayout = {}) {
-    const name = `matmul${layout.transposeA ? "_tA" : ""}${layout.transposeB ? "_tB" : ""}` +
-      `${layout.bias ? "_bias" : ""}${layout.accumulate ? "_acc" : ""}`;
-    this.#kernel = new Kernel(device, "matmul", matmulWGSL(layout), name);
-    this.#bias = layout.bias ?? false;
+    this.#kernel = new Kernel(device, matmulSpec(layout));
   }
 
   /** out[M,N] (+)= op(A)·op(B) (+ bias), sizes M, N and K as in the header. */
@@ -99,8 +106,7 @@ export class Matmul {
     n: number,
     k: number,
   ) {
-    if (this.#bias !== (bias !== null)) throw new Error("matmul: bias given to a layout without one, or missing");
-    const buffers = bias ? [out, a, b, bias] : [out, a, b];
-    this.#kernel.dispatch(pass, [m, n, k], buffers, [Math.ceil(n / TILE), Math.ceil(m / TILE)]);
+    const buffers = bias ? { out, a, b, bias } : { out, a, b };
+    this.#kernel.dispatch(pass, { m, n, k }, buffers, [Math.ceil(n / TILE), Math.ceil(m / TILE)]);
   }
 }

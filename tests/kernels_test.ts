@@ -50,6 +50,16 @@ Deno.test("matmul in every layout, with and without bias and accumulation, on si
   }
 });
 
+Deno.test("a kernel given a buffer for a binding it lacks, or none for one it has, throws naming it", async () => {
+  const device = await testDevice();
+  const [out, a, b] = [zeros(device, 1), zeros(device, 1), zeros(device, 1)];
+  const encoder = device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  assert.throws(() => new Matmul(device).encode(pass, out, a, b, a, 1, 1, 1), /no binding named "bias"/);
+  assert.throws(() => new Matmul(device, { bias: true }).encode(pass, out, a, b, null, 1, 1, 1), /binding "bias"/);
+  pass.end();
+});
+
 Deno.test("layernorm forward and backward", async () => {
   const device = await testDevice();
   const x = randomInput(R * C, 5, 2),
