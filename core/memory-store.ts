@@ -9,12 +9,22 @@
 // checkpoint, even if the writer is terminated mid-write: that slot just stays odd until a later write
 // reclaims it.
 //
+// The few table writes that allocate an owner's slots or pick one to write take the arena's lock. The
+// lock word names its holder, so that it is never taken from a live one, however long it holds it: only
+// from a holder known to be gone, one of an older incarnation of the machine than the newest attached (a
+// machine's Worker is restarted only after the old one was terminated). Each of those sections leaves the
+// tables usable at every step (at worst an allocation is lost), so a holder that died inside one leaves
+// nothing to repair.
+//
 // Layout of the buffer (all offsets in bytes):
-//   0..64                  control: magic, layout version, lock, node, max owners, slots per owner,
-//                          owners used (int32); allocated and arena bytes (float64 at 32 and 40)
+//   0..64                  control: magic, layout version, node, max owners, slots per owner, owners used,
+//                          machines, current incarnation, holders attached (int32); allocated and arena
+//                          bytes (float64 at 40 and 48); the lock (int64 at 56): 0 when free, else its
+//                          holder's incarnation << 32 | the holder's number
 //   64..                   owner records: owner node, slot capacity, data offset, then one slot record
-//                          per slot: version, replicated-to bitmask (int32), byte length, saved at,
-//                          iteration (float64)
+//                          per slot: version, keep flag (int32), byte length, saved at, iteration
+//                          (float64), then the machines that hold a replica of it: a bitmap of one bit
+//                          per machine, in int32 words padded to 8 bytes
 //   data (64-aligned)..    the slots themselves, allocated to owners on their first save
 
 import {
@@ -39,20 +49,48 @@ import {
 } from "./store.ts";
 
 const MAGIC = 0x47454d49; // "GEMI"
-const LAYOUT_VERSION = 1;
+const LAYOUT_VERSION = 2;
 const CONTROL_BYTES = 64;
 const OWNER_HEADER_BYTES = 24;
-const SLOT_RECORD_BYTES = 32; // int32 version, int32 replicas, float64 length, time, iteration
+const SLOT_FIXED_BYTES = 32; // int32 version, int32 keep flag, float64 length, time, iteration; then the bitmap
 const DATA_ALIGNMENT = 64;
 const HEADER_GROWTH = 4096;
 
-/** In a slot's replica-holder mask (peers 0..30), the bit that marks the checkpoint to keep. */
-const KEEP_FLAG = 1 << 31;
-
 // Int32 indices of the control block.
-const C_MAGIC = 0, C_VERSION = 1, C_LOCK = 2, C_NODE = 3, C_MAX_OWNERS = 4, C_SLOTS = 5, C_OWNERS_USED = 6;
+const C_MAGIC = 0, C_VERSION = 1, C_NODE = 2, C_MAX_OWNERS = 3, C_SLOTS = 4, C_OWNERS_USED = 5, C_MACHINES = 6;
+const C_INCARNATION = 7, C_HOLDERS = 8;
 // Float64 indices of the control block.
-const F_ALLOCATED = 4, F_ARENA = 5;
+const F_ALLOCATED = 5, F_ARENA = 6;
+// The lock's index in the control block as int64s.
+const L_LOCK = 7;
+
+/** Bytes of a slot record whose replica-holder bitmap has a bit for each of `machines`. */
+function slotRecordBytes(machines: number): number {
+  return SLOT_FIXED_BYTES + Math.ceil(machines / 64) * 8;
+}
+
+/** Throws unless `rank` is one of the `machines` an arena was sized for. */
+function checkRank(rank: number, machines: number, what: string) {
+  if (!Number.isInteger(rank) || rank < 0 || rank >= machines) {
+    throw new RangeError(
+      `${what} must be one of machines 0..${machines - 1} (the arena was sized for ${machines}), got ${rank}`,
+    );
+  }
+}
+
+/** Whether this thread may block in Atomics.wait: a page's main thread may not, and spins instead. */
+let mayBlock = true;
+
+/** Waits until the lock word no longer holds `held`; returns at once where this thread may not block. */
+function waitForRelease(lock: BigInt64Array, held: bigint) {
+  if (!mayBlock) return;
+  try {
+    Atomics.wait(lock, L_LOCK, held);
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    mayBlock = false;
+  }
+}
 
 /** The arena cannot fit another owner's slots (or a shard is larger than its owner's slots). */
 export class ArenaFullError extends Error {
@@ -75,6 +113,22 @@ export interface MemoryStoreOptions {
   slotsPerOwner?: number;
   /** Owners (this machine and the peers it holds replicas for) the arena can hold. */
   maxOwners?: number;
+  /**
+   * The cluster's machines: ranks 0..machines-1 may own checkpoints here and be recorded as holding
+   * replicas of them (each slot has a bit for each). Default 32.
+   */
+  machines?: number;
+}
+
+export interface AttachOptions {
+  /**
+   * The attaching machine's incarnation. A Worker restarted after its machine's failure (once the old
+   * one was terminated) attaches with a newer one: that declares every holder of an older incarnation
+   * gone, so a lock one of them died holding is taken over, and those may no longer take it. An older
+   * incarnation than the current one is refused. Without it, the store joins the current incarnation
+   * (another thread alongside it, such as a reader).
+   */
+  incarnation?: number;
 }
 
 // A WebAssembly page, and the most pages a (32-bit) WebAssembly memory can have.
@@ -102,18 +156,28 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   readonly buffer: SharedArrayBuffer;
   readonly #i32: Int32Array;
   readonly #f64: Float64Array;
+  readonly #lock: BigInt64Array;
   readonly #bytes: Uint8Array;
+  readonly #machines: number;
+  readonly #slotRecordBytes: number;
+  readonly #incarnation: number;
+  /** What the lock word holds while this view holds the lock: its incarnation and its number. */
+  readonly #holder: bigint;
 
-  /** Allocates an arena of `arenaBytes` for machine `node`. */
+  /** Allocates an arena of `arenaBytes` for machine `node`; this view joins its first incarnation, 0. */
   static create(node: number, arenaBytes: number, options: MemoryStoreOptions = {}): InMemoryCheckpointStore {
-    const slots = options.slotsPerOwner ?? 3, maxOwners = options.maxOwners ?? 16;
+    const slots = options.slotsPerOwner ?? 3, maxOwners = options.maxOwners ?? 16, machines = options.machines ?? 32;
     if (!Number.isInteger(slots) || slots < 2) {
       throw new Error(`slotsPerOwner must be an integer of at least 2, got ${slots}`);
     }
     if (!Number.isInteger(maxOwners) || maxOwners < 1) {
       throw new Error(`maxOwners must be a positive integer, got ${maxOwners}`);
     }
-    const tables = CONTROL_BYTES + maxOwners * (OWNER_HEADER_BYTES + slots * SLOT_RECORD_BYTES);
+    if (!Number.isInteger(machines) || machines < 1 || machines > 0x7fffffff) {
+      throw new Error(`machines must be a positive 32-bit integer, got ${machines}`);
+    }
+    checkRank(node, machines, "the arena's own machine");
+    const tables = CONTROL_BYTES + maxOwners * (OWNER_HEADER_BYTES + slots * slotRecordBytes(machines));
     const dataStart = Math.ceil(tables / DATA_ALIGNMENT) * DATA_ALIGNMENT;
     if (!(arenaBytes >= dataStart)) {
       throw new Error(`an arena of ${arenaBytes} bytes cannot even hold its tables (${dataStart})`);
@@ -131,6 +195,7 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     i32[C_NODE] = node;
     i32[C_MAX_OWNERS] = maxOwners;
     i32[C_SLOTS] = slots;
+    i32[C_MACHINES] = machines;
     f64[F_ALLOCATED] = dataStart;
     f64[F_ARENA] = arenaBytes;
     i32[C_VERSION] = LAYOUT_VERSION;
@@ -143,23 +208,52 @@ export class InMemoryCheckpointStore implements CheckpointStore {
 
   /**
    * A view on an arena another Worker created: pass its `memory` where the arena is a WebAssembly.Memory
-   * (checksums then run with SIMD here too), or its `buffer`.
+   * (checksums then run with SIMD here too), or its `buffer`; and, for a machine's (re)started Worker, its
+   * `incarnation` (see `AttachOptions`).
    */
-  static attach(memory: WebAssembly.Memory | SharedArrayBuffer): InMemoryCheckpointStore {
-    return new InMemoryCheckpointStore(memory);
+  static attach(
+    memory: WebAssembly.Memory | SharedArrayBuffer,
+    options: AttachOptions = {},
+  ): InMemoryCheckpointStore {
+    return new InMemoryCheckpointStore(memory, options.incarnation);
   }
 
-  private constructor(memory: WebAssembly.Memory | SharedArrayBuffer) {
+  private constructor(memory: WebAssembly.Memory | SharedArrayBuffer, incarnation?: number) {
     const buffer = bytesOf(memory);
     this.memory = memory;
     this.buffer = buffer;
     if (memory instanceof WebAssembly.Memory) enableFastChecksum(memory);
     this.#i32 = new Int32Array(buffer);
     this.#f64 = new Float64Array(buffer, 0, Math.floor(buffer.byteLength / 8));
+    this.#lock = new BigInt64Array(buffer, 0, CONTROL_BYTES / 8);
     this.#bytes = new Uint8Array(buffer);
     if (Atomics.load(this.#i32, C_MAGIC) !== MAGIC || this.#i32[C_VERSION] !== LAYOUT_VERSION) {
       throw new Error("this SharedArrayBuffer is not a checkpoint arena of this version");
     }
+    this.#machines = this.#i32[C_MACHINES];
+    this.#slotRecordBytes = slotRecordBytes(this.#machines);
+    this.#incarnation = this.#join(incarnation);
+    const number = (Atomics.add(this.#i32, C_HOLDERS, 1) + 1) >>> 0;
+    this.#holder = (BigInt(this.#incarnation) << 32n) | BigInt(number);
+  }
+
+  /** Records `incarnation` as the machine's current one, refusing an older one; or joins the current one. */
+  #join(incarnation?: number): number {
+    let current = Atomics.load(this.#i32, C_INCARNATION);
+    if (incarnation === undefined) return current;
+    if (!Number.isInteger(incarnation) || incarnation < 0 || incarnation > 0x7fffffff) {
+      throw new Error(`an incarnation is a 31-bit integer, got ${incarnation}`);
+    }
+    while (current < incarnation) {
+      const seen = Atomics.compareExchange(this.#i32, C_INCARNATION, current, incarnation);
+      current = seen === current ? incarnation : seen;
+    }
+    if (current > incarnation) {
+      throw new Error(
+        `machine ${this.node}'s incarnation ${incarnation} is gone: incarnation ${current} has attached its memory since`,
+      );
+    }
+    return incarnation;
   }
 
   /** The machine this arena belongs to. */
@@ -178,12 +272,12 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   // --- records --------------------------------------------------------------------------------
 
   #ownerBase(index: number): number {
-    return CONTROL_BYTES + index * (OWNER_HEADER_BYTES + this.#i32[C_SLOTS] * SLOT_RECORD_BYTES);
+    return CONTROL_BYTES + index * (OWNER_HEADER_BYTES + this.#i32[C_SLOTS] * this.#slotRecordBytes);
   }
 
   /** Byte offset of slot `slot`'s record for the owner at `index`. */
   #slotBase(index: number, slot: number): number {
-    return this.#ownerBase(index) + OWNER_HEADER_BYTES + slot * SLOT_RECORD_BYTES;
+    return this.#ownerBase(index) + OWNER_HEADER_BYTES + slot * this.#slotRecordBytes;
   }
 
   #ownerIndex(owner: number): number {
@@ -204,32 +298,59 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     return Atomics.load(this.#i32, this.#slotBase(index, slot) / 4);
   }
 
+  #iteration(index: number, slot: number): number {
+    return this.#f64[this.#slotBase(index, slot) / 8 + 3];
+  }
+
+  /** Int32 index of the first word of a slot's replica-holder bitmap, and the number of its words. */
+  #holders(index: number, slot: number): [first: number, words: number] {
+    return [(this.#slotBase(index, slot) + SLOT_FIXED_BYTES) / 4, Math.ceil(this.#machines / 32)];
+  }
+
   #entry(index: number, slot: number): StoredEntry {
     const base = this.#slotBase(index, slot), owner = this.#i32[this.#ownerBase(index) / 4];
-    const mask = Atomics.load(this.#i32, base / 4 + 1);
+    const [first, words] = this.#holders(index, slot), replicatedTo: number[] = [];
+    for (let word = 0; word < words; word++) {
+      const bits = Atomics.load(this.#i32, first + word);
+      for (let bit = 0; bits && bit < 32; bit++) if (bits & (1 << bit)) replicatedTo.push(word * 32 + bit);
+    }
     return {
       owner,
       iteration: this.#f64[base / 8 + 3],
       bytes: this.#f64[base / 8 + 1],
       savedAt: this.#f64[base / 8 + 2],
       kind: owner === this.node ? "own" : "replica",
-      replicatedTo: Array.from({ length: 31 }, (_, peer) => peer).filter((peer) => mask & (1 << peer)),
+      replicatedTo,
     };
   }
 
   // --- the lock, for the short sections that change the tables ---------------------------------
 
+  /**
+   * Runs `body` holding the arena's lock (see the top of this file): waits for a live holder however long
+   * it holds it, takes it over from a gone one, and refuses once a newer incarnation has attached.
+   */
   #withLock<T>(body: () => T): T {
-    // A spin lock (a page's main thread may not Atomics.wait), held for a few table writes. A holder
-    // terminated inside it would hold it forever, so a lock held past a second is taken over.
-    const deadline = Date.now() + 1000;
-    while (Atomics.compareExchange(this.#i32, C_LOCK, 0, 1) !== 0) {
-      if (Date.now() > deadline) break;
+    for (;;) {
+      const current = Atomics.load(this.#i32, C_INCARNATION);
+      if (this.#incarnation < current) {
+        throw new Error(
+          `machine ${this.node}'s incarnation ${this.#incarnation} was superseded by incarnation ${current}: ` +
+            `it may no longer change the arena`,
+        );
+      }
+      const held = Atomics.compareExchange(this.#lock, L_LOCK, 0n, this.#holder);
+      if (held === 0n) break;
+      if (held === this.#holder) throw new Error("the arena's lock is not reentrant");
+      const gone = Number(held >> 32n) < current;
+      if (gone && Atomics.compareExchange(this.#lock, L_LOCK, held, this.#holder) === held) break;
+      if (!gone) waitForRelease(this.#lock, held);
     }
     try {
       return body();
     } finally {
-      Atomics.store(this.#i32, C_LOCK, 0);
+      Atomics.compareExchange(this.#lock, L_LOCK, this.#holder, 0n);
+      Atomics.notify(this.#lock, L_LOCK);
     }
   }
 
@@ -275,6 +396,7 @@ export class InMemoryCheckpointStore implements CheckpointStore {
    * a writer that dies before then leaves an abandoned slot that the next write reclaims.
    */
   beginWrite(owner: number, iteration: number, byteLength: number): SlotWriter {
+    checkRank(owner, this.#machines, `an owner of checkpoints in machine ${this.node}'s memory`);
     const index = this.#ownerFor(owner, byteLength);
     if (byteLength > this.#slotCapacity(index)) {
       throw new ArenaFullError(
@@ -298,7 +420,10 @@ export class InMemoryCheckpointStore implements CheckpointStore {
         this.#f64[word / 2 + 3] = iteration;
         this.#f64[word / 2 + 1] = byteLength;
         this.#f64[word / 2 + 2] = Date.now();
+        // Not kept, and held by no peer yet.
+        const [first, words] = this.#holders(index, slot);
         Atomics.store(this.#i32, word + 1, 0);
+        this.#i32.fill(0, first, first + words);
         Atomics.store(this.#i32, word, this.#i32[word] + 1); // even again: published
         return this.#entry(index, slot);
       },
@@ -334,9 +459,8 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     if (empty !== undefined) return empty;
     const abandoned = slots.find((slot) => this.#version(index, slot) % 2 === 1);
     if (abandoned !== undefined) return abandoned;
-    const candidates = slots.sort((a, b) => this.#entry(index, b).iteration - this.#entry(index, a).iteration)
-      .slice(1);
-    const kept = (slot: number) => (Atomics.load(this.#i32, this.#slotBase(index, slot) / 4 + 1) & KEEP_FLAG) !== 0;
+    const candidates = slots.sort((a, b) => this.#iteration(index, b) - this.#iteration(index, a)).slice(1);
+    const kept = (slot: number) => Atomics.load(this.#i32, this.#slotBase(index, slot) / 4 + 1) !== 0;
     // More than one slot can hold the kept iteration (one written again after a rollback): if every
     // candidate is kept, the oldest goes anyway.
     const unkept = candidates.filter((slot) => !kept(slot));
@@ -353,8 +477,7 @@ export class InMemoryCheckpointStore implements CheckpointStore {
       for (let slot = 0; slot < this.#i32[C_SLOTS]; slot++) {
         const base = this.#slotBase(index, slot) / 4;
         const match = this.#version(index, slot) % 2 === 0 && this.#f64[base / 2 + 3] === iteration;
-        if (match) Atomics.or(this.#i32, base + 1, KEEP_FLAG);
-        else Atomics.and(this.#i32, base + 1, ~KEEP_FLAG);
+        Atomics.store(this.#i32, base + 1, match ? 1 : 0);
       }
     }
   }
@@ -367,12 +490,11 @@ export class InMemoryCheckpointStore implements CheckpointStore {
 
   /** Records that `peer` now holds a replica of `owner`'s checkpoint `iteration` (if still stored). */
   markReplicated(owner: number, iteration: number, peer: number) {
-    if (peer < 0 || peer > 30) throw new Error(`replica holders are tracked for machines 0..30, got ${peer}`);
+    checkRank(peer, this.#machines, `a holder of replicas recorded in machine ${this.node}'s memory`);
     const index = this.#ownerIndex(owner);
     for (let slot = 0; index >= 0 && slot < this.#i32[C_SLOTS]; slot++) {
-      const base = this.#slotBase(index, slot) / 4;
-      if (this.#version(index, slot) % 2 === 0 && this.#f64[base / 2 + 3] === iteration) {
-        Atomics.or(this.#i32, base + 1, 1 << peer);
+      if (this.#version(index, slot) % 2 === 0 && this.#iteration(index, slot) === iteration) {
+        Atomics.or(this.#i32, this.#holders(index, slot)[0] + (peer >>> 5), 1 << (peer & 31));
       }
     }
   }
@@ -398,7 +520,30 @@ export class InMemoryCheckpointStore implements CheckpointStore {
         if (version > 0 && version % 2 === 0) found.push([index, slot]);
       }
     }
-    return found.sort(([ia, sa], [ib, sb]) => ia - ib || this.#entry(ib, sb).iteration - this.#entry(ia, sa).iteration);
+    return found.sort(([ia, sa], [ib, sb]) => ia - ib || this.#iteration(ib, sb) - this.#iteration(ia, sa));
+  }
+
+  /**
+   * Where `owner`'s checkpoint `iteration` is published, as its slot and the slot's version then (the
+   * version was the same even number before and after the iteration was read): null if nowhere.
+   */
+  #publishedSlot(owner: number, iteration: number): [index: number, slot: number, version: number] | null {
+    const index = this.#ownerIndex(owner);
+    for (let slot = 0; index >= 0 && slot < this.#i32[C_SLOTS]; slot++) {
+      const version = this.#version(index, slot);
+      if (version === 0 || version % 2 === 1 || this.#iteration(index, slot) !== iteration) continue;
+      if (this.#version(index, slot) === version) return [index, slot, version];
+    }
+    return null;
+  }
+
+  /**
+   * Whether `owner`'s checkpoint `iteration` is published here. A cheap look at the slot records alone:
+   * it does not read the shard, so it does not tell whether its bytes are still intact (`withCheckpoint`
+   * and the loads verify them).
+   */
+  has(owner: number, iteration: number): boolean {
+    return this.#publishedSlot(owner, iteration) !== null;
   }
 
   /**
@@ -406,17 +551,14 @@ export class InMemoryCheckpointStore implements CheckpointStore {
    * a writer has reused the slot since: a seqlock read. Null if the slot no longer holds `iteration`.
    */
   #readSlot(owner: number, iteration: number, copy: boolean): ReadBytes | null {
-    const index = this.#ownerIndex(owner);
-    for (let slot = 0; index >= 0 && slot < this.#i32[C_SLOTS]; slot++) {
-      const before = this.#version(index, slot);
-      if (before === 0 || before % 2 === 1 || this.#entry(index, slot).iteration !== iteration) continue;
-      const start = this.#slotData(index, slot), length = this.#f64[this.#slotBase(index, slot) / 8 + 1];
-      const bytes = copy ? this.#bytes.slice(start, start + length) : this.#bytes.subarray(start, start + length);
-      const unchanged = () => this.#version(index, slot) === before;
-      if (copy && !unchanged()) return null;
-      return { bytes, unchanged };
-    }
-    return null;
+    const published = this.#publishedSlot(owner, iteration);
+    if (!published) return null;
+    const [index, slot, before] = published;
+    const start = this.#slotData(index, slot), length = this.#f64[this.#slotBase(index, slot) / 8 + 1];
+    const bytes = copy ? this.#bytes.slice(start, start + length) : this.#bytes.subarray(start, start + length);
+    const unchanged = () => this.#version(index, slot) === before;
+    if (copy && !unchanged()) return null;
+    return { bytes, unchanged };
   }
 
   #source(entry: Pick<StoredEntry, "owner" | "iteration">): string {

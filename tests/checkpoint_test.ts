@@ -1,6 +1,7 @@
 // The shard format and the in-memory store: bit-exact round trips, every kind of corruption caught and
-// fallen back from, eviction of all but the newest K, arena exhaustion, statistics, and publishing that
-// a reader in another Worker never sees torn, even when the writer is terminated mid-write.
+// fallen back from, eviction of all but the newest K, arena exhaustion, statistics, publishing that a
+// reader in another Worker never sees torn, even when the writer is terminated mid-write, the arena's
+// lock across incarnations, replica holders of any rank, and the cheap existence check.
 
 import assert from "node:assert/strict";
 import { CheckpointCorruptError, decodeShard, encodeShard, shardLayout } from "../core/checkpoint.ts";
@@ -209,43 +210,133 @@ Deno.test("statistics: bytes per owner and per kind, newest iteration per owner,
 Deno.test("a reader Worker never sees a torn checkpoint while a writer Worker is terminated mid-write", async () => {
   const store = InMemoryCheckpointStore.create(0, 64 << 20);
   await store.save(0, 0, patternShard(0, 0, 200_000));
-  // The writer records the iteration it started and the one it finished here: [started, finished].
+  // The reader counts its reads here, and reads until it has reached the count the test sets: [reads, until].
   const progress = new Int32Array(new SharedArrayBuffer(8));
   const writer = new Worker(new URL("./workers/checkpoint_writer.ts", import.meta.url), { type: "module" });
   const reader = new Worker(new URL("./workers/checkpoint_reader.ts", import.meta.url), { type: "module" });
   try {
-    const readerDone = new Promise<{ reads: number; problems: string[] }>((resolve, reject) => {
-      reader.onmessage = ({ data }) => resolve(data);
-      reader.onerror = (event) => reject(new Error(event.message));
-    });
-    reader.postMessage({ buffer: store.buffer, milliseconds: 1500 });
-    writer.postMessage({ buffer: store.buffer, progress: progress.buffer, floats: 200_000 });
-    // Wait for a few complete writes, then terminate the writer in the middle of one.
-    while (!(Atomics.load(progress, 0) >= 6 && Atomics.load(progress, 0) !== Atomics.load(progress, 1))) {
-      await new Promise((resolve) => setTimeout(resolve, 1));
-    }
+    const readerDone = nextMessage(reader), writerStopped = nextMessage(writer);
+    reader.postMessage({ buffer: store.buffer, progress: progress.buffer });
+    // After 6 complete writes, and 10 reads alongside them, the writer stops half way through a write and
+    // is terminated there.
+    writer.postMessage({ buffer: store.buffer, progress: progress.buffer, floats: 200_000, writes: 6, reads: 10 });
+    const stopped = await writerStopped as number;
     writer.terminate();
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    const [started, finished] = [Atomics.load(progress, 0), Atomics.load(progress, 1)];
-    const { reads, problems } = await readerDone;
-    assert.deepEqual(problems, []);
-    assert.ok(reads > 10, `the reader read ${reads} times`);
+    // The reader goes on reading with the abandoned slot in the arena.
+    Atomics.store(progress, 1, Atomics.load(progress, 0) + 10);
+    assert.deepEqual(await readerDone, []);
     const loaded = await store.load(0);
-    // The newest complete checkpoint is the last finished write (or the one being finished as it was stopped).
-    const newest = loaded.entry.iteration;
-    assert.ok(
-      newest === finished || (newest === started && finished === started - 1),
-      `${newest} vs ${started}/${finished}`,
-    );
-    assert.ok(holdsPattern(loaded.shard.tensors, newest));
+    assert.equal(loaded.entry.iteration, stopped - 1, "the newest complete checkpoint is the last finished write");
+    assert.ok(holdsPattern(loaded.shard.tensors, stopped - 1));
     // The abandoned slot is reclaimed by the next write, and the newest complete one is untouched by it.
     await store.save(0, 100, patternShard(100, 0, 200_000));
-    assert.deepEqual((await store.entries(0)).map((e) => e.iteration).slice(0, 2), [100, newest]);
+    assert.deepEqual((await store.entries(0)).map((e) => e.iteration).slice(0, 2), [100, stopped - 1]);
   } finally {
     writer.terminate();
     reader.terminate();
   }
 });
+
+/** The arena's lock word (at byte 56, see core/memory-store.ts), and what it holds while a holder holds it. */
+function lockWord(store: InMemoryCheckpointStore): BigInt64Array {
+  return new BigInt64Array(store.buffer, 56, 1);
+}
+const holder = (incarnation: number, number: number) => (BigInt(incarnation) << 32n) | BigInt(number);
+
+Deno.test("the arena's lock: a live holder is waited for however long it holds it, never broken", async () => {
+  const store = InMemoryCheckpointStore.create(0, 4 << 20);
+  // A holder of the current incarnation holds the lock: alive, for all anyone knows.
+  const lock = lockWord(store), live = holder(0, 1000);
+  Atomics.store(lock, 0, live);
+  const worker = new Worker(new URL("./workers/lock_waiter.ts", import.meta.url), { type: "module" });
+  try {
+    const saving = nextMessage(worker);
+    worker.postMessage({ buffer: store.buffer, owner: 1 });
+    assert.equal(await saving, "saving");
+    const saved = nextMessage(worker);
+    // Wake the waiting Worker twice (Atomics.notify counts the waiters it woke): in between, it found the
+    // lock still held, with its clock days later, and waited again.
+    for (let woken = 0; woken < 2; woken += Atomics.notify(lock, 0, 1)) {
+      assert.ok(Atomics.load(lock, 0) === live && !store.has(1, 1), "the Worker went past a live holder's lock");
+    }
+    Atomics.store(lock, 0, 0n);
+    Atomics.notify(lock, 0);
+    assert.equal(await saved, 1);
+    assert.deepEqual((await store.entries(1)).map((e) => e.iteration), [1]);
+    assert.equal(Atomics.load(lock, 0), 0n, "and released it");
+  } finally {
+    worker.terminate();
+  }
+});
+
+Deno.test("the arena's lock: one left by a Worker terminated inside it is taken over by the machine's next incarnation", async () => {
+  const first = InMemoryCheckpointStore.create(0, 4 << 20); // incarnation 0
+  await first.save(0, 1, patternShard(1));
+  const lock = lockWord(first);
+  Atomics.store(lock, 0, holder(0, 1000)); // incarnation 0's Worker, terminated while it held the lock
+  const next = InMemoryCheckpointStore.attach(first.memory, { incarnation: 1 });
+  await next.save(0, 2, patternShard(2));
+  assert.equal(Atomics.load(lock, 0), 0n, "taken over, then released");
+  // The older incarnation is gone: its views may no longer take the lock, and it may not attach again.
+  await assert.rejects(
+    first.save(0, 3, patternShard(3)),
+    /machine 0's incarnation 0 was superseded by incarnation 1: it may no longer change the arena/,
+  );
+  assert.throws(
+    () => InMemoryCheckpointStore.attach(first.memory, { incarnation: 0 }),
+    /machine 0's incarnation 0 is gone: incarnation 1 has attached its memory since/,
+  );
+  // A view attached without an incarnation joins the current one.
+  await InMemoryCheckpointStore.attach(first.buffer).save(0, 3, patternShard(3));
+  assert.deepEqual((await next.entries(0)).map((e) => e.iteration), [3, 2, 1]);
+});
+
+Deno.test("replica holders are recorded for every rank the arena is sized for, past 31; a rank beyond is an error", async () => {
+  const store = InMemoryCheckpointStore.create(40, 8 << 20, { machines: 101 });
+  await store.save(40, 8, patternShard(8, 40));
+  await store.save(100, 8, patternShard(8, 100)); // a replica held for machine 100
+  for (const peer of [100, 32, 31, 0, 64, 63]) store.markReplicated(40, 8, peer);
+  store.keep(8); // the keep flag is none of them
+  const holders = async (owner: number) => (await store.entries(owner)).map((e) => [e.iteration, e.replicatedTo]);
+  assert.deepEqual(await holders(40), [[8, [0, 31, 32, 63, 64, 100]]]);
+  assert.deepEqual(await holders(100), [[8, []]]);
+  // A checkpoint written into a reused slot is held by no peer yet; the kept one still lists its holders.
+  for (const iteration of [9, 10, 11]) await store.save(40, iteration, patternShard(iteration, 40));
+  assert.deepEqual(await holders(40), [[11, []], [10, []], [8, [0, 31, 32, 63, 64, 100]]]);
+  assert.deepEqual(
+    (await InMemoryCheckpointStore.attach(store.buffer).entries(40)).map((e) => e.replicatedTo),
+    [[], [], [0, 31, 32, 63, 64, 100]],
+    "as another view of the arena reads them",
+  );
+  const beyond = /must be one of machines 0\.\.100 \(the arena was sized for 101\), got 101/;
+  assert.throws(() => store.markReplicated(40, 11, 101), beyond);
+  await assert.rejects(store.save(101, 1, patternShard(1, 101)), beyond);
+  assert.throws(() => InMemoryCheckpointStore.create(101, 8 << 20, { machines: 101 }), beyond);
+});
+
+Deno.test("has: whether a checkpoint is published, from the slot records alone, without verifying its bytes", async () => {
+  const store = InMemoryCheckpointStore.create(0, 4 << 20, { slotsPerOwner: 2 });
+  await store.save(0, 1, patternShard(1));
+  const shard = patternShard(2), writer = store.beginWrite(0, 2, shard.length);
+  writer.bytes.set(shard);
+  assert.deepEqual([store.has(0, 1), store.has(0, 2)], [true, false], "not before it is committed");
+  writer.commit();
+  assert.deepEqual([store.has(0, 1), store.has(0, 2), store.has(0, 3), store.has(1, 2)], [true, true, false, false]);
+  // A byte of checkpoint 2 flipped in the arena: `has` does not read it, `withCheckpoint` does.
+  writer.bytes[writer.bytes.length - 5] ^= 1;
+  assert.equal(store.has(0, 2), true);
+  assert.equal(store.withCheckpoint(0, 2, () => true), null);
+  await store.save(0, 3, patternShard(3)); // into checkpoint 1's slot
+  assert.deepEqual([store.has(0, 1), store.has(0, 3)], [false, true]);
+});
+
+/** The next message `worker` posts (or its uncaught error). */
+function nextMessage(worker: Worker): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    worker.onmessage = ({ data }) => resolve(data);
+    worker.onerror = (event) => reject(new Error(event.message));
+  });
+}
 
 Deno.test("patternTensors fixtures differ between iterations (the torn-read test depends on it)", () => {
   assert.ok(!holdsPattern(patternTensors(1), 2));

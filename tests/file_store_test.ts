@@ -52,6 +52,7 @@ Deno.test("a corrupt or truncated newest file is passed over for the previous ch
 Deno.test("a writer killed in the middle of a save leaves the previous checkpoint intact", async () => {
   await withDirectory(async (directory) => {
     await new FileCheckpointStore(directory).save(0, 1, patternShard(1, 0, 1_000_000));
+    const changes = Deno.watchFs(`${directory}/machine-0`);
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -65,13 +66,12 @@ Deno.test("a writer killed in the middle of a save leaves the previous checkpoin
     }).spawn();
     const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
     assert.match((await lines.read()).value ?? "", /writing/);
-    // Let some of the 12 MB reach the disk, then kill it without a chance to clean up.
-    while (
-      ![...Deno.readDirSync(`${directory}/machine-0`)].some((e) =>
-        e.name.includes(".tmp-") && Deno.statSync(`${directory}/machine-0/${e.name}`).size > 0
-      )
-    ) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
+    // Once some of the 12 MB has reached its temporary file, kill it without a chance to clean up (leaving
+    // the loop closes the watcher).
+    for await (const change of changes) {
+      if (change.kind === "modify" && change.paths.some((path) => path.includes(".tmp-") && Deno.statSync(path).size)) {
+        break;
+      }
     }
     child.kill("SIGKILL");
     assert.equal((await child.status).signal, "SIGKILL");

@@ -1,0 +1,392 @@
+// The root agent's protocol as a pure state machine: `transition(state, input)` returns the next state and
+// the commands to carry out, with no I/O and no clock (every input carries the time it happened, read by
+// the driver). The driver (root.ts) carries out the commands against the machines and feeds back what
+// came of them as inputs.
+//
+//   idle ──advance──▶ stepping ──stepped──▶ idle
+//     │                  │
+//     │ advance, with    │ a machine detected failed
+//     │ failures pending ▼
+//     └────────────▶ recovering(epoch e): stop ▶ replace ▶ retrieve ▶ load ▶ synchronize ──▶ idle
+//                        │
+//                        └─ a machine detected failed: recovering(epoch e + 1), from stop again
+//
+// Every command carries the epoch it was issued in, and every result the epoch of its command: a result
+// from an epoch a newer failure superseded is dropped here, so cancelling a recovery (or a step) is a
+// transition, not something each await has to check.
+
+import type { StoredEntry } from "../core/store.ts";
+import type { ReplicationPolicy } from "./interleaving.ts";
+import { clusterInterval } from "./interleaving.ts";
+import type { IterationPlan, RestoreResult, RestoreSource, StepResult } from "./spec.ts";
+
+export type RecoveryPhase = "stop" | "replace" | "retrieve" | "load" | "synchronize";
+
+/** A machine the root declared failed: its lease ran out at `detectedAt` (on the root's clock). */
+export interface Detection {
+  rank: number;
+  detectedAt: number;
+}
+
+export interface IterationReport {
+  type: "iteration";
+  iteration: number;
+  /** The mean over machines of their mean losses: the loss of the global batch. */
+  loss: number;
+  milliseconds: number;
+  /** What the iteration was asked to do: checkpoint or not, and how to replicate. */
+  plan: IterationPlan;
+  machines: StepResult[];
+}
+
+/** A recovery as the root saw it, from the first detection to training resumed. */
+export interface RecoveryReport {
+  type: "recovery";
+  epoch: number;
+  /** The failures it recovered from, in the order detected (a failure during a recovery restarts it). */
+  detections: Detection[];
+  /** The iteration every machine rolled back to, and how many iterations were lost. */
+  iteration: number;
+  lostIterations: number;
+  /** Where each machine's shard came from, and how long it took to fetch and to load. */
+  machines: RestoreResult[];
+  /** Milliseconds of each phase of the last attempt: restarting machines, fetching the shards (the slowest
+   * machine), loading them onto the GPUs, all-gathering the parameters. */
+  replacement: number;
+  retrieval: number;
+  load: number;
+  synchronize: number;
+  /** When training resumed, on the root's clock. */
+  resumedAt: number;
+  /** Shards restored from persistent storage. */
+  fromPersistent: number;
+  /** Sources that were tried and failed (a corrupt copy, say), with the reason. */
+  skipped: string[];
+}
+
+export type RootEvent =
+  | IterationReport
+  | RecoveryReport
+  | { type: "failure"; detection: Detection }
+  | { type: "recovering"; epoch: number; phase: RecoveryPhase };
+
+/** What a recovery restores, decided from what every machine's memory and the persistent store hold. */
+export interface RecoveryPlan {
+  iteration: number;
+  /** Per machine, the sources to try in order. */
+  sources: RestoreSource[][];
+}
+
+/**
+ * The newest iteration, up to `reached`, of which every shard has a copy somewhere (memory, or the
+ * persistent store; iteration 0, the initial state, always has one), and where each machine can get its
+ * shard of it. `reached` is the last iteration the root saw complete: every machine may have checkpointed
+ * the one after it before a failure cut its all-gather short, but its loss was never reported, so the run
+ * goes back to where the record is whole.
+ */
+export function planRecovery(
+  machines: number,
+  memories: StoredEntry[][],
+  persistent: StoredEntry[],
+  reached = Infinity,
+): RecoveryPlan {
+  const inMemory = (owner: number, iteration: number) =>
+    memories.flatMap((entries, holder) =>
+      entries.some((entry) => entry.owner === owner && entry.iteration === iteration) ? [holder] : []
+    );
+  const persisted = (owner: number, iteration: number) =>
+    persistent.some((entry) => entry.owner === owner && entry.iteration === iteration);
+  const iterations = [...new Set([...memories.flat(), ...persistent].map((entry) => entry.iteration))]
+    .filter((iteration) => iteration <= reached)
+    .sort((a, b) => b - a);
+  const ranks = Array.from({ length: machines }, (_, rank) => rank);
+  const iteration =
+    iterations.find((candidate) =>
+      ranks.every((owner) => inMemory(owner, candidate).length || persisted(owner, candidate))
+    ) ?? 0;
+  const sources = ranks.map((owner): RestoreSource[] => {
+    const holders = inMemory(owner, iteration);
+    return [
+      ...(holders.includes(owner) ? [{ from: "local" as const }] : []),
+      ...holders.filter((holder) => holder !== owner).map((peer) => ({ from: "peer" as const, peer })),
+      ...(persisted(owner, iteration) ? [{ from: "persistent" as const }] : []),
+      ...(iteration === 0 ? [{ from: "initial" as const }] : []),
+    ];
+  });
+  return { iteration, sources };
+}
+
+/** Where a recovery attempt is, and what it has learnt so far. */
+export interface Recovery {
+  phase: RecoveryPhase;
+  /** The last iteration the root saw complete before the first failure. */
+  reached: number;
+  /** When the current phase began. */
+  phaseStartedAt: number;
+  replacement: number;
+  plan: RecoveryPlan | null;
+  fetched: { results: RestoreResult[]; skipped: string[] } | null;
+  loads: number[] | null;
+}
+
+export interface RootState {
+  mode: "idle" | "stepping" | "recovering" | "closed";
+  machines: number;
+  /** Bumped by every recovery attempt: results of an older epoch are stale. */
+  epoch: number;
+  /** Iterations completed (after a recovery: the iteration rolled back to). */
+  iteration: number;
+  /** Ranks declared failed and not yet restarted. */
+  down: number[];
+  /** Failures not yet recovered from, in the order detected. */
+  detections: Detection[];
+  checkpointing: { every: number; policy: ReplicationPolicy };
+  /** The checkpoints of iterations that are multiples of this are replicated (see interleaving.ts). */
+  replicateEvery: number | null;
+  /** The newest iteration every machine has replicated: every machine keeps it. */
+  keep: number;
+  /** The step under way: what it was asked and when it began. */
+  step: { plan: IterationPlan; startedAt: number } | null;
+  recovery: Recovery | null;
+}
+
+export type RootInput =
+  /** The driver asks for the next iteration, or the recovery that failures call for. */
+  | { type: "advance"; at: number }
+  /** A machine's lease ran out. */
+  | { type: "detected"; rank: number; at: number }
+  | { type: "configure"; every: number; policy: ReplicationPolicy }
+  | { type: "stepped"; epoch: number; results: StepResult[]; at: number }
+  /** The surviving machines have stopped and moved to the epoch. */
+  | { type: "stopped"; epoch: number; at: number }
+  /** The failed machines run again (restarted or replaced), in the epoch. */
+  | { type: "replaced"; epoch: number; at: number }
+  /** What every machine's memory and the persistent store hold. */
+  | { type: "surveyed"; epoch: number; memories: StoredEntry[][]; persistent: StoredEntry[]; at: number }
+  | { type: "fetched"; epoch: number; results: RestoreResult[]; skipped: string[]; at: number }
+  | { type: "loaded"; epoch: number; milliseconds: number[]; at: number }
+  | { type: "synchronized"; epoch: number; at: number }
+  /** A command of `epoch` failed for a reason other than a machine failing. */
+  | { type: "failed"; epoch: number; error: string }
+  | { type: "close" };
+
+export type RootCommand =
+  | { do: "step"; epoch: number; plan: IterationPlan }
+  /** Stop machine `rank`, declared failed, should it still be running (a slow machine wrongly suspected). */
+  | { do: "fence"; rank: number }
+  | { do: "stop"; epoch: number; ranks: number[] }
+  | { do: "replace"; epoch: number; ranks: number[] }
+  | { do: "survey"; epoch: number }
+  | { do: "fetch"; epoch: number; plan: RecoveryPlan }
+  /** Load each machine's shard of `iteration` from its memory (or the initial state, where `initial`). */
+  | { do: "load"; epoch: number; iteration: number; initial: boolean[] }
+  | { do: "synchronize"; epoch: number }
+  | { do: "emit"; event: RootEvent }
+  /** The advance under way is over: with its report, or its error. */
+  | { do: "settle"; report: IterationReport | RecoveryReport }
+  | { do: "reject"; error: string };
+
+export interface Transition {
+  state: RootState;
+  commands: RootCommand[];
+}
+
+export function initialRootState(
+  machines: number,
+  checkpointing: { every: number; policy: ReplicationPolicy },
+): RootState {
+  return {
+    mode: "idle",
+    machines,
+    epoch: 0,
+    iteration: 0,
+    down: [],
+    detections: [],
+    checkpointing,
+    replicateEvery: null,
+    keep: 0,
+    step: null,
+    recovery: null,
+  };
+}
+
+const ranksOf = (count: number) => Array.from({ length: count }, (_, rank) => rank);
+
+/** The root's one transition. */
+export function transition(state: RootState, input: RootInput): Transition {
+  if (state.mode === "closed") return { state, commands: [] };
+  switch (input.type) {
+    case "close":
+      return {
+        state: { ...state, mode: "closed", step: null, recovery: null },
+        commands: state.mode === "idle" ? [] : [{ do: "reject", error: "the root agent has been closed" }],
+      };
+    case "configure":
+      return { state: { ...state, checkpointing: { every: input.every, policy: input.policy } }, commands: [] };
+    case "advance":
+      if (state.mode !== "idle") {
+        return { state, commands: [{ do: "reject", error: `an advance is already under way (${state.mode})` }] };
+      }
+      return state.detections.length ? beginRecovery(state, input.at, state.iteration) : beginStep(state, input.at);
+    case "detected":
+      return detected(state, input);
+    case "failed":
+      if (input.epoch !== state.epoch || state.mode === "idle") return { state, commands: [] };
+      // The attempt is abandoned; the failures stay pending, so the next advance recovers again.
+      return {
+        state: { ...state, mode: "idle", step: null, recovery: null },
+        commands: [{ do: "reject", error: input.error }],
+      };
+  }
+  if (input.epoch !== state.epoch) return { state, commands: [] }; // superseded by a newer failure
+  if (input.type === "stepped") return stepped(state, input);
+  return recovering(state, input);
+}
+
+function beginStep(state: RootState, at: number): Transition {
+  const { every, policy } = state.checkpointing;
+  const plan: IterationPlan = {
+    checkpoint: (state.iteration + 1) % every === 0,
+    policy,
+    replicateEvery: state.replicateEvery,
+    keep: state.keep,
+  };
+  return {
+    state: { ...state, mode: "stepping", step: { plan, startedAt: at } },
+    commands: [{ do: "step", epoch: state.epoch, plan }],
+  };
+}
+
+function stepped(state: RootState, input: Extract<RootInput, { type: "stepped" }>): Transition {
+  if (state.mode !== "stepping" || !state.step) return { state, commands: [] };
+  const { results } = input, plan = state.step.plan;
+  const report: IterationReport = {
+    type: "iteration",
+    iteration: results[0].iteration,
+    loss: results.reduce((sum, result) => sum + result.loss, 0) / results.length,
+    milliseconds: input.at - state.step.startedAt,
+    plan,
+    machines: results,
+  };
+  const next: RootState = {
+    ...state,
+    mode: "idle",
+    step: null,
+    iteration: report.iteration,
+    replicateEvery: clusterInterval(results.map((result) => result.neededInterval)) ?? plan.replicateEvery,
+    keep: Math.max(state.keep, Math.min(...results.map((result) => result.replicatedIteration))),
+  };
+  return { state: next, commands: [{ do: "emit", event: report }, { do: "settle", report }] };
+}
+
+function detected(state: RootState, input: Extract<RootInput, { type: "detected" }>): Transition {
+  if (state.down.includes(input.rank)) return { state, commands: [] };
+  const detection = { rank: input.rank, detectedAt: input.at };
+  const next: RootState = {
+    ...state,
+    down: [...state.down, input.rank].sort((a, b) => a - b),
+    detections: [...state.detections, detection],
+  };
+  const commands: RootCommand[] = [{ do: "fence", rank: input.rank }, {
+    do: "emit",
+    event: { type: "failure", detection },
+  }];
+  if (state.mode === "idle") return { state: next, commands }; // the next advance recovers
+  // A step or a recovery under way is abandoned: a new recovery epoch begins.
+  const reached = state.mode === "recovering" ? state.recovery!.reached : state.iteration;
+  const begun = beginRecovery({ ...next, step: null }, input.at, reached);
+  return { state: begun.state, commands: [...commands, ...begun.commands] };
+}
+
+function beginRecovery(state: RootState, at: number, reached: number): Transition {
+  const epoch = state.epoch + 1;
+  const recovery: Recovery = {
+    phase: "stop",
+    reached,
+    phaseStartedAt: at,
+    replacement: 0,
+    plan: null,
+    fetched: null,
+    loads: null,
+  };
+  const survivors = ranksOf(state.machines).filter((rank) => !state.down.includes(rank));
+  return {
+    state: { ...state, mode: "recovering", epoch, recovery },
+    commands: [
+      { do: "emit", event: { type: "recovering", epoch, phase: "stop" } },
+      { do: "stop", epoch, ranks: survivors },
+    ],
+  };
+}
+
+/** The steps of a recovery: each result moves it to its next phase. */
+function recovering(state: RootState, input: RootInput & { epoch: number; at: number }): Transition {
+  const recovery = state.recovery;
+  if (state.mode !== "recovering" || !recovery) return { state, commands: [] };
+  const epoch = state.epoch;
+  const enter = (phase: RecoveryPhase, change: Partial<Recovery>, command: RootCommand, down = state.down) => ({
+    state: { ...state, down, recovery: { ...recovery, ...change, phase, phaseStartedAt: input.at } },
+    commands: [{ do: "emit", event: { type: "recovering", epoch, phase } }, command],
+  } as Transition);
+  switch (input.type) {
+    case "stopped":
+      if (recovery.phase !== "stop") break;
+      return enter("replace", {}, { do: "replace", epoch, ranks: state.down });
+    case "replaced":
+      if (recovery.phase !== "replace") break;
+      return enter("retrieve", { replacement: input.at - recovery.phaseStartedAt }, { do: "survey", epoch }, []);
+    case "surveyed": {
+      if (recovery.phase !== "retrieve" || recovery.plan) break;
+      const plan = planRecovery(state.machines, input.memories, input.persistent, recovery.reached);
+      return {
+        state: { ...state, recovery: { ...recovery, plan } },
+        commands: [{ do: "fetch", epoch, plan }],
+      };
+    }
+    case "fetched": {
+      if (recovery.phase !== "retrieve" || !recovery.plan) break;
+      const initial = input.results.map((result) => result.source.from === "initial");
+      return enter("load", { fetched: { results: input.results, skipped: input.skipped } }, {
+        do: "load",
+        epoch,
+        iteration: recovery.plan.iteration,
+        initial,
+      });
+    }
+    case "loaded":
+      if (recovery.phase !== "load") break;
+      return enter("synchronize", { loads: input.milliseconds }, { do: "synchronize", epoch });
+    case "synchronized":
+      if (recovery.phase !== "synchronize") break;
+      return finishRecovery(state, recovery, input.at);
+  }
+  return { state, commands: [] }; // a result out of order: ignored
+}
+
+function finishRecovery(state: RootState, recovery: Recovery, at: number): Transition {
+  const plan = recovery.plan!, fetched = recovery.fetched!, loads = recovery.loads!;
+  const machines = fetched.results.map((result, i) => ({ ...result, loadMilliseconds: loads[i] }));
+  const report: RecoveryReport = {
+    type: "recovery",
+    epoch: state.epoch,
+    detections: state.detections,
+    iteration: plan.iteration,
+    lostIterations: recovery.reached - plan.iteration,
+    machines,
+    replacement: recovery.replacement,
+    retrieval: Math.max(...machines.map((result) => result.retrieveMilliseconds)),
+    load: Math.max(...loads),
+    synchronize: at - recovery.phaseStartedAt,
+    resumedAt: at,
+    fromPersistent: machines.filter((result) => result.source.from === "persistent").length,
+    skipped: fetched.skipped,
+  };
+  const next: RootState = {
+    ...state,
+    mode: "idle",
+    iteration: plan.iteration,
+    detections: [],
+    recovery: null,
+  };
+  return { state: next, commands: [{ do: "emit", event: report }, { do: "settle", report }] };
+}

@@ -1,0 +1,75 @@
+// What only the simulated cluster knows, joined to what the root agent reports: when and how each failure
+// really happened. The root learns of a failure by a lease running out, so its reports start at the
+// detection; the observer adds the failure itself (its kind, where the machine was, when), and so the
+// detection time and the whole time from failure to resumed training. The demo, the bench and the lab read
+// these; the root never does.
+
+import type { FailureKind, FailureRecord, SimulatedCluster } from "./cluster.ts";
+import type { Detection, IterationReport, RecoveryPhase, RecoveryReport, RootEvent } from "./root-protocol.ts";
+
+export interface FailureReport extends Detection {
+  kind: FailureKind;
+  where: string;
+  /** On the cluster's clock (ms), as is `detectedAt`. */
+  failedAt: number;
+}
+
+export interface ObservedRecovery extends RecoveryReport {
+  failures: FailureReport[];
+  /** From the first failure to its detection, and to training resumed (ms). */
+  detection: number;
+  total: number;
+}
+
+export type ObservedEvent =
+  | IterationReport
+  | ObservedRecovery
+  | { type: "failure"; failure: FailureReport }
+  | { type: "recovering"; epoch: number; phase: RecoveryPhase };
+
+export class FailureObserver {
+  readonly #cluster: SimulatedCluster;
+  readonly #seen = new Map<string, FailureReport>();
+
+  constructor(cluster: SimulatedCluster) {
+    this.#cluster = cluster;
+  }
+
+  /**
+   * The failure behind `detection`: the machine's last failure as the cluster recorded it. Read when the
+   * root reports the detection, before the machine can be restarted and fail again; a machine that was
+   * still running (wrongly suspected) has been fenced by then, which is recorded as its failure.
+   */
+  failure(detection: Detection): FailureReport {
+    const key = `${detection.rank}@${detection.detectedAt}`;
+    let report = this.#seen.get(key);
+    if (!report) {
+      const record: FailureRecord | null = this.#cluster.lastFailure(detection.rank);
+      report = {
+        ...detection,
+        kind: record?.kind ?? "software",
+        where: record?.where ?? "unknown",
+        failedAt: Math.min(record?.at ?? detection.detectedAt, detection.detectedAt),
+      };
+      this.#seen.set(key, report);
+    }
+    return report;
+  }
+
+  recovery(report: RecoveryReport): ObservedRecovery {
+    const failures = report.detections.map((detection) => this.failure(detection));
+    const first = failures.reduce((a, b) => (a.failedAt <= b.failedAt ? a : b));
+    return {
+      ...report,
+      failures,
+      detection: first.detectedAt - first.failedAt,
+      total: report.resumedAt - first.failedAt,
+    };
+  }
+
+  event(event: RootEvent): ObservedEvent {
+    if (event.type === "failure") return { type: "failure", failure: this.failure(event.detection) };
+    if (event.type === "recovery") return this.recovery(event);
+    return event;
+  }
+}

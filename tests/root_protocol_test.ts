@@ -1,0 +1,291 @@
+// The root agent's protocol as a pure transition: the interesting orders of events, each checked for the
+// state it leads to and the commands it issues. No machines, no clock: every input carries its time.
+
+import assert from "node:assert/strict";
+import {
+  initialRootState,
+  type RecoveryReport,
+  type RootCommand,
+  type RootInput,
+  type RootState,
+  transition,
+} from "../agents/root-protocol.ts";
+import type { StepResult } from "../agents/spec.ts";
+import type { StoredEntry } from "../core/store.ts";
+
+const MACHINES = 4;
+
+/** Feeds `inputs` in order from `state`; returns the state and every command issued on the way. */
+function feed(state: RootState, ...inputs: RootInput[]): { state: RootState; commands: RootCommand[] } {
+  const commands: RootCommand[] = [];
+  for (const input of inputs) {
+    const next = transition(state, input);
+    state = next.state;
+    commands.push(...next.commands);
+  }
+  return { state, commands };
+}
+
+const start = () => initialRootState(MACHINES, { every: 1, policy: "interleaved" });
+const did = (commands: RootCommand[]) => commands.map((command) => command.do);
+
+function stepResults(iteration: number, overrides: Partial<StepResult> = {}): StepResult[] {
+  return Array.from({ length: MACHINES }, (_, rank) => ({
+    iteration,
+    loss: 1 + rank,
+    compute: 1,
+    reduceScatter: 1,
+    update: 1,
+    allGather: 1,
+    checkpointBlocked: 0,
+    replicatedIteration: iteration - 1,
+    idleSpans: [],
+    neededInterval: null,
+    ...overrides,
+  }));
+}
+
+/** Trains `iterations` iterations without failures. */
+function trained(iterations: number): RootState {
+  let state = start();
+  for (let t = 1; t <= iterations; t++) {
+    state = feed(state, { type: "advance", at: t * 10 }, {
+      type: "stepped",
+      epoch: state.epoch,
+      results: stepResults(t),
+      at: t * 10 + 5,
+    }).state;
+  }
+  return state;
+}
+
+const entry = (owner: number, iteration: number): StoredEntry => ({
+  owner,
+  iteration,
+  bytes: 100,
+  savedAt: 0,
+  kind: "own",
+  replicatedTo: [],
+});
+
+/** Every machine's memory holding its own checkpoints of `iterations` (machine `lost` holding none). */
+const memories = (iterations: number[], lost: number[] = []) =>
+  Array.from({ length: MACHINES }, (_, rank) => lost.includes(rank) ? [] : iterations.map((t) => entry(rank, t)));
+
+const fetchedFrom = (iteration: number) =>
+  Array.from({ length: MACHINES }, () => ({
+    source: { from: "local" as const },
+    iteration,
+    bytes: 100,
+    retrieveMilliseconds: 0,
+    loadMilliseconds: 0,
+  }));
+
+/** Drives a recovery of `epoch` from its stop phase to its end, with each result `step` ms after the last. */
+function recover(state: RootState, at: number, stored: StoredEntry[][], step = 10) {
+  const epoch = state.epoch;
+  return feed(
+    state,
+    { type: "stopped", epoch, at: at + step },
+    { type: "replaced", epoch, at: at + 2 * step },
+    { type: "surveyed", epoch, memories: stored, persistent: [], at: at + 3 * step },
+    { type: "fetched", epoch, results: fetchedFrom(4), skipped: [], at: at + 4 * step },
+    { type: "loaded", epoch, milliseconds: [1, 2, 3, 4], at: at + 5 * step },
+    { type: "synchronized", epoch, at: at + 6 * step },
+  );
+}
+
+Deno.test("an iteration: advance issues a step; its results report it and settle the advance", () => {
+  let { state, commands } = feed(start(), { type: "advance", at: 100 });
+  assert.equal(state.mode, "stepping");
+  assert.deepEqual(commands, [{
+    do: "step",
+    epoch: 0,
+    plan: { checkpoint: true, policy: "interleaved", replicateEvery: null, keep: 0 },
+  }]);
+  ({ state, commands } = feed(state, {
+    type: "stepped",
+    epoch: 0,
+    results: stepResults(1, { neededInterval: 2, replicatedIteration: 1 }),
+    at: 130,
+  }));
+  assert.deepEqual([state.mode, state.iteration, state.replicateEvery, state.keep], ["idle", 1, 2, 1]);
+  assert.deepEqual(did(commands), ["emit", "settle"]);
+  const report = (commands[1] as { report: { loss: number; milliseconds: number } }).report;
+  assert.deepEqual([report.loss, report.milliseconds], [2.5, 30], "the mean loss; the time from advance to results");
+});
+
+Deno.test("checkpointing follows the configured interval and policy from the next iteration", () => {
+  const { commands } = feed(
+    trained(2),
+    { type: "configure", every: 2, policy: "naive" },
+    { type: "advance", at: 0 },
+    { type: "stepped", epoch: 0, results: stepResults(3), at: 1 },
+    { type: "advance", at: 2 },
+  );
+  const plans = commands.flatMap((command) => command.do === "step" ? [command.plan] : []);
+  assert.deepEqual(plans.map((plan) => [plan.checkpoint, plan.policy]), [[false, "naive"], [true, "naive"]]);
+});
+
+Deno.test("a failure while idle is fenced and reported; the next advance recovers instead of stepping", () => {
+  let { state, commands } = feed(trained(3), { type: "detected", rank: 2, at: 50 });
+  assert.deepEqual(commands, [
+    { do: "fence", rank: 2 },
+    { do: "emit", event: { type: "failure", detection: { rank: 2, detectedAt: 50 } } },
+  ]);
+  assert.equal(state.mode, "idle");
+  ({ state, commands } = feed(state, { type: "advance", at: 60 }));
+  assert.deepEqual([state.mode, state.epoch, state.recovery?.phase], ["recovering", 1, "stop"]);
+  assert.deepEqual(commands.at(-1), { do: "stop", epoch: 1, ranks: [0, 1, 3] });
+});
+
+Deno.test("a whole recovery: stop, replace, survey, fetch, load, synchronize, then a report and the rollback", () => {
+  let { state } = feed(trained(5), { type: "advance", at: 100 }, { type: "detected", rank: 1, at: 120 });
+  assert.equal(state.recovery?.reached, 5, "the step under way was abandoned: 5 is the last iteration seen whole");
+  const epoch = state.epoch;
+  const withReplicas = memories([6, 5, 4], [1]);
+  withReplicas[0].push(entry(1, 6), entry(1, 5));
+  const steps: [RootInput, string[]][] = [
+    [{ type: "stopped", epoch, at: 130 }, ["emit", "replace"]],
+    [{ type: "replaced", epoch, at: 180 }, ["emit", "survey"]],
+    // Machine 1's memory is gone; machine 0 holds its replicas of 6 and 5. Iteration 6 is complete in
+    // memory, but the root never saw it complete (its loss was never reported): the plan stops at 5.
+    [{ type: "surveyed", epoch, memories: withReplicas, persistent: [], at: 181 }, ["fetch"]],
+    [{ type: "fetched", epoch, results: fetchedFrom(4), skipped: ["x"], at: 200 }, ["emit", "load"]],
+    [{ type: "loaded", epoch, milliseconds: [5, 7, 6, 5], at: 210 }, ["emit", "synchronize"]],
+    [{ type: "synchronized", epoch, at: 222 }, ["emit", "settle"]],
+  ];
+  const issued: RootCommand[] = [];
+  for (const [input, expected] of steps) {
+    const next = transition(state, input);
+    state = next.state;
+    assert.deepEqual(did(next.commands), expected, `after ${input.type}`);
+    issued.push(...next.commands);
+  }
+  const replace = issued.find((command) => command.do === "replace");
+  assert.deepEqual(replace, { do: "replace", epoch, ranks: [1] });
+  const fetch = issued.find((command) => command.do === "fetch");
+  assert.ok(fetch?.do === "fetch");
+  assert.equal(fetch.plan.iteration, 5);
+  assert.deepEqual(fetch.plan.sources[1], [{ from: "peer", peer: 0 }]);
+  const report = (issued.at(-1) as { report: RecoveryReport }).report;
+  assert.deepEqual(
+    [report.iteration, report.lostIterations, report.replacement, report.load, report.synchronize, report.resumedAt],
+    [5, 0, 50, 7, 12, 222],
+  );
+  assert.deepEqual(report.detections, [{ rank: 1, detectedAt: 120 }]);
+  assert.deepEqual([state.mode, state.iteration, state.detections, state.down], ["idle", 5, [], []]);
+});
+
+Deno.test("a second failure at any phase of a recovery cancels it: a new epoch, both failures, results of the old one dropped", () => {
+  const phases = ["stop", "replace", "retrieve", "load", "synchronize"] as const;
+  for (const [index, phase] of phases.entries()) {
+    let { state } = feed(trained(6), { type: "detected", rank: 1, at: 10 }, { type: "advance", at: 11 });
+    const first = state.epoch;
+    // Bring the first attempt to `phase`.
+    const toPhase: RootInput[] = [
+      { type: "stopped", epoch: first, at: 12 },
+      { type: "replaced", epoch: first, at: 13 },
+      { type: "surveyed", epoch: first, memories: memories([6, 5]), persistent: [], at: 14 },
+      { type: "fetched", epoch: first, results: fetchedFrom(6), skipped: [], at: 15 },
+      { type: "loaded", epoch: first, milliseconds: [1, 1, 1, 1], at: 16 },
+    ].slice(0, [0, 1, 2, 4, 5][index]) as RootInput[];
+    state = feed(state, ...toPhase).state;
+    assert.equal(state.recovery?.phase, phase);
+    const second = feed(state, { type: "detected", rank: 3, at: 20 });
+    state = second.state;
+    assert.equal(state.epoch, first + 1, `${phase}: a new epoch`);
+    assert.deepEqual(did(second.commands), ["fence", "emit", "emit", "stop"]);
+    assert.deepEqual(second.commands.at(-1), { do: "stop", epoch: first + 1, ranks: index >= 2 ? [0, 1, 2] : [0, 2] });
+    // Whatever the abandoned attempt still answers changes nothing.
+    const stale = feed(
+      state,
+      { type: "stopped", epoch: first, at: 21 },
+      { type: "synchronized", epoch: first, at: 22 },
+      { type: "fetched", epoch: first, results: fetchedFrom(6), skipped: [], at: 23 },
+    );
+    assert.deepEqual(stale.state, state, `${phase}: stale results are dropped`);
+    assert.deepEqual(stale.commands, []);
+    const done = recover(state, 30, memories([6, 5]));
+    const report = (done.commands.at(-1) as { report: RecoveryReport }).report;
+    assert.deepEqual(report.detections.map((d) => d.rank), [1, 3], `${phase}: one recovery from both failures`);
+    assert.equal(report.epoch, first + 1);
+    assert.equal(report.lostIterations, 0, `${phase}: reached is still the iteration before the first failure`);
+    const replace = done.commands.find((command) => command.do === "replace");
+    assert.deepEqual(
+      replace,
+      { do: "replace", epoch: first + 1, ranks: index >= 2 ? [3] : [1, 3] },
+      `${phase}: a machine already restarted is not restarted again`,
+    );
+  }
+});
+
+Deno.test("a failure during a step abandons it: its late results are dropped", () => {
+  const { state, commands } = feed(
+    trained(2),
+    { type: "advance", at: 0 },
+    { type: "detected", rank: 0, at: 5 },
+    { type: "stepped", epoch: 0, results: stepResults(3), at: 6 },
+  );
+  assert.deepEqual([state.mode, state.iteration, state.epoch], ["recovering", 2, 1]);
+  assert.ok(!commands.some((command) => command.do === "settle"));
+});
+
+Deno.test("a failure reported twice is one failure", () => {
+  const once = feed(trained(1), { type: "advance", at: 0 }, { type: "detected", rank: 2, at: 1 });
+  const twice = feed(once.state, { type: "detected", rank: 2, at: 2 });
+  assert.deepEqual(twice.state, once.state);
+  assert.deepEqual(twice.commands, []);
+});
+
+Deno.test("the replacement itself fails after it started: another recovery begins with it", () => {
+  let { state } = feed(trained(3), { type: "detected", rank: 2, at: 1 }, { type: "advance", at: 2 });
+  const epoch = state.epoch;
+  state = feed(state, { type: "stopped", epoch, at: 3 }, { type: "replaced", epoch, at: 4 }).state;
+  assert.deepEqual(state.down, []);
+  const again = feed(state, { type: "detected", rank: 2, at: 5 });
+  assert.equal(again.state.epoch, epoch + 1);
+  assert.deepEqual(again.state.down, [2]);
+  assert.deepEqual(again.state.detections.map((d) => d.detectedAt), [1, 5]);
+});
+
+Deno.test("a command that fails ends the advance with its error; the failures stay, so the next advance recovers", () => {
+  let { state, commands } = feed(trained(3), { type: "detected", rank: 1, at: 1 }, { type: "advance", at: 2 });
+  const epoch = state.epoch;
+  ({ state, commands } = feed(state, { type: "failed", epoch, error: "no source for machine 1" }));
+  assert.deepEqual(commands, [{ do: "reject", error: "no source for machine 1" }]);
+  assert.equal(state.mode, "idle");
+  assert.equal(state.detections.length, 1);
+  ({ state, commands } = feed(state, { type: "advance", at: 3 }));
+  assert.deepEqual([state.mode, state.epoch], ["recovering", epoch + 1]);
+  // A failure from a superseded epoch is no failure of the current attempt.
+  assert.deepEqual(feed(state, { type: "failed", epoch, error: "late" }).commands, []);
+});
+
+Deno.test("a second advance while one is under way is refused; closing rejects the one under way and ends all", () => {
+  let { state, commands } = feed(trained(1), { type: "advance", at: 0 }, { type: "advance", at: 1 });
+  assert.equal(commands.at(-1)?.do, "reject");
+  assert.equal(state.mode, "stepping");
+  ({ state, commands } = feed(state, { type: "close" }));
+  assert.deepEqual(commands, [{ do: "reject", error: "the root agent has been closed" }]);
+  const after = feed(state, { type: "stepped", epoch: 0, results: stepResults(2), at: 2 }, {
+    type: "detected",
+    rank: 1,
+    at: 3,
+  }, { type: "advance", at: 4 });
+  assert.deepEqual(after.commands, []);
+  assert.equal(after.state, state);
+});
+
+Deno.test("a result out of order within its epoch is ignored", () => {
+  const { state } = feed(trained(2), { type: "detected", rank: 1, at: 1 }, { type: "advance", at: 2 });
+  const epoch = state.epoch;
+  const early = feed(
+    state,
+    { type: "fetched", epoch, results: fetchedFrom(2), skipped: [], at: 3 },
+    { type: "synchronized", epoch, at: 4 },
+    { type: "stepped", epoch, results: stepResults(3), at: 5 },
+  );
+  assert.deepEqual(early.state, state);
+  assert.deepEqual(early.commands, []);
+});
