@@ -11,7 +11,7 @@
 // instead of taking a message meant for the iteration that replaces it.
 // all-gather:     every machine ends with every machine's piece, passed around the ring in N-1 steps.
 
-import type { NetworkEndpoint } from "./network.ts";
+import type { Transport } from "./protocol/transport.ts";
 
 export interface ShardRange {
   index: number;
@@ -40,7 +40,7 @@ const bytesOf = (floats: Float32Array) => new Uint8Array(floats.buffer, floats.b
 
 /** Machine `rank`'s shard of the mean of every machine's `values` (all [totalFloats]). */
 export async function reduceScatterMean(
-  network: NetworkEndpoint,
+  network: Transport,
   values: Float32Array,
   shards: ShardRange[],
   tag: string,
@@ -65,7 +65,7 @@ export async function reduceScatterMean(
 
 /** Every machine's `piece`, by rank (the pieces may differ in length). */
 export async function allGather(
-  network: NetworkEndpoint,
+  network: Transport,
   piece: Uint8Array,
   count: number,
   tag: string,
@@ -83,7 +83,7 @@ export async function allGather(
 
 /** The whole flat state from every machine's shard of it. */
 export async function allGatherShards(
-  network: NetworkEndpoint,
+  network: Transport,
   shard: Float32Array,
   shards: ShardRange[],
   tag: string,
@@ -97,7 +97,7 @@ export async function allGatherShards(
 
 /** The sum, in rank order, of one number from each machine. */
 export async function allSum(
-  network: NetworkEndpoint,
+  network: Transport,
   value: number,
   count: number,
   tag: string,

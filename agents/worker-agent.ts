@@ -18,8 +18,9 @@ import { initialParameters } from "../core/model.ts";
 import type { CheckpointStore } from "../core/store.ts";
 import { Trainer } from "../core/trainer.ts";
 import { allGatherShards, allSum, reduceScatterMean, type ShardRange, shardRanges } from "./collectives.ts";
-import { CheckpointScheduler, type PieceOrder } from "./interleaving.ts";
-import { type Delivery, NetworkEndpoint } from "./network.ts";
+import { CheckpointScheduler, type PieceOrder } from "./replication/interleaving.ts";
+import type { Delivery, Transport } from "./protocol/transport.ts";
+import { NetworkEndpoint } from "./sim/network.ts";
 import {
   corpusFor,
   type FaultPoint,
@@ -29,7 +30,7 @@ import {
   openPersistentStore,
   type RestoreSource,
   type StepResult,
-} from "./spec.ts";
+} from "./protocol/spec.ts";
 
 /** The size of the messages a shard is fetched in during a recovery (a whole number of its chunks). */
 const RETRIEVAL_PIECE_BYTES = 1 << 20;
@@ -58,8 +59,8 @@ class MachineAgent {
   readonly #store: InMemoryCheckpointStore;
   readonly #persistent: CheckpointStore;
   readonly #capture: CheckpointCapture;
-  readonly #network: NetworkEndpoint;
-  /** Decides when each piece of a checkpoint goes to the peers (see interleaving.ts). */
+  readonly #network: Transport;
+  /** Decides when each piece of a checkpoint goes to the peers (see replication/interleaving.ts). */
   readonly #scheduler: CheckpointScheduler;
   /** Copies of the checkpoints being and waiting to be replicated, by iteration (their slots may be reused). */
   readonly #replicating = new Map<number, Uint8Array>();
@@ -108,7 +109,7 @@ class MachineAgent {
     );
     this.#shards = shardRanges(this.#trainer.model.totalFloats, spec.machines);
     this.#shard = this.#shards[spec.rank];
-    this.#store = InMemoryCheckpointStore.attach(spec.memory);
+    this.#store = InMemoryCheckpointStore.attach(spec.memory, { incarnation: spec.incarnation });
     this.#persistent = persistent;
     this.#capture = new CheckpointCapture(device, this.#shard.end - this.#shard.start, {
       chunkBytes: spec.checkpoint.chunkBytes,
@@ -273,7 +274,7 @@ class MachineAgent {
   #keep(iteration: number) {
     if (iteration === this.#kept) return;
     const rank = this.spec.rank, own = this.#replicated.get(iteration);
-    if (own && !this.#store.withCheckpoint(rank, iteration, () => true)) {
+    if (own && !this.#store.has(rank, iteration)) {
       this.#store.write(rank, iteration, own.length, (slot) => slot.set(own));
     }
     this.#store.keep(iteration);
@@ -396,7 +397,7 @@ class MachineAgent {
 
   /** Resolves when `owner`'s checkpoint `iteration` has arrived whole and been published here. */
   #arrival(owner: number, iteration: number): Promise<void> {
-    if (this.#store.withCheckpoint(owner, iteration, () => true)) return Promise.resolve();
+    if (this.#store.has(owner, iteration)) return Promise.resolve();
     return new Promise((resolve, reject) => this.#arrivalWaiters.set(`${owner}/${iteration}`, { resolve, reject }));
   }
 

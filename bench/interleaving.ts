@@ -4,9 +4,9 @@
 // the discrete-event simulation (its measured computation, the simulated network), and the simulated
 // iteration time is printed beside the live one: where the two overlap in scale they must agree.
 
-import { type ClusterSettings, largestCheckpointBytes } from "../agents/cluster.ts";
-import { runCluster } from "../agents/run.ts";
-import { replayOfLiveRun, simulateTraining } from "../agents/simulation.ts";
+import { type ClusterSettings, largestCheckpointBytes } from "../agents/protocol/spec.ts";
+import { runCluster } from "../agents/sim/run.ts";
+import { replayOfLiveRun, simulateTraining } from "../agents/sim/simulation.ts";
 import { type BenchContext, CLUSTER_MODELS, formatBytes, mean, median, type Section, trainModel } from "./measure.ts";
 import { barChart } from "./svg.ts";
 
@@ -63,7 +63,7 @@ async function runCase({ model, bandwidth }: Case, quick: boolean): Promise<Case
     settings.heartbeatMs = 100;
   };
   const blocks: { variant: Variant["name"]; iterations: number[] }[] = [];
-  const run = await runCluster({ adjust, heartbeatTimeoutMs: 5000 }, async (root) => {
+  const run = await runCluster({ adjust, heartbeatTimeoutMs: 5000 }, async ({ root }) => {
     await root.runUntil(WARMUP_ITERATIONS);
     for (let round = 0; round < rounds(quick); round++) {
       for (const { name, policy, checkpoints } of VARIANTS) {

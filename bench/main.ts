@@ -6,7 +6,7 @@
 // simulation's replay of each run), the persistent store for recovery from memory; placement's exact
 // probabilities against a Monte Carlo count; the paper-scale simulation against the paper's numbers.
 
-import { parseOptions, runCommand, UserError } from "../core/cli.ts";
+import { parseOptions, runCommand, UserError } from "../cli/args.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
 import { checkpointSection } from "./checkpoint.ts";
 import { interleavingSection } from "./interleaving.ts";

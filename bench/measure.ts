@@ -1,7 +1,7 @@
 // What every bench section shares: timing repeats, a progress bar on stderr, and the shape of a
 // section's result (a Markdown table, plots, a line for the summary, and the raw numbers).
 
-import type { ClusterSettings } from "../agents/cluster.ts";
+import type { ClusterSettings } from "../agents/protocol/spec.ts";
 import { MODEL_PRESETS } from "../core/model.ts";
 import type { Figure } from "./svg.ts";
 

@@ -3,7 +3,7 @@
 // printed beside ours: iteration time under the three replication policies, recovery from CPU memory
 // against remote storage, and the time a failure wastes against the paper's two baselines.
 
-import { REPLICATION_POLICIES } from "../agents/interleaving.ts";
+import { REPLICATION_POLICIES } from "../agents/replication/interleaving.ts";
 import {
   ASSUMED,
   describePaperScale,
@@ -11,7 +11,7 @@ import {
   PAPER_SCALE_MEASURED_ITERATIONS,
   paperScaleReport,
   paperShardBytes,
-} from "../agents/paper-scale.ts";
+} from "../agents/sim/paper-scale.ts";
 import { type BenchContext, formatBytes, type Section } from "./measure.ts";
 import { barChart } from "./svg.ts";
 

@@ -11,7 +11,7 @@ import {
   type PlacementStrategy,
   recoveryProbability,
   recoveryProbabilityMonteCarlo,
-} from "../agents/placement.ts";
+} from "../agents/replication/placement.ts";
 import type { BenchContext, Section } from "./measure.ts";
 import { lineChart } from "./svg.ts";
 

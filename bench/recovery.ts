@@ -6,8 +6,8 @@
 //   to the persistent store. Retrieval, the whole recovery (failure to resumed training) and the wasted
 //   time (the recovery plus the iterations lost) are compared as ratios.
 
-import type { RecoveryReport, RootAgent } from "../agents/root.ts";
-import { runCluster } from "../agents/run.ts";
+import type { ObservedRecovery } from "../agents/sim/observer.ts";
+import { runCluster, type RunContext } from "../agents/sim/run.ts";
 import { MODEL_PRESETS, parameterCount } from "../core/model.ts";
 import {
   type BenchContext,
@@ -35,15 +35,15 @@ interface ModelRun {
   stateBytes: number;
   withCheckpoints: number[];
   withoutCheckpoints: number[];
-  peer: RecoveryReport;
-  persistent: RecoveryReport;
+  peer: ObservedRecovery;
+  persistent: ObservedRecovery;
 }
 
 /** Trains a cluster through `story`; returns its measured iteration times and its recovery reports. */
 async function clusterRun(
   model: ClusterModel,
   checkpoints: boolean,
-  story: (root: RootAgent) => Promise<void>,
+  story: (run: RunContext) => Promise<void>,
 ) {
   const run = await runCluster({
     storageBandwidth: STORAGE_BYTES_PER_SECOND,
@@ -62,16 +62,16 @@ async function clusterRun(
 
 async function measureModel(model: ClusterModel): Promise<ModelRun> {
   const measuredEnd = WARMUP_ITERATIONS + MEASURED_ITERATIONS;
-  const without = await clusterRun(model, false, (root) => root.runUntil(measuredEnd).then(() => {}));
+  const without = await clusterRun(model, false, ({ root }) => root.runUntil(measuredEnd).then(() => {}));
   // A machine fails in the middle of an iteration (its replacement fetches from a peer), then a whole
   // group fails halfway between two persistent checkpoints (the expected loss for a failure at random).
   const peerAt = measuredEnd + 2;
   const groupAt = Math.ceil((peerAt + 2) / PERSIST_EVERY) * PERSIST_EVERY + Math.ceil(PERSIST_EVERY / 2);
-  const withCheckpoints = await clusterRun(model, true, async (root) => {
+  const withCheckpoints = await clusterRun(model, true, async ({ root, cluster }) => {
     await root.runUntil(measuredEnd);
-    await root.injectFailure([1], "hardware", { phase: "step", iteration: peerAt });
+    await cluster.inject([1], "hardware", { phase: "step", iteration: peerAt });
     await root.runUntil(groupAt - 1);
-    await root.injectFailure(root.plan.holders[0], "hardware", { phase: "step", iteration: groupAt });
+    await cluster.inject(root.plan.holders[0], "hardware", { phase: "step", iteration: groupAt });
     await root.runUntil(groupAt);
   });
   const [peer, persistent] = withCheckpoints.recoveries;
@@ -89,7 +89,7 @@ async function measureModel(model: ClusterModel): Promise<ModelRun> {
 }
 
 /** The wasted time of a failure: the recovery and the iterations done again, at the measured iteration time. */
-function wasted(report: RecoveryReport, iterationMs: number): number {
+function wasted(report: ObservedRecovery, iterationMs: number): number {
   return report.total + report.lostIterations * iterationMs;
 }
 

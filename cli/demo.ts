@@ -6,12 +6,12 @@
 // persistent store: the two recoveries are printed side by side. Last, the same seeded run without
 // failures is trained, and the demo checks that training continued exactly as it did.
 
-import type { ClusterSettings } from "./cluster.ts";
-import { PLACEMENT_STRATEGIES, type PlacementStrategy } from "./placement.ts";
-import type { IterationReport, RecoveryReport, RootAgent, RootEvent } from "./root.ts";
-import { runCluster } from "./run.ts";
-import { describeSource } from "./spec.ts";
-import { numberOption, parseOptions, runCommand, UserError } from "../core/cli.ts";
+import { PLACEMENT_STRATEGIES, type PlacementStrategy } from "../agents/replication/placement.ts";
+import type { ObservedEvent, ObservedRecovery } from "../agents/sim/observer.ts";
+import type { IterationReport } from "../agents/root-agent.ts";
+import { runCluster, type RunContext } from "../agents/sim/run.ts";
+import { type ClusterSettings, describeSource } from "../agents/protocol/spec.ts";
+import { numberOption, parseOptions, runCommand, UserError } from "./args.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
 import { MODEL_PRESETS, parameterCount } from "../core/model.ts";
 import { describeSelfCheck, runSelfCheck } from "../core/selfcheck.ts";
@@ -75,7 +75,7 @@ function readOptions(args: string[]) {
 type Options = ReturnType<typeof readOptions>;
 
 /** One cluster run of `options.iterations`, with `failures` injected on the way; every report it made. */
-function train(options: Options, failures: (root: RootAgent) => Promise<void>, log: boolean) {
+function train(options: Options, failures: (run: RunContext) => Promise<void>, log: boolean) {
   const adjust = (settings: ClusterSettings) => {
     Object.assign(settings, { machines: options.machines, replicas: options.replicas, placement: options.placement });
     settings.training = {
@@ -88,7 +88,7 @@ function train(options: Options, failures: (root: RootAgent) => Promise<void>, l
     settings.checkpoint.persistEvery = options.persistEvery;
     settings.network.bandwidth = options.network;
   };
-  const onEvent = (event: RootEvent) => {
+  const onEvent = (event: ObservedEvent) => {
     if (!log) return;
     if (event.type === "iteration" && (event.iteration % 5 === 0 || event.iteration === 1)) {
       console.log(describeIteration(event));
@@ -103,9 +103,9 @@ function train(options: Options, failures: (root: RootAgent) => Promise<void>, l
     }
   };
   const settings = { adjust, onEvent, storageBandwidth: options.storage, keepState: true };
-  return runCluster({ ...settings, heartbeatTimeoutMs: options.heartbeatTimeout }, async (root) => {
-    await failures(root);
-    await root.runUntil(options.iterations);
+  return runCluster({ ...settings, heartbeatTimeoutMs: options.heartbeatTimeout }, async (run) => {
+    await failures(run);
+    await run.root.runUntil(options.iterations);
   });
 }
 
@@ -124,22 +124,22 @@ function describeReplication({ policy, replicateEvery }: IterationReport["plan"]
   return `replicated ${policy}${replicateEvery === null ? " (profiling)" : ` every ${replicateEvery} iteration(s)`}`;
 }
 
-function describeRecovery(report: RecoveryReport): string {
+function describeRecovery(report: ObservedRecovery): string {
   const from = report.machines.map((m, rank) => `${rank}: ${describeSource(m.source)}`).join(", ");
   return `  recovered: every machine rolled back to iteration ${report.iteration} ` +
     `(${report.lostIterations} lost); shards from ${from}; resumed ${report.total.toFixed(0)} ms after the failure`;
 }
 
 const PHASES = [
-  ["detection", (r: RecoveryReport) => r.detection],
-  ["replacement (new Worker, GPU device, kernels)", (r: RecoveryReport) => r.replacement],
-  ["retrieval of the shards", (r: RecoveryReport) => r.retrieval],
-  ["load onto the GPUs", (r: RecoveryReport) => r.load],
-  ["all-gather of the parameters", (r: RecoveryReport) => r.synchronize],
-  ["total, failure to resumed training", (r: RecoveryReport) => r.total],
+  ["detection", (r: ObservedRecovery) => r.detection],
+  ["replacement (new Worker, GPU device, kernels)", (r: ObservedRecovery) => r.replacement],
+  ["retrieval of the shards", (r: ObservedRecovery) => r.retrieval],
+  ["load onto the GPUs", (r: ObservedRecovery) => r.load],
+  ["all-gather of the parameters", (r: ObservedRecovery) => r.synchronize],
+  ["total, failure to resumed training", (r: ObservedRecovery) => r.total],
 ] as const;
 
-function compareRecoveries(peer: RecoveryReport, persistent: RecoveryReport): string {
+function compareRecoveries(peer: ObservedRecovery, persistent: ObservedRecovery): string {
   const left = "from a peer's memory", right = "from the persistent store";
   const rows = [
     ...PHASES.map(([name, pick]) => [name, `${pick(peer).toFixed(1)} ms`, `${pick(persistent).toFixed(1)} ms`]),
@@ -173,14 +173,14 @@ async function main(args: string[]): Promise<number> {
       `${options.storage / 1e6} MB/s`,
   );
   let lostGroup: number[] = [];
-  const run = await train(options, async (root) => {
+  const run = await train(options, async ({ root, cluster }) => {
     lostGroup = root.plan.holders[0];
-    await root.injectFailure([lostMachine], "hardware", { phase: "step", iteration: hardwareAt });
+    await cluster.inject([lostMachine], "hardware", { phase: "step", iteration: hardwareAt });
     await root.runUntil(groupAt - 1);
     console.log(
       `  ! the whole group of machine 0 (machines ${lostGroup.join(", ")}) will fail in iteration ${groupAt}`,
     );
-    await root.injectFailure(lostGroup, "hardware", { phase: "step", iteration: groupAt });
+    await cluster.inject(lostGroup, "hardware", { phase: "step", iteration: groupAt });
   }, true);
   const [peer, persistent] = run.recoveries;
   if (!peer || !persistent) throw new Error(`expected two recoveries, saw ${run.recoveries.length}`);

@@ -5,12 +5,12 @@
 //   with --steps K: losses [K], the losses of K successive AdamW steps on the same batch
 //                   (betas 0.9/0.95, eps 1e-8, no clipping), and param.<name> after them.
 
-import { numberOption, parseOptions, runCommand, UserError } from "./cli.ts";
-import { acquireGpu } from "./gpu.ts";
-import { type GPT2Config, validateConfig } from "./model.ts";
-import { encodeSafetensors, type TensorToWrite } from "./safetensors.ts";
-import { Trainer } from "./trainer.ts";
-import { namedParameters, parametersFromSafetensors } from "./weights.ts";
+import { numberOption, parseOptions, runCommand, UserError } from "./args.ts";
+import { acquireGpu } from "../core/gpu.ts";
+import { type GPT2Config, validateConfig } from "../core/model.ts";
+import { encodeSafetensors, type TensorToWrite } from "../core/safetensors.ts";
+import { Trainer } from "../core/trainer.ts";
+import { namedParameters, parametersFromSafetensors } from "../core/weights.ts";
 
 const USAGE =
   "usage: deno task gradcheck --weights W.safetensors --tokens T.json --out O.safetensors [--steps K] [--lr LR] [--weight-decay WD]";

@@ -4,26 +4,28 @@
 // seeded run without failures: the same losses and the same final parameters and AdamW moments, bit for bit.
 
 import assert from "node:assert/strict";
-import { type ClusterSettings, randomFailureSchedule } from "../agents/cluster.ts";
-import { planRecovery, type RecoveryReport, type RootAgent } from "../agents/root.ts";
-import { runCluster } from "../agents/run.ts";
+import { randomFailureSchedule } from "../agents/sim/cluster.ts";
+import type { ObservedRecovery } from "../agents/sim/observer.ts";
+import { planRecovery } from "../agents/protocol/root.ts";
+import { runCluster, type RunContext } from "../agents/sim/run.ts";
+import type { ClusterSettings } from "../agents/protocol/spec.ts";
 import type { StoredEntry } from "../core/store.ts";
 
 const ITERATIONS = 12;
 
 interface Run {
   losses: number[];
-  recoveries: RecoveryReport[];
+  recoveries: ObservedRecovery[];
   state: { params: Float32Array; m: Float32Array; v: Float32Array };
 }
 
 async function train(
-  during: (root: RootAgent) => Promise<void>,
+  during: (run: RunContext) => Promise<void>,
   adjust: (settings: ClusterSettings) => void = () => {},
 ): Promise<Run> {
-  const run = await runCluster({ adjust, heartbeatTimeoutMs: 1000, keepState: true }, async (root) => {
-    await during(root);
-    await root.runUntil(ITERATIONS);
+  const run = await runCluster({ adjust, heartbeatTimeoutMs: 1000, keepState: true }, async (run) => {
+    await during(run);
+    await run.root.runUntil(ITERATIONS);
   });
   const losses: number[] = [];
   run.iterations.forEach((report) => losses[report.iteration] = report.loss);
@@ -56,11 +58,11 @@ async function assertExactResume(run: Run, machines = 4) {
   }
 }
 
-const sources = (report: RecoveryReport) =>
+const sources = (report: ObservedRecovery) =>
   report.machines.map((m) => m.source.from === "peer" ? `peer ${m.source.peer}` : m.source.from);
 
 Deno.test("a software failure: the machine restarts and restores from its own memory", async () => {
-  const run = await train((root) => root.injectFailure([1], "software", { phase: "step", iteration: 8 }));
+  const run = await train(({ cluster }) => cluster.inject([1], "software", { phase: "step", iteration: 8 }));
   assert.equal(run.recoveries.length, 1);
   const [recovery] = run.recoveries;
   assert.deepEqual(recovery.failures.map((f) => [f.rank, f.kind]), [[1, "software"]]);
@@ -71,7 +73,7 @@ Deno.test("a software failure: the machine restarts and restores from its own me
 });
 
 Deno.test("a hardware failure: a replacement machine fetches the shard from its group peer", async () => {
-  const run = await train((root) => root.injectFailure([2], "hardware", { phase: "step", iteration: 8 }));
+  const run = await train(({ cluster }) => cluster.inject([2], "hardware", { phase: "step", iteration: 8 }));
   const [recovery] = run.recoveries;
   assert.equal(recovery.iteration, 7);
   assert.deepEqual(sources(recovery), ["local", "local", "peer 3", "local"]);
@@ -81,9 +83,9 @@ Deno.test("a hardware failure: a replacement machine fetches the shard from its 
 });
 
 Deno.test("a whole group lost: every machine falls back to the persistent store", async () => {
-  const run = await train(async (root) => {
+  const run = await train(async ({ root, cluster }) => {
     await root.runUntil(9);
-    await root.injectFailure([0, 1], "hardware");
+    await cluster.inject([0, 1], "hardware");
   });
   const [recovery] = run.recoveries;
   // Persistent checkpoints every 4 iterations: 8 is the newest all four shards have.
@@ -95,7 +97,7 @@ Deno.test("a whole group lost: every machine falls back to the persistent store"
 });
 
 Deno.test("two failures at once in different groups: both recover from peers", async () => {
-  const run = await train((root) => root.injectFailure([0, 3], "hardware", { phase: "step", iteration: 6 }));
+  const run = await train(({ cluster }) => cluster.inject([0, 3], "hardware", { phase: "step", iteration: 6 }));
   const recovery = run.recoveries.at(-1)!;
   assert.deepEqual(recovery.failures.map((f) => f.rank).sort(), [0, 3]);
   assert.deepEqual(sources(recovery), ["peer 1", "local", "local", "peer 2"]);
@@ -103,7 +105,7 @@ Deno.test("two failures at once in different groups: both recover from peers", a
 });
 
 Deno.test("a failure in the middle of writing a checkpoint: the half-written one is never used", async () => {
-  const run = await train((root) => root.injectFailure([1], "software", { phase: "checkpoint", iteration: 5 }));
+  const run = await train(({ cluster }) => cluster.inject([1], "software", { phase: "checkpoint", iteration: 5 }));
   const [recovery] = run.recoveries;
   assert.equal(recovery.iteration, 4, "checkpoint 5 of machine 1 was never published");
   assert.deepEqual(sources(recovery), ["local", "local", "local", "local"]);
@@ -111,7 +113,7 @@ Deno.test("a failure in the middle of writing a checkpoint: the half-written one
 });
 
 Deno.test("a failure in the middle of replication: the peer's previous complete replica is used", async () => {
-  const run = await train((root) => root.injectFailure([2], "hardware", { phase: "replication", iteration: 7 }));
+  const run = await train(({ cluster }) => cluster.inject([2], "hardware", { phase: "replication", iteration: 7 }));
   const [recovery] = run.recoveries;
   assert.equal(recovery.iteration, 6, "machine 3 never received all of checkpoint 7 of machine 2");
   assert.deepEqual(sources(recovery), ["local", "local", "peer 3", "local"]);
@@ -119,10 +121,10 @@ Deno.test("a failure in the middle of replication: the peer's previous complete 
 });
 
 Deno.test("a failure during a recovery: the recovery starts again and still resumes exactly", async () => {
-  const run = await train(async (root) => {
-    await root.injectFailure([1], "hardware", { phase: "step", iteration: 7 });
+  const run = await train(async ({ cluster }) => {
+    await cluster.inject([1], "hardware", { phase: "step", iteration: 7 });
     // Machine 0, whose memory holds machine 1's replica, fails while the recovery is under way.
-    await root.injectFailure([0], "hardware", { phase: "recovery" });
+    await cluster.inject([0], "hardware", { phase: "recovery" });
   });
   assert.equal(run.recoveries.length, 1);
   const [recovery] = run.recoveries;
@@ -135,9 +137,9 @@ Deno.test("a failure during a recovery: the recovery starts again and still resu
 });
 
 Deno.test("a failure at a given time, wherever the machine is then: still exact", async () => {
-  const run = await train(async (root) => {
+  const run = await train(async ({ root, cluster }) => {
     await root.runUntil(3);
-    await root.injectFailure([3], "software", { afterMs: 250 });
+    await cluster.inject([3], "software", { afterMs: 250 });
   });
   assert.equal(run.recoveries.length, 1);
   assert.deepEqual(run.recoveries[0].failures.map((f) => [f.rank, f.where]), [[3, "at once"]]);
@@ -147,10 +149,10 @@ Deno.test("a failure at a given time, wherever the machine is then: still exact"
 Deno.test("a seeded random schedule of failures, ring placement: still exact", async () => {
   const schedule = randomFailureSchedule(11, { machines: 4, first: 2, last: 10, count: 3, pairs: 0.3 });
   assert.deepEqual(schedule, randomFailureSchedule(11, { machines: 4, first: 2, last: 10, count: 3, pairs: 0.3 }));
-  const run = await train(async (root) => {
+  const run = await train(async ({ root, cluster }) => {
     for (const failure of schedule) {
       await root.runUntil(failure.iteration - 1);
-      await root.injectFailure(failure.ranks, failure.kind, { phase: failure.phase, iteration: failure.iteration });
+      await cluster.inject(failure.ranks, failure.kind, { phase: failure.phase, iteration: failure.iteration });
       await root.runUntil(failure.iteration);
     }
   }, (settings) => settings.placement = "ring");
@@ -160,10 +162,10 @@ Deno.test("a seeded random schedule of failures, ring placement: still exact", a
 
 Deno.test("eight machines, mixed placement with m = 3: two machines of a group fail, the third serves both", async () => {
   const run = await train(
-    (root) => {
+    ({ root, cluster }) => {
       // floor(8/3) - 1 = one group of three, and a ring over the other five.
       assert.deepEqual(root.plan.sets.map((set) => set.members.length), [3, 5]);
-      return root.injectFailure([1, 2], "hardware", { phase: "step", iteration: 6 });
+      return cluster.inject([1, 2], "hardware", { phase: "step", iteration: 6 });
     },
     EIGHT_MACHINES_MIXED,
   );

@@ -2,8 +2,8 @@
 // deletion is what the root agent watches for.
 
 import assert from "node:assert/strict";
-import { VirtualClock } from "../agents/clock.ts";
-import { type HealthEvent, InMemoryHealthStore } from "../agents/health.ts";
+import { VirtualClock } from "../agents/protocol/clock.ts";
+import { type HealthEvent, InMemoryHealthStore } from "../agents/protocol/health.ts";
 
 Deno.test("a lease kept alive keeps its key; one left alone expires at its time to live, which watchers see", async () => {
   const clock = new VirtualClock(), store = new InMemoryHealthStore(clock);

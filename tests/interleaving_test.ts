@@ -4,16 +4,16 @@
 // prediction of a live run's iteration times.
 
 import assert from "node:assert/strict";
-import type { ClusterSettings } from "../agents/cluster.ts";
+import type { ClusterSettings } from "../agents/protocol/spec.ts";
 import {
   CheckpointScheduler,
   DEFAULT_INTERLEAVING,
   IdleProfile,
   type ReplicationPolicy,
-} from "../agents/interleaving.ts";
-import type { TransferRecord } from "../agents/network.ts";
-import { runCluster } from "../agents/run.ts";
-import { replayOfLiveRun, simulateTraining, type SimulationResult, type SimulationSpec } from "../agents/simulation.ts";
+} from "../agents/replication/interleaving.ts";
+import type { TransferRecord } from "../agents/sim/network.ts";
+import { runCluster } from "../agents/sim/run.ts";
+import { simulateTraining, type SimulationResult, type SimulationSpec } from "../agents/sim/simulation.ts";
 
 const KiB = 1024;
 
@@ -165,9 +165,9 @@ Deno.test("live: checkpoints spanning several iterations go at one interval on e
   // 1 MB/s: a 360 KB checkpoint needs 360 ms of wire, and an iteration has about 85 ms of usable idle spans.
   const iterations = 30, adjust = slowNetwork("interleaved", 1e6);
   const run = (story: Parameters<typeof runCluster>[1]) =>
-    runCluster({ adjust, heartbeatTimeoutMs: 1000, keepState: true }, async (root) => {
-      await story(root);
-      await root.runUntil(iterations);
+    runCluster({ adjust, heartbeatTimeoutMs: 1000, keepState: true }, async (context) => {
+      await story(context);
+      await context.root.runUntil(iterations);
     });
   const failureFree = await run(() => Promise.resolve());
   const { plan, machines: last } = failureFree.iterations[iterations];
@@ -180,7 +180,7 @@ Deno.test("live: checkpoints spanning several iterations go at one interval on e
   // Machine 2's hardware fails once every machine has replicated an aligned checkpoint, in an iteration that
   // does not follow a replicated one: its replacement must take an older replica, and iterations are lost.
   // (Before the interval is known every checkpoint is replicated, so only a replica taken since counts.)
-  const failed = await run(async (root) => {
+  const failed = await run(async ({ root, cluster }) => {
     let report, knownSince = Infinity;
     do {
       report = await root.advance();
@@ -195,7 +195,7 @@ Deno.test("live: checkpoints spanning several iterations go at one interval on e
     let at = root.iteration + 2;
     while ((at - 1) % every === 0) at++;
     assert.ok(at < iterations, `the failure (iteration ${at}) comes before the end`);
-    await root.injectFailure([2], "hardware", { phase: "step", iteration: at });
+    await cluster.inject([2], "hardware", { phase: "step", iteration: at });
   });
   const [recovery] = failed.recoveries;
   assert.equal(recovery.machines[2].source.from, "peer");
@@ -203,29 +203,5 @@ Deno.test("live: checkpoints spanning several iterations go at one interval on e
   for (let t = 1; t <= iterations; t++) assert.equal(failed.iterations[t].loss, failureFree.iterations[t].loss);
   for (const name of ["params", "m", "v"] as const) {
     assert.ok(failed.state![name].every((value, i) => Object.is(value, failureFree.state![name][i])), name);
-  }
-});
-
-Deno.test("live against simulated: replaying a live run's computation, the simulation predicts its iteration times within 10%", async () => {
-  // One run, the policies taking turns in blocks of 5 iterations after 6 (profiling), as the bench does.
-  const blocks: { policy: ReplicationPolicy; iterations: number[] }[] = [];
-  const run = await runCluster({ adjust: slowNetwork("interleaved", 10e6), heartbeatTimeoutMs: 3000 }, async (root) => {
-    await root.runUntil(6);
-    for (const policy of ["naive", "interleaved", "naive", "interleaved"] as const) {
-      root.setCheckpointing({ policy });
-      const first = root.iteration + 1;
-      await root.runUntil(root.iteration + 5);
-      blocks.push({ policy, iterations: [1, 2, 3, 4].map((i) => first + i) }); // the first carries the change-over
-    }
-  });
-  const simulated = simulateTraining(replayOfLiveRun(run.settings, run.iterations, run.timeline));
-  for (const policy of ["naive", "interleaved"] as const) {
-    const measured = blocks.filter((b) => b.policy === policy).flatMap((b) => b.iterations);
-    const live = mean(measured.map((t) => run.iterations[t].milliseconds));
-    const predicted = mean(measured.map((t) => simulated.iterationMs[t - 1]));
-    assert.ok(
-      Math.abs(predicted / live - 1) < 0.1,
-      `${policy}: live ${live.toFixed(1)} ms an iteration, simulated ${predicted.toFixed(1)} ms`,
-    );
   }
 });

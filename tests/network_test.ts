@@ -3,8 +3,9 @@
 // when a machine fails; an endpoint matches messages to receivers and drops those of an abandoned epoch.
 
 import assert from "node:assert/strict";
-import { VirtualClock } from "../agents/clock.ts";
-import { AbortedError, type Delivery, Network, NetworkEndpoint, type TransferRecord } from "../agents/network.ts";
+import { VirtualClock } from "../agents/protocol/clock.ts";
+import { AbortedError, type Delivery } from "../agents/protocol/transport.ts";
+import { Network, NetworkEndpoint, type TransferRecord } from "../agents/sim/network.ts";
 
 /** A network of `count` machines in this thread, on a virtual clock. */
 function connect(count: number, bandwidth = 1e6, latencyMs = 0.5) {
@@ -43,7 +44,7 @@ async function settled<T>(promise: Promise<T>): Promise<T | "pending"> {
 }
 
 Deno.test("a message arrives as a copy of what was sent, one latency after its last byte has crossed both links", async () => {
-  const { clock, network, endpoints: [a, b], queued, close } = connect(2);
+  const { clock, endpoints: [a, b], queued, close } = connect(2);
   try {
     const sent = pattern(20_000, 1), taken = queued(1);
     a.send(1, "training", "all-gather", "x", sent);

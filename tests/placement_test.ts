@@ -11,7 +11,7 @@ import {
   recoveryProbabilityMonteCarlo,
   replicaPeers,
   replicasHeldBy,
-} from "../agents/placement.ts";
+} from "../agents/replication/placement.ts";
 
 function near(actual: number, expected: number, tolerance: number, what = "") {
   assert.ok(Math.abs(actual - expected) <= tolerance, `${what}: ${actual} vs ${expected}`);

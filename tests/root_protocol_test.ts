@@ -9,8 +9,8 @@ import {
   type RootInput,
   type RootState,
   transition,
-} from "../agents/root-protocol.ts";
-import type { StepResult } from "../agents/spec.ts";
+} from "../agents/protocol/root.ts";
+import type { StepResult } from "../agents/protocol/spec.ts";
 import type { StoredEntry } from "../core/store.ts";
 
 const MACHINES = 4;

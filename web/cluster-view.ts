@@ -4,8 +4,8 @@
 // Data in as properties; "fail" out as an event ({ ranks, kind }).
 
 import { css, html, LitElement, svg } from "lit";
-import type { TransferRecord } from "../agents/network.ts";
-import { placementGroup, type PlacementPlan } from "../agents/placement.ts";
+import type { TransferRecord } from "../agents/sim/network.ts";
+import { placementGroup, type PlacementPlan } from "../agents/replication/placement.ts";
 import { ownerColor, TRAFFIC_COLORS } from "./colors.ts";
 import type { MachineView } from "./session.ts";
 

@@ -5,8 +5,8 @@
 // ({ policy }) and "preset" ({ name }).
 
 import { css, html, LitElement } from "lit";
-import { REPLICATION_POLICIES, type ReplicationPolicy } from "../agents/interleaving.ts";
-import { PLACEMENT_STRATEGIES } from "../agents/placement.ts";
+import { REPLICATION_POLICIES, type ReplicationPolicy } from "../agents/replication/interleaving.ts";
+import { PLACEMENT_STRATEGIES } from "../agents/replication/placement.ts";
 import type { LabSettings, LabState } from "./session.ts";
 
 export const PRESETS = {

@@ -6,9 +6,9 @@
 // hardware failure, shift+0-7 its software failure.
 
 import { css, html, LitElement } from "lit";
-import type { FailureKind } from "../agents/cluster.ts";
-import type { ReplicationPolicy } from "../agents/interleaving.ts";
-import { placementGroup } from "../agents/placement.ts";
+import type { FailureKind } from "../agents/sim/cluster.ts";
+import type { ReplicationPolicy } from "../agents/replication/interleaving.ts";
+import { placementGroup } from "../agents/replication/placement.ts";
 import "./cluster-view.ts";
 import type { FailRequest } from "./cluster-view.ts";
 import "./control-panel.ts";

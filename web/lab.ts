@@ -1,6 +1,6 @@
 // `deno task lab`: bundles web/ and serves it, cross-origin isolated, on http://127.0.0.1:8000.
 
-import { numberOption, parseOptions, runCommand, UserError } from "../core/cli.ts";
+import { numberOption, parseOptions, runCommand, UserError } from "../cli/args.ts";
 import { buildLab } from "./build.ts";
 import { serveLab } from "./server.ts";
 

@@ -5,7 +5,7 @@
 
 import { css, html, LitElement, svg } from "lit";
 import { chartStyles } from "./legend.ts";
-import type { RecoveryReport } from "../agents/root.ts";
+import type { ObservedRecovery } from "../agents/sim/observer.ts";
 import type { LossPoint } from "./session.ts";
 
 const WIDTH = 640, HEIGHT = 220, PAD = { left: 44, right: 12, top: 10, bottom: 26 };
@@ -42,7 +42,7 @@ export class LossChart extends LitElement {
   declare referenceStatus: "none" | "running" | "done";
   declare losses: LossPoint[];
   declare failures: { iteration: number; rank: number }[];
-  declare recoveries: RecoveryReport[];
+  declare recoveries: ObservedRecovery[];
   declare mismatches: number[];
 
   constructor() {

@@ -4,8 +4,8 @@
 
 import { css, html, LitElement, svg } from "lit";
 import { chartStyles, legend } from "./legend.ts";
-import type { TransferRecord } from "../agents/network.ts";
-import type { FailureReport, RecoveryReport } from "../agents/root.ts";
+import type { TransferRecord } from "../agents/sim/network.ts";
+import type { FailureReport, ObservedRecovery } from "../agents/sim/observer.ts";
 import { PHASE_COLORS, TRAFFIC_COLORS } from "./colors.ts";
 import type { IterationSpan } from "./session.ts";
 
@@ -35,7 +35,7 @@ export class MachineTimeline extends LitElement {
   declare transfers: TransferRecord[];
   declare iterations: IterationSpan[];
   declare failures: FailureReport[];
-  declare recoveries: RecoveryReport[];
+  declare recoveries: ObservedRecovery[];
 
   constructor() {
     super();
@@ -98,7 +98,7 @@ export class MachineTimeline extends LitElement {
   }
 
   /** A recovery's phases, one after another from the first failure, across every machine's row. */
-  #phases(r: RecoveryReport, x: (t: number) => number, w: (a: number, b: number) => number) {
+  #phases(r: ObservedRecovery, x: (t: number) => number, w: (a: number, b: number) => number) {
     const first = Math.min(...r.failures.map((f) => f.failedAt));
     let at = first;
     return (["detection", "replacement", "retrieval", "load", "synchronize"] as const).map((phase) => {

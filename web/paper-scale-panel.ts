@@ -4,7 +4,7 @@
 // ours. It simulates when asked (about a second of this page's time) and shows the result; nothing goes out.
 
 import { css, html, LitElement } from "lit";
-import { describePaperScale, PAPER, paperScaleReport } from "../agents/paper-scale.ts";
+import { describePaperScale, PAPER, paperScaleReport } from "../agents/sim/paper-scale.ts";
 import { tableStyles } from "./legend.ts";
 
 export class PaperScalePanel extends LitElement {

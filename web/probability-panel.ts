@@ -3,7 +3,7 @@
 // N and m start from the cluster's settings; the student changes N, m and k here.
 
 import { css, html, LitElement } from "lit";
-import { placementPlan, type PlacementStrategy, recoveryProbability } from "../agents/placement.ts";
+import { placementPlan, type PlacementStrategy, recoveryProbability } from "../agents/replication/placement.ts";
 import { tableStyles } from "./legend.ts";
 
 export class ProbabilityPanel extends LitElement {

@@ -4,8 +4,8 @@
 
 import { css, html, LitElement, svg } from "lit";
 import { chartStyles, legend } from "./legend.ts";
-import type { RecoveryReport } from "../agents/root.ts";
-import { describeSource } from "../agents/spec.ts";
+import type { ObservedRecovery } from "../agents/sim/observer.ts";
+import { describeSource } from "../agents/protocol/spec.ts";
 import { PHASE_COLORS } from "./colors.ts";
 
 const PHASES = ["detection", "replacement", "retrieval", "load", "synchronize"] as const;
@@ -25,7 +25,7 @@ export class RecoveryChart extends LitElement {
     `,
   ];
 
-  declare recoveries: RecoveryReport[];
+  declare recoveries: ObservedRecovery[];
   declare iterationMs: number;
 
   constructor() {
@@ -72,7 +72,7 @@ export class RecoveryChart extends LitElement {
   }
 
   /** "memory" when no shard came from the persistent store, else "persistent storage". */
-  #from(report: RecoveryReport): string {
+  #from(report: ObservedRecovery): string {
     if (report.fromPersistent) return "persistent storage";
     const sources = new Set(report.machines.map((m) => describeSource(m.source).split(" ")[0]));
     return sources.has("peer") ? "a peer's memory" : "local memory";

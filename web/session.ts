@@ -2,11 +2,18 @@
 // machines in browser Workers on the browser's WebGPU adapter), and what the views show of it. The
 // session owns the root agent; the Lit components only receive `LabState` snapshots and send requests.
 
-import { defaultClusterSettings, type FailureKind, SimulatedCluster } from "../agents/cluster.ts";
-import type { TransferRecord } from "../agents/network.ts";
-import { REPLICATION_POLICIES, type ReplicationPolicy } from "../agents/interleaving.ts";
-import { PLACEMENT_STRATEGIES, type PlacementPlan, type PlacementStrategy } from "../agents/placement.ts";
-import { type FailureReport, type RecoveryReport, RootAgent, type RootEvent } from "../agents/root.ts";
+import { type FailureKind, SimulatedCluster } from "../agents/sim/cluster.ts";
+import type { TransferRecord } from "../agents/sim/network.ts";
+import { REPLICATION_POLICIES, type ReplicationPolicy } from "../agents/replication/interleaving.ts";
+import { PLACEMENT_STRATEGIES, type PlacementPlan, type PlacementStrategy } from "../agents/replication/placement.ts";
+import {
+  FailureObserver,
+  type FailureReport,
+  type ObservedEvent,
+  type ObservedRecovery,
+} from "../agents/sim/observer.ts";
+import { RootAgent } from "../agents/root-agent.ts";
+import { defaultClusterSettings } from "../agents/protocol/spec.ts";
 import type { StoredEntry } from "../core/store.ts";
 import { MODEL_PRESETS } from "../core/model.ts";
 
@@ -120,7 +127,7 @@ export interface LabState {
   /** Iterations where a loss of this run (a replay included) differs from the reference (exact resume: none). */
   mismatches: number[];
   failures: (FailureReport & { iteration: number })[];
-  recoveries: RecoveryReport[];
+  recoveries: ObservedRecovery[];
   /** The network's recent transfers and its clock. */
   transfers: TransferRecord[];
   now: number;
@@ -131,6 +138,7 @@ const TRANSFER_WINDOW_MS = 4000;
 export class LabSession extends EventTarget {
   #state: LabState;
   #root: RootAgent | null = null;
+  #cluster: SimulatedCluster | null = null;
   #running = false;
   #loop: Promise<void> = Promise.resolve();
   readonly #heartbeats = new Map<number, number>();
@@ -193,8 +201,9 @@ export class LabSession extends EventTarget {
   async fail(ranks: number[], kind: FailureKind) {
     const root = this.#root;
     if (!root) return;
-    const running = ranks.filter((rank) => root.machines[rank]);
-    if (running.length) await root.injectFailure(running, kind);
+    const cluster = this.#cluster!;
+    const running = ranks.filter((rank) => cluster.isRunning(rank));
+    if (running.length) await cluster.inject(running, kind);
     this.#refresh();
   }
 
@@ -235,6 +244,7 @@ export class LabSession extends EventTarget {
     this.#running = false;
     void this.#root?.close();
     this.#root = null;
+    this.#cluster = null;
   }
 
   async #launch() {
@@ -249,7 +259,9 @@ export class LabSession extends EventTarget {
       this.#update({ status: "error", message: (error as Error).message });
       throw error;
     }
-    this.#root.onEvent((event) => this.#onEvent(event));
+    this.#cluster = cluster;
+    const observer = new FailureObserver(cluster);
+    this.#root.onEvent((event) => this.#onEvent(observer.event(event)));
     this.#root.onHeartbeat((rank) => this.#heartbeats.set(rank, performance.now()));
     cluster.network.onTransfer(() => this.#refreshSoon());
     cluster.onFailure(() => this.#refresh());
@@ -278,12 +290,12 @@ export class LabSession extends EventTarget {
     await this.#refresh();
   }
 
-  #onEvent(event: RootEvent) {
+  #onEvent(event: ObservedEvent) {
     const state = this.#state;
     if (event.type === "iteration") {
       const replay = state.losses.some((point) => point.iteration === event.iteration);
       const losses = [...state.losses, { iteration: event.iteration, loss: event.loss, replay }];
-      const end = this.#root?.cluster.network.now() ?? 0, count = state.losses.length;
+      const end = this.#cluster?.network.now() ?? 0, count = state.losses.length;
       const span = {
         iteration: event.iteration,
         start: end - event.milliseconds,
@@ -326,15 +338,15 @@ export class LabSession extends EventTarget {
   }
 
   async #refresh() {
-    const root = this.#root;
-    if (!root) return;
+    const root = this.#root, cluster = this.#cluster;
+    if (!root || !cluster) return;
     const now = performance.now();
-    const machines = await Promise.all(root.machines.map(async (machine, rank): Promise<MachineView> => {
+    const machines = await Promise.all(root.members.map(async (machine, rank): Promise<MachineView> => {
       const previous = this.#state.machines[rank];
       // The page shows a failure at once (the cluster knows); the root agent learns of it by the heartbeats.
-      const failed = !machine || !root.cluster.isRunning(rank);
+      const failed = !machine || !cluster.isRunning(rank);
       const status = failed ? null : await Promise.race([
-        machine.api.status(),
+        machine.control.status(),
         new Promise<null>((resolve) => setTimeout(() => resolve(null), 500)),
       ]);
       return {
@@ -354,7 +366,7 @@ export class LabSession extends EventTarget {
   }
 
   #update(change: Partial<LabState>) {
-    const network = this.#root?.cluster.network;
+    const network = this.#cluster?.network;
     const now = network?.now() ?? 0;
     const transfers = network ? network.timeline.filter((record) => record.end > now - TRANSFER_WINDOW_MS) : [];
     this.#state = { ...this.#state, ...change, transfers, now };

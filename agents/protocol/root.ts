@@ -1,6 +1,6 @@
 // The root agent's protocol as a pure state machine: `transition(state, input)` returns the next state and
 // the commands to carry out, with no I/O and no clock (every input carries the time it happened, read by
-// the driver). The driver (root.ts) carries out the commands against the machines and feeds back what
+// the driver). The driver (root-agent.ts) carries out the commands against the machines and feeds back what
 // came of them as inputs.
 //
 //   idle ──advance──▶ stepping ──stepped──▶ idle
@@ -15,9 +15,9 @@
 // from an epoch a newer failure superseded is dropped here, so cancelling a recovery (or a step) is a
 // transition, not something each await has to check.
 
-import type { StoredEntry } from "../core/store.ts";
-import type { ReplicationPolicy } from "./interleaving.ts";
-import { clusterInterval } from "./interleaving.ts";
+import type { StoredEntry } from "../../core/store.ts";
+import type { ReplicationPolicy } from "../replication/interleaving.ts";
+import { clusterInterval } from "../replication/interleaving.ts";
 import type { IterationPlan, RestoreResult, RestoreSource, StepResult } from "./spec.ts";
 
 export type RecoveryPhase = "stop" | "replace" | "retrieve" | "load" | "synchronize";

@@ -1,14 +1,23 @@
-// What the cluster tells each machine when it starts it, what machines report back, and how a
-// machine and the root reach the persistent store: the types at the boundary between the root agent
-// and the worker agents (which run in different Workers and talk through comlink).
+// The types at the boundary between the root agent and the worker agents: the cluster's settings, what
+// the cluster tells each machine when it starts it, what machines report back, how a machine and the root
+// reach the persistent store, and `Machines`: how the root starts, stops and drives machines, whatever
+// they run on (Workers in this process today).
 
-import { BrowserCheckpointStore } from "../core/browser-store.ts";
-import { type Corpus, syntheticCorpus } from "../core/data.ts";
-import { FileCheckpointStore } from "../core/file-store.ts";
-import type { GPT2Config } from "../core/model.ts";
-import type { CheckpointStore, StoredEntry } from "../core/store.ts";
-import type { TrainerSettings } from "../core/trainer.ts";
-import type { InterleavingSettings, ReplicationPolicy } from "./interleaving.ts";
+import { BrowserCheckpointStore } from "../../core/browser-store.ts";
+import { shardLayout } from "../../core/checkpoint.ts";
+import { type Corpus, syntheticCorpus } from "../../core/data.ts";
+import { FileCheckpointStore } from "../../core/file-store.ts";
+import { type GPT2Config, MODEL_PRESETS, parameterLayout } from "../../core/model.ts";
+import type { CheckpointStore, StoredEntry } from "../../core/store.ts";
+import { DEFAULT_TRAINER_SETTINGS, type TrainerSettings } from "../../core/trainer.ts";
+import type { Clock } from "./clock.ts";
+import { shardRanges } from "../collectives.ts";
+import {
+  DEFAULT_INTERLEAVING,
+  type InterleavingSettings,
+  type ReplicationPolicy,
+} from "../replication/interleaving.ts";
+import type { PlacementStrategy } from "../replication/placement.ts";
 
 export interface TrainingSpec {
   config: GPT2Config;
@@ -47,6 +56,72 @@ export function openPersistentStore(spec: PersistentSpec): Promise<CheckpointSto
 
 export function corpusFor(spec: TrainingSpec): Corpus {
   return syntheticCorpus(spec.corpus.tokens, spec.corpus.seed, spec.config.vocab_size);
+}
+
+export interface NetworkSettings {
+  /** Bytes per second of each link (a NIC sends and receives at this rate at once). */
+  bandwidth: number;
+  /** Milliseconds from a message's last byte leaving to its arrival. */
+  latencyMs: number;
+}
+
+export interface ClusterSettings {
+  machines: number;
+  /** Copies of each checkpoint in CPU memory, the owner's included (m). */
+  replicas: number;
+  placement: PlacementStrategy;
+  training: TrainingSpec;
+  checkpoint: CheckpointSpec;
+  persistent: PersistentSpec;
+  network: NetworkSettings;
+  heartbeatMs: number;
+}
+
+/**
+ * A cluster the size of the paper's smallest (four machines, m = 2, group placement), training the tiny
+ * model with a checkpoint in memory every iteration (replicated in the idle spans of training traffic) and
+ * a persistent one every 4, over a network 20 times faster than the persistent store (the paper's 400
+ * Gbps against 20 Gbps, scaled to this model).
+ */
+export function defaultClusterSettings(persistent: PersistentSpec): ClusterSettings {
+  return {
+    machines: 4,
+    replicas: 2,
+    placement: "group",
+    training: {
+      config: MODEL_PRESETS.tiny,
+      batchPerMachine: 2,
+      time: 32,
+      optimizer: { ...DEFAULT_TRAINER_SETTINGS, lr: 1e-2 },
+      corpus: { tokens: 1 << 16, seed: 1 },
+    },
+    checkpoint: {
+      every: 1,
+      persistEvery: 4,
+      chunkBytes: 64 << 10,
+      slotsPerOwner: 3,
+      replication: { ...DEFAULT_INTERLEAVING },
+    },
+    persistent,
+    network: { bandwidth: 400e6, latencyMs: 0.05 },
+    heartbeatMs: 50,
+  };
+}
+
+/** The encoded size of the largest machine's checkpoint (its shard, with the largest header it can have). */
+export function largestCheckpointBytes(settings: ClusterSettings): number {
+  const { training, checkpoint, machines } = settings;
+  const { totalFloats } = parameterLayout(training.config);
+  const largest = Math.max(...shardRanges(totalFloats, machines).map(({ end, start }) => end - start));
+  return shardLayout({
+    config: training.config,
+    iteration: 1e12,
+    data: { position: 1e12, rng: 2 ** 32 - 1 },
+    owner: machines,
+    shard: { index: machines, count: machines, start: totalFloats, end: totalFloats + largest, totalFloats },
+    chunkBytes: checkpoint.chunkBytes,
+    createdAt: Date.now(),
+  }).totalBytes;
 }
 
 /** Everything a machine needs to start: its place in the cluster, the job, its memory and its ports. */
@@ -150,4 +225,57 @@ export interface Heartbeat {
   rank: number;
   incarnation: number;
   iteration: number;
+}
+
+/** What the root agent asks of a running machine (through comlink for a Worker). */
+export interface MachineControl {
+  step(plan: IterationPlan): Promise<StepResult>;
+  /** Stops what the machine is doing and moves it to recovery epoch `epoch`. */
+  abort(epoch: number): Promise<void>;
+  /** Brings its shard of checkpoint `iteration` into its memory from `source`; returns its size. */
+  fetch(iteration: number, source: RestoreSource): Promise<number>;
+  /** Puts its shard of `iteration` from its memory (or the initial state) onto the GPU; returns the ms. */
+  load(iteration: number, initial: boolean): Promise<number>;
+  /** Sends `owner`'s checkpoint `iteration` from its memory to machine `to`. */
+  serve(owner: number, iteration: number, to: number): Promise<number>;
+  /** All-gathers the parameters after a recovery. */
+  synchronize(): Promise<void>;
+  status(): Promise<MachineStatus>;
+  /** All the parameters, and its shard of m and v. */
+  state(): Promise<{ params: Float32Array; m: Float32Array; v: Float32Array }>;
+  /** Releases its GPU and stops heartbeating. */
+  shutdown(): Promise<void>;
+}
+
+/** A running machine as the root agent drives it. */
+export interface Machine {
+  rank: number;
+  incarnation: number;
+  control: MachineControl;
+  /** Its state right after it started. */
+  status: MachineStatus;
+}
+
+/**
+ * The machines of a cluster, as the root agent starts and stops them: Workers in this process
+ * (`SimulatedCluster`), or anything else that runs the worker agent.
+ */
+export interface Machines {
+  readonly settings: ClusterSettings;
+  /** The clock that machines' reports and the cluster's timeline are on. */
+  readonly clock: Clock;
+  /**
+   * Starts machine `rank` in recovery epoch `epoch`, with the memory it had if it survived, else new memory;
+   * it replicates to `replicaPeers` and heartbeats to `onHeartbeat`. Resolves at its first heartbeat.
+   */
+  launch(
+    rank: number,
+    epoch: number,
+    replicaPeers: number[],
+    onHeartbeat: (heartbeat: Heartbeat) => void,
+  ): Promise<Machine>;
+  /** Stops machine `rank`, declared failed, if it is still running (a slow machine wrongly suspected). */
+  fence(rank: number): void;
+  /** Stops every machine. */
+  shutdown(): Promise<void>;
 }

@@ -24,7 +24,7 @@
 //
 // The scheduler does no I/O and reads no clock: its caller tells it the time and the traffic's state, and
 // sends what it releases. The worker agent drives it on the live network, the discrete-event simulation
-// (simulation.ts) on simulated time; the same code decides in both.
+// (sim/simulation.ts) on simulated time; the same code decides in both.
 
 export const REPLICATION_POLICIES = ["none", "naive", "interleaved"] as const;
 export type ReplicationPolicy = (typeof REPLICATION_POLICIES)[number];

@@ -12,7 +12,7 @@
 // exactly by counting failure sets (closed form for groups, a transfer count for rings, their convolution
 // for mixed), and by Monte Carlo over the plan itself, which the tests hold against each other.
 
-import { Rng } from "../core/random.ts";
+import { Rng } from "../../core/random.ts";
 
 export type PlacementStrategy = "group" | "ring" | "mixed";
 export const PLACEMENT_STRATEGIES: readonly PlacementStrategy[] = ["group", "ring", "mixed"];

@@ -2,79 +2,25 @@
 // the cluster allocates as its host memory) and the network between them; and the failure injection.
 // A software failure ends a machine's Worker but leaves its memory, so the restarted Worker finds its
 // checkpoints there; a hardware failure ends the Worker and discards its memory, so the replacement
-// machine starts with empty memory. Machines share nothing but the network.
+// machine starts with empty memory. Machines share nothing but the network. The cluster is the root
+// agent's `Machines`; it alone knows when and how a machine really failed (`onFailure`), which the root
+// learns only by missed heartbeats.
 
 import * as Comlink from "comlink";
-import { shardLayout } from "../core/checkpoint.ts";
-import { InMemoryCheckpointStore } from "../core/memory-store.ts";
-import { MODEL_PRESETS, parameterLayout } from "../core/model.ts";
-import { DEFAULT_TRAINER_SETTINGS } from "../core/trainer.ts";
-import { Rng } from "../core/random.ts";
-import { shardRanges } from "./collectives.ts";
-import { DEFAULT_INTERLEAVING, validateInterleaving } from "./interleaving.ts";
-import { Network, type NetworkSettings } from "./network.ts";
-import type { PlacementStrategy } from "./placement.ts";
-import type { CheckpointSpec, FaultPoint, Heartbeat, MachineStatus, PersistentSpec, TrainingSpec } from "./spec.ts";
-import type { MachineApi } from "./worker.ts";
-
-export interface ClusterSettings {
-  machines: number;
-  /** Copies of each checkpoint in CPU memory, the owner's included (m). */
-  replicas: number;
-  placement: PlacementStrategy;
-  training: TrainingSpec;
-  checkpoint: CheckpointSpec;
-  persistent: PersistentSpec;
-  network: NetworkSettings;
-  heartbeatMs: number;
-}
-
-/**
- * A cluster the size of the paper's smallest (four machines, m = 2, group placement), training the tiny
- * model with a checkpoint in memory every iteration (replicated in the idle spans of training traffic) and
- * a persistent one every 4, over a network 20 times faster than the persistent store (the paper's 400
- * Gbps against 20 Gbps, scaled to this model).
- */
-export function defaultClusterSettings(persistent: PersistentSpec): ClusterSettings {
-  return {
-    machines: 4,
-    replicas: 2,
-    placement: "group",
-    training: {
-      config: MODEL_PRESETS.tiny,
-      batchPerMachine: 2,
-      time: 32,
-      optimizer: { ...DEFAULT_TRAINER_SETTINGS, lr: 1e-2 },
-      corpus: { tokens: 1 << 16, seed: 1 },
-    },
-    checkpoint: {
-      every: 1,
-      persistEvery: 4,
-      chunkBytes: 64 << 10,
-      slotsPerOwner: 3,
-      replication: { ...DEFAULT_INTERLEAVING },
-    },
-    persistent,
-    network: { bandwidth: 400e6, latencyMs: 0.05 },
-    heartbeatMs: 50,
-  };
-}
-
-/** The encoded size of the largest machine's checkpoint (its shard, with the largest header it can have). */
-export function largestCheckpointBytes(settings: ClusterSettings): number {
-  const { training, checkpoint, machines } = settings;
-  const { totalFloats } = parameterLayout(training.config);
-  const largest = Math.max(...shardRanges(totalFloats, machines).map(({ end, start }) => end - start));
-  return shardLayout({
-    config: training.config,
-    iteration: 1e12,
-    data: { position: 1e12, rng: 2 ** 32 - 1 },
-    owner: machines,
-    shard: { index: machines, count: machines, start: totalFloats, end: totalFloats + largest, totalFloats },
-    chunkBytes: checkpoint.chunkBytes,
-    createdAt: Date.now(),
-  }).totalBytes;
-}
+import { InMemoryCheckpointStore } from "../../core/memory-store.ts";
+import { Rng } from "../../core/random.ts";
+import type { Clock } from "../protocol/clock.ts";
+import { validateInterleaving } from "../replication/interleaving.ts";
+import { Network } from "./network.ts";
+import {
+  type ClusterSettings,
+  type FaultPoint,
+  type Heartbeat,
+  largestCheckpointBytes,
+  type Machine,
+  type Machines,
+} from "../protocol/spec.ts";
+import type { MachineApi } from "../worker-agent.ts";
 
 export type FailureKind = "software" | "hardware";
 
@@ -88,14 +34,8 @@ export interface FailureRecord {
   at: number;
 }
 
-/** A running machine as the root agent drives it. */
-export interface Machine {
-  rank: number;
-  incarnation: number;
-  api: Comlink.Remote<MachineApi>;
-  /** Its state right after it started. */
-  status: MachineStatus;
-}
+/** How long closing the cluster waits for its Workers' threads to end. */
+const WORKER_TEARDOWN_MS = 500;
 
 interface Slot {
   memory: WebAssembly.Memory | SharedArrayBuffer | null;
@@ -106,19 +46,24 @@ interface Slot {
   /** The kind of failure an armed fault point of this machine stands for. */
   armedKind: FailureKind;
   lastFailure: FailureRecord | null;
+  api: Comlink.Remote<MachineApi> | null;
 }
 
-export class SimulatedCluster {
+export class SimulatedCluster implements Machines {
   readonly settings: ClusterSettings;
   readonly network: Network;
   readonly #workerUrl: URL;
   readonly #slots: Slot[];
   readonly #failureListeners = new Set<(failure: FailureRecord) => void>();
 
-  constructor(settings: ClusterSettings, workerUrl = new URL("./worker.ts", import.meta.url)) {
+  constructor(
+    settings: ClusterSettings,
+    workerUrl = new URL("../worker-agent.ts", import.meta.url),
+    options: { clock?: Clock } = {},
+  ) {
     this.settings = settings;
     validateInterleaving(settings.checkpoint.replication, settings.checkpoint.chunkBytes);
-    this.network = new Network(settings.network);
+    this.network = new Network(settings.network, { clock: options.clock });
     this.#workerUrl = workerUrl;
     this.#slots = Array.from({ length: settings.machines }, () => ({
       memory: null,
@@ -127,7 +72,12 @@ export class SimulatedCluster {
       incarnation: -1,
       armedKind: "software",
       lastFailure: null,
+      api: null,
     }));
+  }
+
+  get clock(): Clock {
+    return this.network.clock;
   }
 
   /** Bytes of host memory each machine's checkpoint arena gets: K checkpoints of its shard and its replicas. */
@@ -152,6 +102,7 @@ export class SimulatedCluster {
     slot.memory ??= InMemoryCheckpointStore.create(rank, this.arenaBytes, {
       slotsPerOwner: this.settings.checkpoint.slotsPerOwner,
       maxOwners: this.settings.replicas,
+      machines: this.settings.machines,
     }).memory;
     slot.incarnation++;
     const worker = new Worker(this.#workerUrl, { type: "module", name: `machine ${rank}` });
@@ -202,18 +153,37 @@ export class SimulatedCluster {
     ]);
     await Promise.race([firstHeartbeat, crashed]);
     started = true;
-    return { rank, incarnation: slot.incarnation, api, status };
+    slot.api = api;
+    return { rank, incarnation: slot.incarnation, control: api, status };
   }
 
-  /** Arms a failure of `kind` that strikes `machine` when it reaches `point`. */
-  async arm(machine: Machine, kind: FailureKind, point: FaultPoint) {
-    this.#slots[machine.rank].armedKind = kind;
-    await machine.api.injectFault(point);
+  /**
+   * Injects a failure of `kind` into `ranks`: at once; after `afterMs` milliseconds on the cluster's clock,
+   * wherever they are then; or when each reaches `point` (an iteration's step, checkpoint write or
+   * replication, or its next recovery).
+   */
+  async inject(ranks: number[], kind: FailureKind, when?: FaultPoint | { afterMs: number }) {
+    const down = ranks.filter((rank) => !this.isRunning(rank));
+    if (down.length) throw new Error(`machine ${down.join(", ")} is already down`);
+    if (!when) return this.fail(ranks, kind);
+    if ("afterMs" in when) {
+      this.clock.setTimer(when.afterMs, () => this.fail(ranks, kind));
+      return;
+    }
+    for (const rank of ranks) {
+      const slot = this.#slots[rank];
+      slot.armedKind = kind;
+      await slot.api!.injectFault(when);
+    }
   }
 
-  /** Fails `ranks` now, wherever they are. */
+  /** Fails `ranks` now, wherever they are (those already down stay as they are). */
   fail(ranks: number[], kind: FailureKind) {
     for (const rank of ranks) this.#fail(rank, kind, "at once");
+  }
+
+  fence(rank: number) {
+    this.#fail(rank, "software", "fenced: declared failed while it still ran");
   }
 
   /** Whether machine `rank` is running. */
@@ -244,13 +214,23 @@ export class SimulatedCluster {
   #stop(slot: Slot) {
     slot.worker?.terminate();
     slot.worker = null;
+    slot.api = null;
     for (const port of slot.ports) port.close();
     slot.ports = [];
   }
 
-  shutdown() {
+  /**
+   * Stops the cluster: each running machine first releases its GPU device in its own thread (a Worker
+   * terminated while it holds one can bring the process down as it exits), then every Worker ends.
+   */
+  async shutdown() {
+    const released = this.#slots.map((slot) => slot.api?.shutdown());
+    await Promise.race([Promise.allSettled(released), new Promise((resolve) => setTimeout(resolve, 2000))]);
     for (const slot of this.#slots) this.#stop(slot);
     this.network.close();
+    // Workers end some time after terminate(). wgpu's GL backend crashed here when one Worker's GL teardown
+    // overlapped another's setup (EGL BadDisplay), so whatever uses the GPU next waits for it.
+    await new Promise((resolve) => setTimeout(resolve, WORKER_TEARDOWN_MS));
   }
 }
 

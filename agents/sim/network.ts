@@ -12,17 +12,9 @@
 // driver, in its Worker, connected to the switch by a MessagePort. The switch keeps time on an injected
 // clock (the wall clock when live, a virtual one in tests).
 
-import { type Clock, WallClock } from "./clock.ts";
-
-/** What a transfer carries: the collectives of training, checkpoint replicas, or a shard fetched in recovery. */
-export type TrafficKind = "training" | "checkpoint" | "retrieval";
-
-export interface NetworkSettings {
-  /** Bytes per second of each link (a NIC sends and receives at this rate at once). */
-  bandwidth: number;
-  /** Milliseconds from a message's last byte leaving to its arrival. */
-  latencyMs: number;
-}
+import { type Clock, WallClock } from "../protocol/clock.ts";
+import type { NetworkSettings } from "../protocol/spec.ts";
+import { AbortedError, type Delivery, type TrafficKind, type Transport } from "../protocol/transport.ts";
 
 /** One message on the timeline. Times are milliseconds since the network started. */
 export interface TransferRecord {
@@ -75,18 +67,6 @@ interface Outgoing {
   tag: string;
   epoch: number;
   bytes: ArrayBuffer;
-  info?: unknown;
-}
-
-/** A message as it arrives. */
-export interface Delivery {
-  from: number;
-  kind: TrafficKind;
-  label: string;
-  tag: string;
-  /** The sender's recovery epoch when it sent the message. */
-  epoch: number;
-  bytes: Uint8Array;
   info?: unknown;
 }
 
@@ -214,17 +194,12 @@ export class Network {
   }
 }
 
-/** A receive or a collective was abandoned because the cluster began a recovery. */
-export class AbortedError extends Error {
-  override name = "AbortedError";
-}
-
 /**
  * A machine's side of the network. Messages are matched to receivers by sender and tag; kinds with a
  * handler (a replica arriving unasked) go to it instead. After `abort(epoch)`, messages sent before the
  * sender knew of that epoch are dropped, so nothing of an abandoned iteration leaks into the next.
  */
-export class NetworkEndpoint {
+export class NetworkEndpoint implements Transport {
   readonly rank: number;
   readonly #port: MessagePort;
   #epoch = 0;

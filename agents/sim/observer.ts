@@ -5,7 +5,7 @@
 // these; the root never does.
 
 import type { FailureKind, FailureRecord, SimulatedCluster } from "./cluster.ts";
-import type { Detection, IterationReport, RecoveryPhase, RecoveryReport, RootEvent } from "./root-protocol.ts";
+import type { Detection, IterationReport, RecoveryPhase, RecoveryReport, RootEvent } from "../protocol/root.ts";
 
 export interface FailureReport extends Detection {
   kind: FailureKind;

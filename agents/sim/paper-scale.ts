@@ -8,7 +8,7 @@
 // no figure (the iteration's profile, the state's bytes per parameter, PCIe rates): each is a plain
 // estimate, stated here and in the README, and none was tuned to reproduce a published result.
 
-import { DEFAULT_INTERLEAVING, REPLICATION_POLICIES, type ReplicationPolicy } from "./interleaving.ts";
+import { DEFAULT_INTERLEAVING, REPLICATION_POLICIES, type ReplicationPolicy } from "../replication/interleaving.ts";
 import { simulateTraining, type SimulationSpec } from "./simulation.ts";
 
 /** The paper's setup and results (SOSP 2023, as summarised in the project's GEMINI primer). */

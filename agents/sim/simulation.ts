@@ -10,18 +10,19 @@
 // are separated by a barrier, as the root agent drives them: the next begins `betweenIterationsMs` after
 // the last machine has finished.
 
-import { parameterLayout } from "../core/model.ts";
-import { type ClusterSettings, largestCheckpointBytes } from "./cluster.ts";
+import { parameterLayout } from "../../core/model.ts";
+import { type ClusterSettings, largestCheckpointBytes } from "../protocol/spec.ts";
 import {
   CheckpointScheduler,
   clusterInterval,
   type InterleavingSettings,
   type PieceOrder,
   type ReplicationPolicy,
-} from "./interleaving.ts";
-import { LinkSchedule, type TrafficKind, type TransferRecord } from "./network.ts";
-import { placementPlan, type PlacementStrategy, replicaPeers } from "./placement.ts";
-import type { IterationReport } from "./root.ts";
+} from "../replication/interleaving.ts";
+import type { TrafficKind } from "../protocol/transport.ts";
+import { LinkSchedule, type TransferRecord } from "./network.ts";
+import { placementPlan, type PlacementStrategy, replicaPeers } from "../replication/placement.ts";
+import type { IterationReport } from "../root-agent.ts";
 
 /** Milliseconds of a machine's (`rank`) computation in `iteration` (from 1): a constant, or a measured trace. */
 export type Duration = number | ((rank: number, iteration: number) => number);
