@@ -6,7 +6,7 @@ import { bundlePage } from "../web/build.ts";
 import { serveLab } from "../web/server.ts";
 import { launchChromium } from "./chromium.ts";
 
-const HERE = fileURLToPath(new URL("./browser", import.meta.url));
+const HERE = fileURLToPath(new URL("./browser/", import.meta.url));
 
 Deno.test("the browser store keeps the newest K, loads them intact and falls back past corruption: OPFS and IndexedDB", async () => {
   const root = await bundlePage([`${HERE}store_page.ts`], `${HERE}store_page.html`, await Deno.makeTempDir());

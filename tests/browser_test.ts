@@ -6,7 +6,7 @@ import { buildLab } from "../web/build.ts";
 import { serveLab } from "../web/server.ts";
 import { launchChromium } from "./chromium.ts";
 
-const ARTIFACTS = new URL("./artifacts", import.meta.url);
+const ARTIFACTS = new URL("./artifacts/", import.meta.url);
 
 Deno.test("the lab page runs the GPU self-check in headless Chromium, on the page and in a Worker", async () => {
   const server = serveLab({ root: await buildLab(), port: 0 });

@@ -13,7 +13,7 @@ import type { GeminiLab } from "../web/lab-app.ts";
 import { serveLab } from "../web/server.ts";
 import { launchChromium } from "./chromium.ts";
 
-const ARTIFACTS = new URL("./artifacts", import.meta.url);
+const ARTIFACTS = new URL("./artifacts/", import.meta.url);
 const LONG = { timeout: 240_000 };
 
 async function screenshot(page: Page, name: string) {
