@@ -19,6 +19,8 @@ import type { CheckpointStore } from "../core/store.ts";
 import { Trainer } from "../core/trainer.ts";
 import { allGatherShards, allSum, reduceScatterMean, type ShardRange, shardRanges } from "./collectives.ts";
 import { CheckpointScheduler, type PieceOrder } from "./replication/interleaving.ts";
+import { type Clock, WallClock } from "./protocol/clock.ts";
+import { type PhaseName, trafficEdges, TRAINING_ITERATION } from "./protocol/iteration.ts";
 import type { Delivery, Transport } from "./protocol/transport.ts";
 import { NetworkEndpoint } from "./sim/network.ts";
 import {
@@ -60,6 +62,8 @@ class MachineAgent {
   readonly #persistent: CheckpointStore;
   readonly #capture: CheckpointCapture;
   readonly #network: Transport;
+  /** This machine's own clock: the scheduler's and the timings' (each machine keeps its own time). */
+  readonly #clock: Clock = new WallClock();
   /** Decides when each piece of a checkpoint goes to the peers (see replication/interleaving.ts). */
   readonly #scheduler: CheckpointScheduler;
   /** Copies of the checkpoints being and waiting to be replicated, by iteration (their slots may be reused). */
@@ -134,7 +138,10 @@ class MachineAgent {
     this.#heartbeat = startHeartbeat(spec, this.#progress);
   }
 
-  /** One iteration of sharded data-parallel training, with the checkpoint and replication that `plan` asks for. */
+  /**
+   * One iteration of sharded data-parallel training, with the checkpoint and replication that `plan` asks
+   * for: the phases of `TRAINING_ITERATION`, in order, each timed.
+   */
   step(plan: IterationPlan): Promise<StepResult> {
     return this.#run(async (epoch) => {
       const t = this.#trainer.step + 1, rank = this.spec.rank, machines = this.spec.machines;
@@ -142,54 +149,65 @@ class MachineAgent {
       this.#scheduler.policy = plan.policy;
       this.#keep(plan.keep);
       this.#scheduler.beginIteration();
-      let clock = performance.now();
-      const lap = () => -clock + (clock = performance.now());
-      // Every machine draws the same global batch and trains on its rows of it.
-      const global = this.#loader.next(), rows = this.spec.training.batchPerMachine * this.spec.training.time;
-      const mine = {
-        inputs: global.inputs.subarray(rank * rows, (rank + 1) * rows),
-        targets: global.targets.subarray(rank * rows, (rank + 1) * rows),
+      let loss = 0, grads!: Float32Array, reduced!: Float32Array, normSquared = 0, shard!: Float32Array;
+      let checkpointBlocked = 0;
+      const run: Record<PhaseName, () => Promise<void>> = {
+        gradients: async () => {
+          // Every machine draws the same global batch and trains on its rows of it.
+          const global = this.#loader.next(), rows = this.spec.training.batchPerMachine * this.spec.training.time;
+          loss = await this.#trainer.computeGradients({
+            inputs: global.inputs.subarray(rank * rows, (rank + 1) * rows),
+            targets: global.targets.subarray(rank * rows, (rank + 1) * rows),
+          });
+          this.#fault("step", t);
+          grads = await this.#trainer.model.readGradients();
+        },
+        "reduce-scatter": async () => {
+          reduced = await reduceScatterMean(this.#network, grads, this.#shards, `${t}`, epoch);
+        },
+        "gradient norm": async () => {
+          let squares = 0;
+          for (const g of reduced) squares += g * g;
+          normSquared = await allSum(this.#network, squares, machines, `${t}/norm`, epoch);
+        },
+        update: async () => {
+          this.#trainer.updateShard(this.#shard, reduced, normSquared);
+          shard = await this.#trainer.readParameterRange(this.#shard);
+        },
+        checkpoint: async () => {
+          if (plan.checkpoint) checkpointBlocked = await this.#beginCheckpoint();
+        },
+        "all-gather": async () => {
+          const params = await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch);
+          this.#trainer.model.writeParameters(params);
+        },
       };
-      const loss = await this.#trainer.computeGradients(mine);
-      this.#fault("step", t);
-      const grads = await this.#trainer.model.readGradients();
-      const compute = lap();
-      this.#trainingTraffic(true);
-      const reduced = await reduceScatterMean(this.#network, grads, this.#shards, `${t}`, epoch);
-      let squares = 0;
-      for (const g of reduced) squares += g * g;
-      const normSquared = await allSum(this.#network, squares, machines, `${t}/norm`, epoch);
-      this.#trainingTraffic(false);
-      const reduceScatter = lap();
-      this.#trainer.updateShard(this.#shard, reduced, normSquared);
-      const checkpointBlocked = plan.checkpoint ? await this.#beginCheckpoint() : 0;
-      const shard = await this.#trainer.readParameterRange(this.#shard);
-      const update = lap();
-      this.#trainingTraffic(true);
-      const params = await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch);
-      this.#trainingTraffic(false);
-      this.#trainer.model.writeParameters(params);
+      const ms = {} as Record<PhaseName, number>;
+      for (const [index, phase] of TRAINING_ITERATION.entries()) {
+        const { opens, closes } = trafficEdges(TRAINING_ITERATION, index);
+        if (opens) this.#scheduler.trainingBusy(this.#clock.now());
+        const start = this.#clock.now();
+        await run[phase.name]();
+        ms[phase.name] = this.#clock.now() - start;
+        if (closes) {
+          this.#scheduler.trainingIdle(this.#clock.now());
+          this.#sendCheckpointPieces();
+        }
+      }
       Atomics.store(this.#progress, 0, t);
       return {
         iteration: t,
         loss,
-        compute,
-        reduceScatter,
-        update,
-        allGather: lap(),
+        compute: ms.gradients,
+        reduceScatter: ms["reduce-scatter"] + ms["gradient norm"],
+        update: ms.update + ms.checkpoint,
+        allGather: ms["all-gather"],
         checkpointBlocked,
         replicatedIteration: this.#scheduler.replicated.at(-1)?.iteration ?? 0,
         idleSpans: this.#scheduler.profile.spans,
         neededInterval: this.#scheduler.neededInterval(),
       };
     });
-  }
-
-  /** Training traffic starts or stops on this machine's NIC: the scheduler profiles it and sends in between. */
-  #trainingTraffic(busy: boolean) {
-    if (busy) return this.#scheduler.trainingBusy(performance.now());
-    this.#scheduler.trainingIdle(performance.now());
-    this.#sendCheckpointPieces();
   }
 
   /** Starts the capture of this iteration's shard; returns how long it held training up. */
@@ -237,7 +255,7 @@ class MachineAgent {
   /** Sends every piece of the checkpoint being replicated that the scheduler releases now. */
   #sendCheckpointPieces() {
     try {
-      for (let order; (order = this.#scheduler.next(performance.now()));) {
+      for (let order; (order = this.#scheduler.next(this.#clock.now()));) {
         this.#sendPiece(order, this.#replicating.get(order.iteration)!);
       }
       for (const iteration of this.#replicating.keys()) {
@@ -258,7 +276,7 @@ class MachineAgent {
     const info: ChunkInfo = { owner: this.spec.rank, iteration, offset, total: bytes.length };
     const piece = bytes.subarray(offset, offset + order.bytes);
     this.#network.send(peer, "checkpoint", "replica", `replica/${iteration}/${offset}`, piece, info, () => {
-      if (this.#scheduler.sent(order, performance.now())) {
+      if (this.#scheduler.sent(order, this.#clock.now())) {
         for (const to of this.spec.replicaPeers) this.#store.markReplicated(this.spec.rank, iteration, to);
         this.#replicated.set(iteration, bytes);
       }
@@ -364,7 +382,7 @@ class MachineAgent {
    */
   load(iteration: number, initial: boolean): Promise<number> {
     return this.#run(async () => {
-      const start = performance.now();
+      const start = this.#clock.now();
       if (initial) {
         this.#load(this.#initialShard());
       } else {
@@ -375,7 +393,7 @@ class MachineAgent {
         );
       }
       await this.#trainer.device.queue.onSubmittedWorkDone();
-      return performance.now() - start;
+      return this.#clock.now() - start;
     });
   }
 

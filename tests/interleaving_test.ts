@@ -13,6 +13,7 @@ import {
 } from "../agents/replication/interleaving.ts";
 import type { TransferRecord } from "../agents/sim/network.ts";
 import { runCluster } from "../agents/sim/run.ts";
+import { collectiveBytes, trafficEdges, TRAINING_ITERATION } from "../agents/protocol/iteration.ts";
 import { simulateTraining, type SimulationResult, type SimulationSpec } from "../agents/sim/simulation.ts";
 
 const KiB = 1024;
@@ -204,4 +205,14 @@ Deno.test("live: checkpoints spanning several iterations go at one interval on e
   for (const name of ["params", "m", "v"] as const) {
     assert.ok(failed.state![name].every((value, i) => Object.is(value, failureFree.state![name][i])), name);
   }
+});
+
+Deno.test("one iteration, described once: two bursts of training traffic, which the live worker and the replay share", () => {
+  const bursts = TRAINING_ITERATION.flatMap((phase, index) => {
+    const { opens, closes } = trafficEdges(TRAINING_ITERATION, index);
+    return [...(opens ? [`open ${phase.name}`] : []), ...(closes ? [`close ${phase.name}`] : [])];
+  });
+  assert.deepEqual(bursts, ["open reduce-scatter", "close gradient norm", "open all-gather", "close all-gather"]);
+  assert.equal(collectiveBytes({ bytes: "state" }, 1000, 4), 4000);
+  assert.equal(collectiveBytes({ bytes: "norm" }, 1000, 4), 32, "one f64 from each machine");
 });

@@ -19,6 +19,7 @@ import {
   type PieceOrder,
   type ReplicationPolicy,
 } from "../replication/interleaving.ts";
+import { collectiveBytes, TRAINING_ITERATION } from "../protocol/iteration.ts";
 import type { TrafficKind } from "../protocol/transport.ts";
 import { LinkSchedule, type TransferRecord } from "./network.ts";
 import { placementPlan, type PlacementStrategy, replicaPeers } from "../replication/placement.ts";
@@ -252,7 +253,7 @@ export function replayOfLiveRun(
   reports: IterationReport[],
   timeline: TransferRecord[],
 ): SimulationSpec {
-  const stateBytes = parameterLayout(settings.training.config).totalFloats * 4;
+  const stateFloats = parameterLayout(settings.training.config).totalFloats;
   const measured = (phase: "compute" | "update") => (rank: number, iteration: number) =>
     reports[iteration].machines[rank][phase];
   // The rest of an iteration's time is the root agent's: its calls to the machines and their answers.
@@ -267,15 +268,15 @@ export function replayOfLiveRun(
     placement: settings.placement,
     bandwidth: settings.network.bandwidth,
     latencyMs: messageOverheadMs(timeline),
-    iteration: [
-      { compute: measured("compute") },
-      { collective: "reduce-scatter", bytes: stateBytes },
-      { collective: "all-gather", bytes: 8 * settings.machines }, // the gradient norm's sum
-      { compute: measured("update") },
+    // The worker agent's own phases, each as the run measured it.
+    iteration: TRAINING_ITERATION.map((phase): Phase => {
+      if (phase.kind === "compute") return { compute: measured(phase.name === "gradients" ? "compute" : "update") };
+      if (phase.kind === "collective") {
+        return { collective: phase.name, bytes: collectiveBytes(phase, stateFloats, settings.machines) };
+      }
       // The capture's copy is mapped just after the all-gather's first message has gone (as measured).
-      { checkpointReady: LIVE_CHECKPOINT_READY_MS },
-      { collective: "all-gather", bytes: stateBytes },
-    ],
+      return { checkpointReady: LIVE_CHECKPOINT_READY_MS };
+    }),
     betweenIterationsMs: between,
     checkpointBytes: largestCheckpointBytes(settings),
     chunkBytes: settings.checkpoint.chunkBytes,
