@@ -35,6 +35,8 @@ export interface RootSettings {
   heartbeatTimeoutMs: number;
   /** Where machines' leases live (an in-memory store on the machines' clock when absent). */
   health?: HealthStore;
+  /** The persistent store, as the root reads what it holds (opened from the cluster's settings when absent). */
+  persistent?: CheckpointStore;
 }
 
 /** A machine went down while a command needed it: the detection that follows supersedes the command. */
@@ -63,7 +65,8 @@ export class RootAgent {
 
   /** Starts every machine and registers it. */
   static async start(machines: Machines, settings: RootSettings): Promise<RootAgent> {
-    const root = new RootAgent(machines, settings, await openPersistentStore(machines.settings.persistent));
+    const persistent = settings.persistent ?? await openPersistentStore(machines.settings.persistent);
+    const root = new RootAgent(machines, settings, persistent);
     try {
       await Promise.all(root.#running.map((_, rank) => root.#launch(rank, 0)));
     } catch (error) {
