@@ -2,8 +2,7 @@
 // so that every sum is taken in the same order in every run (the float results are then bit-identical
 // whatever failures happened in between, for the same number of machines).
 //
-// Shards: the flat state [totalFloats] cut into N contiguous ranges, each starting on a 64-float boundary
-// (a GPU storage binding's offset must be 256-byte aligned, and AdamW updates a shard through one).
+// Shards: the flat state [totalFloats] cut into N contiguous ranges (core/shard.ts).
 // reduce-scatter: machine r ends with shard r of the sum over machines, divided by N. Shard c's partial
 //                 sum starts at machine c+1 and travels the ring, each machine adding its own part:
 //                 ((g[c+1] + g[c+2]) + ...) + g[c], in float32.
@@ -11,29 +10,8 @@
 // instead of taking a message meant for the iteration that replaces it.
 // all-gather:     every machine ends with every machine's piece, passed around the ring in N-1 steps.
 
+import type { ShardRange } from "../core/shard.ts";
 import type { Transport } from "./protocol/transport.ts";
-
-export interface ShardRange {
-  index: number;
-  count: number;
-  /** In floats: [start, end). */
-  start: number;
-  end: number;
-  totalFloats: number;
-}
-
-const SHARD_ALIGNMENT_FLOATS = 64;
-
-/** The N shards of a flat state of `totalFloats` floats. */
-export function shardRanges(totalFloats: number, count: number): ShardRange[] {
-  const units = Math.ceil(totalFloats / SHARD_ALIGNMENT_FLOATS);
-  if (units < count) throw new Error(`${totalFloats} floats cannot be cut into ${count} aligned shards`);
-  return Array.from({ length: count }, (_, index) => {
-    const start = Math.floor((units * index) / count) * SHARD_ALIGNMENT_FLOATS;
-    const end = Math.min(totalFloats, Math.floor((units * (index + 1)) / count) * SHARD_ALIGNMENT_FLOATS);
-    return { index, count, start, end, totalFloats };
-  });
-}
 
 const floatsOf = (bytes: Uint8Array) => new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
 const bytesOf = (floats: Float32Array) => new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength);

@@ -9,15 +9,17 @@
 // The root agent drives it through comlink (`MachineApi` below); bulk bytes go through the network.
 
 import * as Comlink from "comlink";
-import { CheckpointCapture } from "../core/capture.ts";
-import { type DecodedShard, shardLayout, type ShardMeta, writeShard } from "../core/checkpoint.ts";
+import type { DecodedShard } from "../core/checkpoint.ts";
+import { Checkpointer } from "../core/checkpointing.ts";
 import { BatchLoader } from "../core/data.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
 import { InMemoryCheckpointStore } from "../core/memory-store.ts";
 import { initialParameters } from "../core/model.ts";
+import { type ShardRange, shardRanges } from "../core/shard.ts";
+import { readShardParameters, updateShard } from "../core/sharded.ts";
 import type { CheckpointStore } from "../core/store.ts";
 import { Trainer } from "../core/trainer.ts";
-import { allGatherShards, allSum, reduceScatterMean, type ShardRange, shardRanges } from "./collectives.ts";
+import { allGatherShards, allSum, reduceScatterMean } from "./collectives.ts";
 import { CheckpointScheduler, type PieceOrder } from "./replication/interleaving.ts";
 import { type Clock, WallClock } from "./protocol/clock.ts";
 import { type PhaseName, trafficEdges, TRAINING_ITERATION } from "./protocol/iteration.ts";
@@ -60,7 +62,7 @@ class MachineAgent {
   readonly #shard: ShardRange;
   readonly #store: InMemoryCheckpointStore;
   readonly #persistent: CheckpointStore;
-  readonly #capture: CheckpointCapture;
+  readonly #checkpointer: Checkpointer;
   readonly #network: Transport;
   /** This machine's own clock: the scheduler's and the timings' (each machine keeps its own time). */
   readonly #clock: Clock = new WallClock();
@@ -115,9 +117,16 @@ class MachineAgent {
     this.#shard = this.#shards[spec.rank];
     this.#store = InMemoryCheckpointStore.attach(spec.memory, { incarnation: spec.incarnation });
     this.#persistent = persistent;
-    this.#capture = new CheckpointCapture(device, this.#shard.end - this.#shard.start, {
+    this.#checkpointer = new Checkpointer(this.#trainer, this.#store, {
+      shard: this.#shard,
+      owner: spec.rank,
+      data: this.#loader, // the global batch's order: the trainer sees only this machine's rows
       chunkBytes: spec.checkpoint.chunkBytes,
       checksumsOnGpu: false, // see CheckpointCapture: on a software adapter it only blocks training longer
+      beforeCommit: ({ iteration }) => {
+        if (this.#faultDue("checkpoint", iteration)) this.#die(`in the middle of writing checkpoint ${iteration}`);
+      },
+      afterSave: ({ iteration }) => this.#replicateAndPersist(iteration),
     });
     this.#network = new NetworkEndpoint(spec.rank, spec.network, spec.epoch);
     this.#scheduler = new CheckpointScheduler(
@@ -171,8 +180,8 @@ class MachineAgent {
           normSquared = await allSum(this.#network, squares, machines, `${t}/norm`, epoch);
         },
         update: async () => {
-          this.#trainer.updateShard(this.#shard, reduced, normSquared);
-          shard = await this.#trainer.readParameterRange(this.#shard);
+          updateShard(this.#trainer, this.#shard, reduced, normSquared);
+          shard = await readShardParameters(this.#trainer, this.#shard);
         },
         checkpoint: async () => {
           if (plan.checkpoint) checkpointBlocked = await this.#beginCheckpoint();
@@ -210,37 +219,24 @@ class MachineAgent {
     });
   }
 
-  /** Starts the capture of this iteration's shard; returns how long it held training up. */
+  /**
+   * Starts the capture of this iteration's shard, to be written into host memory (after the previous one)
+   * and then replicated and persisted; returns how long it held training up.
+   */
   async #beginCheckpoint(): Promise<number> {
-    const meta: ShardMeta = {
-      ...this.#trainer.checkpointMeta(this.spec.rank, this.#shard, this.spec.checkpoint.chunkBytes),
-      data: this.#loader.state,
-    };
-    const previous = this.#checkpointing;
-    const pending = await this.#capture.begin(this.#trainer.checkpointSource(this.#shard.start, this.#shard.end));
-    this.#checkpointing = previous.then(() => pending.mapped).then(({ tensors, release }) => {
-      try {
-        this.#publish(meta, tensors);
-      } finally {
-        release();
-      }
-    }).catch((error) => {
+    const t = this.#trainer.step;
+    const { blockedMilliseconds, published } = await this.#checkpointer.afterStep();
+    this.#checkpointing = published.then(() => {}, (error) => {
       if (!(error instanceof MachineDied)) {
-        console.error(`machine ${this.spec.rank}: checkpoint ${meta.iteration}: ${error.message}`);
+        console.error(`machine ${this.spec.rank}: checkpoint ${t}: ${error.message}`);
       }
     });
-    return pending.blockedMilliseconds;
+    return blockedMilliseconds;
   }
 
-  /** Writes a captured shard into host memory, then replicates and persists it. */
-  #publish(meta: ShardMeta, tensors: DecodedShard["tensors"]) {
-    const t = meta.iteration, rank = this.spec.rank;
-    if (this.#faultDue("checkpoint", t)) {
-      const writer = this.#store.beginWrite(rank, t, shardLayout(meta).totalBytes);
-      writeShard(writer.bytes, meta, tensors);
-      this.#die(`in the middle of writing checkpoint ${t}`); // before the commit: never published
-    }
-    this.#store.saveShard(meta, tensors);
+  /** This machine's checkpoint `t`, just published in its memory: sent to the peers and persisted. */
+  #replicateAndPersist(t: number) {
+    const rank = this.spec.rank;
     const kept = this.#store.withCheckpoint(rank, t, (bytes) => {
       // The copies: one for the peers, taken only if this checkpoint will be replicated; one for the
       // persistent store, when one is due.
@@ -383,31 +379,19 @@ class MachineAgent {
   load(iteration: number, initial: boolean): Promise<number> {
     return this.#run(async () => {
       const start = this.#clock.now();
-      if (initial) {
-        this.#load(this.#initialShard());
-      } else {
-        await this.#store.useNewest(
-          this.spec.rank,
-          { config: this.spec.training.config, iteration },
-          (decoded) => this.#load(decoded),
-        );
-      }
+      if (initial) this.#checkpointer.restoreShard(this.#initialShard());
+      else await this.#checkpointer.restore(iteration);
+      Atomics.store(this.#progress, 0, this.#trainer.step);
       await this.#trainer.device.queue.onSubmittedWorkDone();
       return this.#clock.now() - start;
     });
-  }
-
-  #load(shard: DecodedShard) {
-    this.#trainer.restoreShard(shard);
-    this.#loader.restore(shard.meta.data);
-    Atomics.store(this.#progress, 0, shard.meta.iteration);
   }
 
   /** The state every run starts from: the seeded initial parameters, zero moments, the data order's start. */
   #initialShard(): DecodedShard {
     const { start, end } = this.#shard, { training } = this.spec;
     const loader = new BatchLoader(corpusFor(training), 1, training.time, training.optimizer.seed);
-    const meta = { ...this.#trainer.checkpointMeta(this.spec.rank, this.#shard), iteration: 0, data: loader.state };
+    const meta = { ...this.#checkpointer.meta(), iteration: 0, data: loader.state };
     const params = initialParameters(training.config, training.optimizer.seed).slice(start, end);
     const zeros = () => new Float32Array(end - start);
     return { meta, tensors: { params, m: zeros(), v: zeros() } };
@@ -441,7 +425,7 @@ class MachineAgent {
   /** After every shard is restored: all-gathers the parameters, so every machine has all of them again. */
   synchronize(): Promise<void> {
     return this.#run(async (epoch) => {
-      const shard = await this.#trainer.readParameterRange(this.#shard);
+      const shard = await readShardParameters(this.#trainer, this.#shard);
       const tag = `sync/${this.#trainer.step}`;
       this.#trainer.model.writeParameters(await allGatherShards(this.#network, shard, this.#shards, tag, epoch));
     });
@@ -471,7 +455,7 @@ class MachineAgent {
   shutdown() {
     this.dead = true; // answers nothing more
     this.#heartbeat.terminate();
-    this.#capture.destroy();
+    this.#checkpointer.destroy();
     this.#trainer.destroy();
     this.#trainer.device.destroy();
   }

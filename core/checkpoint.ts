@@ -15,6 +15,7 @@
 import { checksumWords, RunningChecksum } from "./checksum.ts";
 import type { DataState } from "./data.ts";
 import type { GPT2Config } from "./model.ts";
+import type { ShardRange } from "./shard.ts";
 
 const MAGIC = "GEMCKPT1";
 const PREAMBLE_BYTES = 16;
@@ -29,8 +30,8 @@ export interface ShardMeta {
   data: DataState;
   /** The machine whose state this is. */
   owner: number;
-  /** This shard's index among `count` shards, and the range of the flat parameter buffer it holds. */
-  shard: { index: number; count: number; start: number; end: number; totalFloats: number };
+  /** The range of the flat state it holds. */
+  shard: ShardRange;
   chunkBytes: number;
   createdAt: number;
 }

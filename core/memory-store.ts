@@ -433,10 +433,18 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   /**
    * Encodes a shard straight into a slot from its tensors (e.g. mapped GPU staging memory), checking each
    * chunk as it lands against the checksums given (from the GPU) or computing them, and publishes it.
+   * `beforeCommit` runs once the shard is written, before it is published: if it throws, the slot is left
+   * unpublished, as by a writer that died there.
    */
-  saveShard(meta: ShardMeta, tensors: ShardTensors, checksums?: ArrayLike<number>): StoredEntry {
+  saveShard(
+    meta: ShardMeta,
+    tensors: ShardTensors,
+    checksums?: ArrayLike<number>,
+    beforeCommit?: (meta: ShardMeta) => void,
+  ): StoredEntry {
     const writer = this.beginWrite(meta.owner, meta.iteration, shardLayout(meta).totalBytes);
     writeShard(writer.bytes, meta, tensors, checksums);
+    beforeCommit?.(meta);
     return writer.commit({ chunksChecked: true });
   }
 

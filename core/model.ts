@@ -16,6 +16,7 @@ import { Matmul } from "../kernels/matmul.ts";
 import { Residual } from "../kernels/residual.ts";
 import { readBuffer, storageBuffer } from "./gpu.ts";
 import { Rng } from "./random.ts";
+import { STORAGE_ALIGNMENT_FLOATS } from "./shard.ts";
 
 /** The model's shape, with Hugging Face's names for the fields. */
 export interface GPT2Config {
@@ -57,10 +58,6 @@ export interface ParameterSpec {
   size: number;
 }
 
-// Tensors start on 256-byte boundaries, WebGPU's largest storage-binding offset alignment, so every
-// tensor can be bound on its own; the layout is then the same on every adapter.
-const TENSOR_ALIGNMENT_FLOATS = 64;
-
 /** The number of floats in a tensor of `shape`. */
 function floats(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -99,7 +96,8 @@ export function parameterLayout(config: GPT2Config): { specs: ParameterSpec[]; t
   const specs = shapes.map(([name, shape]) => {
     const size = floats(shape);
     const spec = { name, shape, offset, size };
-    offset += Math.ceil(size / TENSOR_ALIGNMENT_FLOATS) * TENSOR_ALIGNMENT_FLOATS;
+    // Each tensor starts on a storage-binding boundary, so that it can be bound on its own.
+    offset += Math.ceil(size / STORAGE_ALIGNMENT_FLOATS) * STORAGE_ALIGNMENT_FLOATS;
     return spec;
   });
   return { specs, totalFloats: offset };

@@ -7,9 +7,11 @@ import { encodeShard, writeShard } from "../core/checkpoint.ts";
 import { Checkpointer } from "../core/checkpointing.ts";
 import { storageBufferFrom } from "../core/gpu.ts";
 import { seededFloats } from "../core/random.ts";
-import { syntheticCorpus } from "../core/data.ts";
+import { BatchLoader, syntheticCorpus } from "../core/data.ts";
 import { InMemoryCheckpointStore } from "../core/memory-store.ts";
 import { parseSafetensors } from "../core/safetensors.ts";
+import { shardRanges } from "../core/shard.ts";
+import { NoCheckpointError } from "../core/store.ts";
 import { DEFAULT_TRAINER_SETTINGS, Trainer, type TrainerState } from "../core/trainer.ts";
 import { trainerStateFromSafetensors, trainerStateToSafetensors } from "../core/weights.ts";
 import { CONFIG, shardMeta } from "./checkpoint_fixtures.ts";
@@ -52,6 +54,54 @@ Deno.test("a checkpoint taken from the GPU into memory every step restores onto 
     assertSameState(await resumed.exportState(), await original.exportState());
   } finally {
     checkpointer.destroy();
+    original.destroy();
+    resumed.destroy();
+  }
+});
+
+Deno.test("a machine's shard is checkpointed in order with its own data order, and one that fails before its commit is never published", async () => {
+  const device = await testDevice();
+  const store = InMemoryCheckpointStore.create(0, 8 << 20);
+  const original = new Trainer(device, CONFIG, SETTINGS, CORPUS);
+  const resumed = new Trainer(device, CONFIG, { ...SETTINGS, seed: 5 }, CORPUS);
+  const shard = shardRanges(original.model.totalFloats, 2)[1];
+  // The global batch's order, as a cluster machine draws it: not the trainer's.
+  const loader = new BatchLoader(CORPUS, 4, SETTINGS.time, 7),
+    restoredLoader = new BatchLoader(CORPUS, 4, SETTINGS.time, 8);
+  const saved: number[] = [];
+  const checkpointer = new Checkpointer(original, store, {
+    shard,
+    data: loader,
+    beforeCommit: ({ iteration }) => {
+      if (iteration === 2) throw new Error("died in the middle of writing checkpoint 2");
+    },
+    afterSave: (entry) => saved.push(entry.iteration),
+  });
+  const restorer = new Checkpointer(resumed, store, { shard, data: restoredLoader });
+  try {
+    const published = [];
+    for (let i = 0; i < 3; i++) {
+      await original.trainStep();
+      loader.next();
+      published.push((await checkpointer.afterStep()).published); // not awaited: each waits for the one before
+    }
+    const outcomes = await Promise.allSettled(published);
+    assert.deepEqual(outcomes.map((outcome) => outcome.status), ["fulfilled", "rejected", "fulfilled"]);
+    assert.deepEqual(saved, [1, 3]);
+    assert.deepEqual((await store.entries(0)).map((e) => e.iteration), [3, 1]);
+
+    await assert.rejects(restorer.restore(2), NoCheckpointError); // never published
+    assert.equal((await restorer.restore()).entry.iteration, 3);
+    assert.equal(resumed.step, 3);
+    assert.deepEqual(restoredLoader.state, loader.state);
+    const [expected, actual] = [await original.exportState(), await resumed.exportState()];
+    for (const key of ["params", "m", "v"] as const) {
+      const range = (state: TrainerState) => new Uint32Array(state[key].buffer).subarray(shard.start, shard.end);
+      assert.deepEqual(range(actual), range(expected), `${key} differ`);
+    }
+  } finally {
+    checkpointer.destroy();
+    restorer.destroy();
     original.destroy();
     resumed.destroy();
   }

@@ -8,10 +8,10 @@ import { shardLayout } from "../../core/checkpoint.ts";
 import { type Corpus, syntheticCorpus } from "../../core/data.ts";
 import { FileCheckpointStore } from "../../core/file-store.ts";
 import { type GPT2Config, MODEL_PRESETS, parameterLayout } from "../../core/model.ts";
+import { shardRanges } from "../../core/shard.ts";
 import type { CheckpointStore, StoredEntry } from "../../core/store.ts";
 import { DEFAULT_TRAINER_SETTINGS, type TrainerSettings } from "../../core/trainer.ts";
 import type { Clock } from "./clock.ts";
-import { shardRanges } from "../collectives.ts";
 import {
   DEFAULT_INTERLEAVING,
   type InterleavingSettings,
