@@ -20,7 +20,8 @@ import { readShardParameters, updateShard } from "../core/sharded.ts";
 import type { CheckpointStore } from "../core/store.ts";
 import { Trainer } from "../core/trainer.ts";
 import { allGatherShards, allSum, reduceScatterMean } from "./collectives.ts";
-import { CheckpointScheduler, type PieceOrder } from "./replication/interleaving.ts";
+import { CheckpointScheduler } from "./replication/interleaving.ts";
+import { type ReplicationCommand, Replicator } from "./replication/replicator.ts";
 import { type Clock, WallClock } from "./protocol/clock.ts";
 import { type PhaseName, trafficEdges, TRAINING_ITERATION } from "./protocol/iteration.ts";
 import type { Delivery, Transport } from "./protocol/transport.ts";
@@ -66,14 +67,8 @@ class MachineAgent {
   readonly #network: Transport;
   /** This machine's own clock: the scheduler's and the timings' (each machine keeps its own time). */
   readonly #clock: Clock = new WallClock();
-  /** Decides when each piece of a checkpoint goes to the peers (see replication/interleaving.ts). */
-  readonly #scheduler: CheckpointScheduler;
-  /** Copies of the checkpoints being and waiting to be replicated, by iteration (their slots may be reused). */
-  readonly #replicating = new Map<number, Uint8Array>();
-  /** Copies of those that reached every peer, until the cluster keeps one at least as new (see `#keep`). */
-  readonly #replicated = new Map<number, Uint8Array>();
-  /** The iteration this machine's memory keeps (see `#keep`). */
-  #kept = 0;
+  /** What goes to the peers when, and which iteration this machine keeps (see replication/replicator.ts). */
+  readonly #replication: Replicator;
   readonly #adapter: string;
   /** Sends the heartbeats from a thread of its own, so that long GPU work here never delays them. */
   readonly #heartbeat: Worker;
@@ -129,11 +124,13 @@ class MachineAgent {
       afterSave: ({ iteration }) => this.#replicateAndPersist(iteration),
     });
     this.#network = new NetworkEndpoint(spec.rank, spec.network, spec.epoch);
-    this.#scheduler = new CheckpointScheduler(
-      spec.checkpoint.replication,
-      spec.bandwidth,
-      spec.checkpoint.chunkBytes,
-      spec.replicaPeers,
+    this.#replication = new Replicator(
+      new CheckpointScheduler(
+        spec.checkpoint.replication,
+        spec.bandwidth,
+        spec.checkpoint.chunkBytes,
+        spec.replicaPeers,
+      ),
     );
     const receive = (delivery: Delivery) => {
       try {
@@ -154,10 +151,9 @@ class MachineAgent {
   step(plan: IterationPlan): Promise<StepResult> {
     return this.#run(async (epoch) => {
       const t = this.#trainer.step + 1, rank = this.spec.rank, machines = this.spec.machines;
-      this.#scheduler.interval = plan.replicateEvery;
-      this.#scheduler.policy = plan.policy;
-      this.#keep(plan.keep);
-      this.#scheduler.beginIteration();
+      // Every machine has replicated the checkpoints of `plan.keep`: a recovery from peers may roll everyone
+      // back to it, so this machine keeps its own and the replicas it holds of it until a newer one is kept.
+      this.#carryOut(this.#replication.beginIteration(plan, this.#store.has(rank, plan.keep)));
       let loss = 0, grads!: Float32Array, reduced!: Float32Array, normSquared = 0, shard!: Float32Array;
       let checkpointBlocked = 0;
       const run: Record<PhaseName, () => Promise<void>> = {
@@ -194,14 +190,11 @@ class MachineAgent {
       const ms = {} as Record<PhaseName, number>;
       for (const [index, phase] of TRAINING_ITERATION.entries()) {
         const { opens, closes } = trafficEdges(TRAINING_ITERATION, index);
-        if (opens) this.#scheduler.trainingBusy(this.#clock.now());
+        if (opens) this.#replication.trainingBusy(this.#clock.now());
         const start = this.#clock.now();
         await run[phase.name]();
         ms[phase.name] = this.#clock.now() - start;
-        if (closes) {
-          this.#scheduler.trainingIdle(this.#clock.now());
-          this.#sendCheckpointPieces();
-        }
+        if (closes) this.#carryOut(this.#replication.trainingIdle(this.#clock.now()));
       }
       Atomics.store(this.#progress, 0, t);
       return {
@@ -212,9 +205,9 @@ class MachineAgent {
         update: ms.update + ms.checkpoint,
         allGather: ms["all-gather"],
         checkpointBlocked,
-        replicatedIteration: this.#scheduler.replicated.at(-1)?.iteration ?? 0,
-        idleSpans: this.#scheduler.profile.spans,
-        neededInterval: this.#scheduler.neededInterval(),
+        replicatedIteration: this.#replication.replicatedIteration,
+        idleSpans: this.#replication.scheduler.profile.spans,
+        neededInterval: this.#replication.scheduler.neededInterval(),
       };
     });
   }
@@ -236,27 +229,31 @@ class MachineAgent {
 
   /** This machine's checkpoint `t`, just published in its memory: sent to the peers and persisted. */
   #replicateAndPersist(t: number) {
-    const rank = this.spec.rank;
-    const kept = this.#store.withCheckpoint(rank, t, (bytes) => {
+    let commands: ReplicationCommand[] = [];
+    const kept = this.#store.withCheckpoint(this.spec.rank, t, (bytes) => {
       // The copies: one for the peers, taken only if this checkpoint will be replicated; one for the
       // persistent store, when one is due.
-      if (this.#scheduler.offer(t, bytes.length)) this.#replicating.set(t, bytes.slice());
+      commands = this.#replication.published(t, bytes, this.#clock.now());
       this.#persist(t, bytes);
       return true;
     });
     if (!kept) throw new Error(`checkpoint ${t} vanished from memory right after it was written`);
-    this.#sendCheckpointPieces();
+    this.#carryOut(commands);
   }
 
-  /** Sends every piece of the checkpoint being replicated that the scheduler releases now. */
-  #sendCheckpointPieces() {
+  /** Carries out what the replication bookkeeping asks for. */
+  #carryOut(commands: ReplicationCommand[]) {
+    const rank = this.spec.rank;
     try {
-      for (let order; (order = this.#scheduler.next(this.#clock.now()));) {
-        this.#sendPiece(order, this.#replicating.get(order.iteration)!);
-      }
-      for (const iteration of this.#replicating.keys()) {
-        if (iteration !== this.#scheduler.sending && !this.#scheduler.queued.includes(iteration)) {
-          this.#replicating.delete(iteration);
+      for (const command of commands) {
+        if (command.do === "send") this.#sendPiece(command);
+        else if (command.do === "mark replicated") {
+          for (const to of this.spec.replicaPeers) this.#store.markReplicated(rank, command.iteration, to);
+        } else if (command.do === "store again") {
+          const { iteration, bytes } = command;
+          this.#store.write(rank, iteration, bytes.length, (slot) => slot.set(bytes));
+        } else {
+          this.#store.keep(command.iteration);
         }
       }
     } catch (error) {
@@ -264,36 +261,15 @@ class MachineAgent {
     }
   }
 
-  #sendPiece(order: PieceOrder, bytes: Uint8Array) {
+  #sendPiece({ order, piece, total }: Extract<ReplicationCommand, { do: "send" }>) {
     const { iteration, peer, offset } = order;
-    if (offset >= bytes.length / 2 && this.#faultDue("replication", iteration)) {
+    if (offset >= total / 2 && this.#faultDue("replication", iteration)) {
       this.#die(`in the middle of replicating checkpoint ${iteration} to machine ${peer}`);
     }
-    const info: ChunkInfo = { owner: this.spec.rank, iteration, offset, total: bytes.length };
-    const piece = bytes.subarray(offset, offset + order.bytes);
+    const info: ChunkInfo = { owner: this.spec.rank, iteration, offset, total };
     this.#network.send(peer, "checkpoint", "replica", `replica/${iteration}/${offset}`, piece, info, () => {
-      if (this.#scheduler.sent(order, this.#clock.now())) {
-        for (const to of this.spec.replicaPeers) this.#store.markReplicated(this.spec.rank, iteration, to);
-        this.#replicated.set(iteration, bytes);
-      }
-      this.#sendCheckpointPieces();
+      this.#carryOut(this.#replication.sent(order, this.#clock.now()));
     });
-  }
-
-  /**
-   * Every machine has replicated the checkpoints of `iteration` (the plan says so): a recovery from peers
-   * may roll everyone back to it, so this machine keeps its own and the replicas it holds of it until a
-   * newer one is kept. Its own is stored again from its replication copy if newer ones evicted it meanwhile.
-   */
-  #keep(iteration: number) {
-    if (iteration === this.#kept) return;
-    const rank = this.spec.rank, own = this.#replicated.get(iteration);
-    if (own && !this.#store.has(rank, iteration)) {
-      this.#store.write(rank, iteration, own.length, (slot) => slot.set(own));
-    }
-    this.#store.keep(iteration);
-    this.#kept = iteration;
-    for (const replicated of this.#replicated.keys()) if (replicated <= iteration) this.#replicated.delete(replicated);
   }
 
   /** Every `persistEvery` iterations, a copy to the persistent store, unless the last one is still being written. */
@@ -340,8 +316,7 @@ class MachineAgent {
   /** Stops what this machine was doing and moves to recovery epoch `epoch`. */
   async abort(epoch: number) {
     this.#network.abort(epoch);
-    this.#scheduler.reset();
-    this.#replicating.clear();
+    this.#replication.reset();
     for (const { reject } of this.#arrivalWaiters.values()) reject(new Error(`recovery ${epoch} began`));
     this.#arrivalWaiters.clear();
     this.#arrivals.clear(); // their slots stay unpublished until a later write reclaims them

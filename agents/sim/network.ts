@@ -227,11 +227,7 @@ export class NetworkEndpoint implements Transport {
     return this.#epoch;
   }
 
-  /**
-   * Sends a copy of `bytes` to machine `to`. `onSent`, if given, is called when the message's last byte has
-   * left this machine's NIC (never, if the machine is unplugged first): a sender that bounds how many bytes
-   * it has queued (a staging buffer) frees their space then.
-   */
+  /** See `Transport.send`: the notice that the last byte has left comes from the switch, at its time. */
   send(
     to: number,
     kind: TrafficKind,

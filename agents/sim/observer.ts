@@ -5,7 +5,7 @@
 // these; the root never does.
 
 import type { FailureKind, FailureRecord, SimulatedCluster } from "./cluster.ts";
-import type { Detection, IterationReport, RecoveryPhase, RecoveryReport, RootEvent } from "../protocol/root.ts";
+import type { Detection, RecoveryReport, RootEvent } from "../protocol/root.ts";
 
 export interface FailureReport extends Detection {
   kind: FailureKind;
@@ -21,11 +21,11 @@ export interface ObservedRecovery extends RecoveryReport {
   total: number;
 }
 
+/** The root's events, with its recoveries and failures as the cluster saw them. */
 export type ObservedEvent =
-  | IterationReport
+  | Exclude<RootEvent, RecoveryReport | { type: "failure" }>
   | ObservedRecovery
-  | { type: "failure"; failure: FailureReport }
-  | { type: "recovering"; epoch: number; phase: RecoveryPhase };
+  | { type: "failure"; failure: FailureReport };
 
 export class FailureObserver {
   readonly #cluster: SimulatedCluster;
