@@ -220,7 +220,8 @@ class MachineAgent {
     const t = this.#trainer.step;
     const { blockedMilliseconds, published } = await this.#checkpointer.afterStep();
     this.#checkpointing = published.then(() => {}, (error) => {
-      if (!(error instanceof MachineDied)) {
+      // A machine that died, or is shutting down, drops the checkpoint it was writing: nothing to report.
+      if (!(error instanceof MachineDied) && !this.dead) {
         console.error(`machine ${this.spec.rank}: checkpoint ${t}: ${error.message}`);
       }
     });
