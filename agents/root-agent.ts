@@ -8,6 +8,7 @@
 
 import type { CheckpointStore } from "../core/store.ts";
 import type { Clock } from "./protocol/clock.ts";
+import { AbortedError } from "./protocol/transport.ts";
 import { type HealthStore, InMemoryHealthStore } from "./protocol/health.ts";
 import { type ReplicationPolicy, validatePolicy } from "./replication/interleaving.ts";
 import { type PlacementPlan, placementPlan, replicaPeers } from "./replication/placement.ts";
@@ -93,10 +94,11 @@ export class RootAgent {
     this.#running = new Array(count).fill(null);
     this.#unwatch = this.health.watch("machines/", (event) => {
       if (event.type !== "delete") return;
-      const rank = Number(event.key.slice("machines/".length));
-      if (!this.#leases.delete(rank)) return;
+      const rank = Number(event.key.slice("machines/".length)), held = this.#leases.get(rank);
+      if (!held) return;
+      this.#leases.delete(rank);
       this.#running[rank] = null;
-      this.#dispatch({ type: "detected", rank, at: this.clock.now() });
+      this.#dispatch({ type: "detected", rank, incarnation: held.incarnation, at: this.clock.now() });
     });
   }
 
@@ -191,7 +193,14 @@ export class RootAgent {
   #carryOut(command: RootCommand) {
     switch (command.do) {
       case "emit":
-        for (const listener of this.#listeners) listener(command.event);
+        for (const listener of this.#listeners) {
+          try {
+            listener(command.event);
+          } catch (error) {
+            // A listener's bug must not stop the protocol (the advance would never settle).
+            console.error(`a listener of the root agent's events failed: ${(error as Error).message}`);
+          }
+        }
         return;
       case "settle":
       case "reject": {
@@ -217,8 +226,11 @@ export class RootAgent {
         });
       case "replace":
         return this.#answer(command.epoch, async () => {
-          const launched = await Promise.all(command.ranks.map((rank) => this.#launch(rank, command.epoch)));
-          // A machine whose launch began in an abandoned attempt started in that attempt's epoch.
+          // A machine an abandoned attempt restarted runs already (or is starting: that launch is joined),
+          // in that attempt's epoch: it moves to this one.
+          const launched = await Promise.all(
+            command.ranks.map((rank) => this.#running[rank] ?? this.#launch(rank, command.epoch)),
+          );
           await Promise.all(launched.map((machine) => machine.control.abort(command.epoch)));
           return { type: "replaced", epoch: command.epoch, at: this.clock.now() };
         });
@@ -234,7 +246,9 @@ export class RootAgent {
           const skipped: string[] = [];
           // Every shard is brought into its machine's memory first, and only then loaded onto the GPUs: the
           // fetches do not wait behind the loads (the simulated machines share this computer's cores).
-          const results = await Promise.all(this.#all().map((machine) => this.#fetch(machine, command.plan, skipped)));
+          const results = await Promise.all(
+            this.#all().map((machine) => this.#fetch(machine, command.plan, command.epoch, skipped)),
+          );
           return { type: "fetched", epoch: command.epoch, results, skipped, at: this.clock.now() };
         });
       case "load":
@@ -268,8 +282,10 @@ export class RootAgent {
   }
 
   /** Fetches one machine's shard into its memory from the first of its plan's sources that works. */
-  async #fetch(machine: Machine, plan: RecoveryPlan, skipped: string[]): Promise<RestoreResult> {
+  async #fetch(machine: Machine, plan: RecoveryPlan, epoch: number, skipped: string[]): Promise<RestoreResult> {
     for (const source of plan.sources[machine.rank]) {
+      // A superseded attempt tries no further source: it might overwrite what the newer one restores.
+      if (epoch !== this.#state.epoch) throw new AbortedError(`recovery ${epoch} was superseded`);
       try {
         // A fetch from a peer starts when the peer starts sending.
         const began = this.clock.now();

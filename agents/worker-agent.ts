@@ -23,8 +23,8 @@ import { allGatherShards, allSum, reduceScatterMean } from "./collectives.ts";
 import { CheckpointScheduler } from "./replication/interleaving.ts";
 import { type ReplicationCommand, Replicator } from "./replication/replicator.ts";
 import { type Clock, WallClock } from "./protocol/clock.ts";
-import { type PhaseName, trafficEdges, TRAINING_ITERATION } from "./protocol/iteration.ts";
-import type { Delivery, Transport } from "./protocol/transport.ts";
+import { isCollective, type PhaseName, trafficEdges, TRAINING_ITERATION } from "./protocol/iteration.ts";
+import { AbortedError, type Delivery, type Transport } from "./protocol/transport.ts";
 import { NetworkEndpoint } from "./sim/network.ts";
 import {
   corpusFor,
@@ -189,7 +189,7 @@ class MachineAgent {
       };
       const ms = {} as Record<PhaseName, number>;
       for (const [index, phase] of TRAINING_ITERATION.entries()) {
-        const { opens, closes } = trafficEdges(TRAINING_ITERATION, index);
+        const { opens, closes } = trafficEdges(TRAINING_ITERATION, index, isCollective);
         if (opens) this.#replication.trainingBusy(this.#clock.now());
         const start = this.#clock.now();
         await run[phase.name]();
@@ -318,7 +318,7 @@ class MachineAgent {
   async abort(epoch: number) {
     this.#network.abort(epoch);
     this.#replication.reset();
-    for (const { reject } of this.#arrivalWaiters.values()) reject(new Error(`recovery ${epoch} began`));
+    for (const { reject } of this.#arrivalWaiters.values()) reject(new AbortedError(`recovery ${epoch} began`));
     this.#arrivalWaiters.clear();
     this.#arrivals.clear(); // their slots stay unpublished until a later write reclaims them
     await this.#current.catch(() => {});
@@ -375,7 +375,8 @@ class MachineAgent {
 
   /** Resolves when `owner`'s checkpoint `iteration` has arrived whole and been published here. */
   #arrival(owner: number, iteration: number): Promise<void> {
-    if (this.#store.has(owner, iteration)) return Promise.resolve();
+    // A verified read, not `has`: a corrupt copy already here must not pass for the one on its way.
+    if (this.#store.withCheckpoint(owner, iteration, () => true)) return Promise.resolve();
     return new Promise((resolve, reject) => this.#arrivalWaiters.set(`${owner}/${iteration}`, { resolve, reject }));
   }
 

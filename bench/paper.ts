@@ -38,7 +38,7 @@ export const paperSection: Section = {
         `network, ${PAPER.storageBytesPerSecond * 8 / 1e9} Gbps remote storage, m = ${PAPER.replicas}, group ` +
         `placement, the artifact's profiling (${PAPER.profileIterations} iterations, gaps under ${PAPER.minIdleMs} ms ` +
         `ignored, ${PAPER.usableFraction * 100}% of a gap used) and detection (${PAPER.detectionSeconds} s). Our ` +
-        `estimates where the paper's summary gives none (agents/paper-scale.ts): ${ASSUMED.stateBytesPerParameter} ` +
+        `estimates where the paper's summary gives none (agents/sim/paper-scale.ts): ${ASSUMED.stateBytesPerParameter} ` +
         `bytes of state a parameter (a ${formatBytes(paperShardBytes())} shard a machine), three fp16 collectives an ` +
         `iteration, ${ASSUMED.tokensPerIteration.toLocaleString("en")} tokens at ` +
         `${ASSUMED.flopsPerGpu / 1e12} TFLOP/s a GPU (idle spans profiled: ${

@@ -13,7 +13,7 @@ import {
 } from "../agents/replication/interleaving.ts";
 import type { TransferRecord } from "../agents/sim/network.ts";
 import { runCluster } from "../agents/sim/run.ts";
-import { collectiveBytes, trafficEdges, TRAINING_ITERATION } from "../agents/protocol/iteration.ts";
+import { collectiveBytes, isCollective, trafficEdges, TRAINING_ITERATION } from "../agents/protocol/iteration.ts";
 import { simulateTraining, type SimulationResult, type SimulationSpec } from "../agents/sim/simulation.ts";
 
 const KiB = 1024;
@@ -105,6 +105,12 @@ Deno.test("idle profile: each span is its shortest over the profiled iterations,
   iteration([9, 90]);
   profile.busy(now); // closes the last span of the last iteration
   assert.deepEqual(profile.spans, [3, 50], "the interrupted iteration's 7 and 40 are not in it");
+  const known = new IdleProfile(2, [12, 30]);
+  assert.deepEqual(
+    [known.complete, known.spanMs(1), known.spans],
+    [true, 30, [12, 30]],
+    "known spans need no profiling",
+  );
 });
 
 Deno.test("scheduler: with no checkpoint traffic nothing is sent, and bad settings are refused with a clear error", () => {
@@ -155,16 +161,25 @@ Deno.test("simulated: when the idle spans of one iteration are too short, a chec
   assert.ok(mean(result.iterationMs.slice(10)) <= 1.001 * mean(none.iterationMs.slice(10)), "still no cost");
 });
 
-/** The tiny model's cluster on a slow network (so the network matters), without persistent checkpoints. */
-const slowNetwork = (policy: ReplicationPolicy, bandwidth: number) => (settings: ClusterSettings) => {
-  settings.network.bandwidth = bandwidth;
-  settings.checkpoint.replication = { ...settings.checkpoint.replication, policy, stagingBytes: 128 * KiB };
+/**
+ * The tiny model's cluster on a 1 MB/s network (so the network matters), without persistent checkpoints.
+ * Its idle spans are given (two of 40 ms an iteration, 64 ms usable: 64 KB of wire), not profiled: so a
+ * 360 KB checkpoint spans 6 iterations however busy this computer's cores are (a loaded core makes the
+ * measured spans longer, and the interval shorter).
+ */
+const slowNetwork = (settings: ClusterSettings) => {
+  settings.network.bandwidth = 1e6;
+  settings.checkpoint.replication = {
+    ...settings.checkpoint.replication,
+    policy: "interleaved",
+    stagingBytes: 128 * KiB,
+    idleSpansMs: [40, 40],
+  };
   settings.checkpoint.persistEvery = 0;
 };
 
 Deno.test("live: checkpoints spanning several iterations go at one interval on every machine, within the staging bound; a peer's lagging replica still recovers exactly", async () => {
-  // 1 MB/s: a 360 KB checkpoint needs 360 ms of wire, and an iteration has about 85 ms of usable idle spans.
-  const iterations = 30, adjust = slowNetwork("interleaved", 1e6);
+  const iterations = 30, adjust = slowNetwork;
   const run = (story: Parameters<typeof runCluster>[1]) =>
     runCluster({ adjust, heartbeatTimeoutMs: 1000, keepState: true }, async (context) => {
       await story(context);
@@ -174,8 +189,8 @@ Deno.test("live: checkpoints spanning several iterations go at one interval on e
   const { plan, machines: last } = failureFree.iterations[iterations];
   const interval = plan.replicateEvery ?? 0;
   assert.ok(interval > 1, `checkpoints spanned iterations (replicated every ${interval})`);
+  assert.equal(interval, Math.max(...last.map((m) => m.neededInterval!)), "the interval the slowest needs");
   assert.ok(last.every((m) => m.replicatedIteration > 0 && m.replicatedIteration % interval === 0), "aligned");
-  assert.ok(last.every((m) => m.idleSpans.length === 2), "two idle spans profiled per iteration");
   assertStagingBound(failureFree.timeline, 4, 128 * KiB);
 
   // Machine 2's hardware fails once every machine has replicated an aligned checkpoint, in an iteration that
@@ -209,7 +224,7 @@ Deno.test("live: checkpoints spanning several iterations go at one interval on e
 
 Deno.test("one iteration, described once: two bursts of training traffic, which the live worker and the replay share", () => {
   const bursts = TRAINING_ITERATION.flatMap((phase, index) => {
-    const { opens, closes } = trafficEdges(TRAINING_ITERATION, index);
+    const { opens, closes } = trafficEdges(TRAINING_ITERATION, index, isCollective);
     return [...(opens ? [`open ${phase.name}`] : []), ...(closes ? [`close ${phase.name}`] : [])];
   });
   assert.deepEqual(bursts, ["open reduce-scatter", "close gradient norm", "open all-gather", "close all-gather"]);

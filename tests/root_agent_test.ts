@@ -40,8 +40,10 @@ class StandInMachines implements Machines {
   readonly memory: StoredEntry[][];
   readonly running: (Life | null)[];
   readonly fenced: number[] = [];
-  /** Virtual ms a launch takes. */
-  launchMs = 0;
+  /** Launches of each rank so far. */
+  readonly launches: number[];
+  /** Virtual ms a launch of a rank takes (0 when absent). */
+  readonly launchMs = new Map<number, number>();
   #incarnations: number[];
 
   constructor(settings: ClusterSettings) {
@@ -49,12 +51,16 @@ class StandInMachines implements Machines {
     this.memory = Array.from({ length: settings.machines }, () => []);
     this.running = new Array(settings.machines).fill(null);
     this.#incarnations = new Array(settings.machines).fill(-1);
+    this.launches = new Array(settings.machines).fill(0);
   }
 
   launch(rank: number, _epoch: number, peers: number[], onHeartbeat: (heartbeat: Heartbeat) => void) {
+    // As the Worker cluster does: a rank runs on one machine at a time.
+    if (this.running[rank]) return Promise.reject(new Error(`machine ${rank} is already running`));
     const incarnation = ++this.#incarnations[rank];
+    this.launches[rank]++;
     return new Promise<Machine>((resolve) =>
-      this.clock.setTimer(this.launchMs, () => {
+      this.clock.setTimer(this.launchMs.get(rank) ?? 0, () => {
         const life: Life = {
           incarnation,
           silent: false,
@@ -186,7 +192,7 @@ Deno.test("a machine that falls silent is declared failed one lease after its la
     const report = await until(clock, root.advance());
     assert.equal(report.type, "recovery");
     if (report.type !== "recovery") return;
-    assert.deepEqual(report.detections, [{ rank: 1, detectedAt: lastBeat + TIMEOUT_MS }]);
+    assert.deepEqual(report.detections, [{ rank: 1, incarnation: 0, detectedAt: lastBeat + TIMEOUT_MS }]);
     assert.deepEqual(machines.fenced, [1]);
     assert.deepEqual([report.epoch, report.iteration, report.lostIterations], [1, 3, 0]);
     assert.deepEqual(sources(report), ["local", "peer 0", "local", "local"]);
@@ -203,7 +209,7 @@ Deno.test("a second failure during a recovery cancels it: a new epoch, and one r
   await withRoot(async (root, machines) => {
     const { clock } = machines;
     await until(clock, root.runUntil(4));
-    machines.launchMs = 400; // a replacement takes a while to start
+    machines.launchMs.set(1, 400); // a replacement takes a while to start
     machines.fail(1, "hardware");
     const recovered = root.advance();
     // Machine 2 fails while machine 1's replacement is starting.
@@ -222,7 +228,7 @@ Deno.test("a second failure during a recovery cancels it: a new epoch, and one r
     assert.deepEqual(report.detections.map((d) => d.rank), [1, 2]);
     assert.deepEqual([report.iteration, report.lostIterations], [4, 0]);
     assert.deepEqual(sources(report), ["local", "peer 0", "peer 3", "local"]);
-    assert.ok(machines.running.every((life) => life !== null), "every rank runs again, each started once");
+    assert.deepEqual(machines.launches, [1, 2, 2, 1], "each failed rank started once more, no more");
   });
 });
 
@@ -247,5 +253,34 @@ Deno.test("a slow machine wrongly suspected is fenced: its late heartbeats renew
     assert.equal(heard.length, 0, "a fenced incarnation's heartbeat is not taken");
     clock.advance(HEARTBEAT_MS);
     assert.ok(heard.includes(3), "the new incarnation's are");
+  });
+});
+
+Deno.test("a replacement that is already running when a newer failure restarts the recovery is not started again", async () => {
+  await withRoot(async (root, machines) => {
+    const { clock } = machines;
+    await until(clock, root.runUntil(4));
+    machines.launchMs.set(1, 100).set(3, 600);
+    machines.fail(1, "software");
+    machines.fail(3, "software");
+    const recovered = root.advance();
+    // Machine 1 runs again while machine 3 is still starting: then machine 2 fails.
+    await until(
+      clock,
+      new Promise<void>((resolve) =>
+        root.onEvent((e) => e.type === "recovering" && e.phase === "replace" && resolve())
+      ),
+    );
+    while (!machines.running[1]) clock.advance(1);
+    const replacing = root.protocol.epoch;
+    machines.fail(2, "hardware");
+    const report = await until(clock, recovered);
+    assert.equal(report.type, "recovery");
+    if (report.type !== "recovery") return;
+    assert.equal(report.epoch, replacing + 1);
+    assert.deepEqual(machines.launches, [1, 2, 2, 2], "machine 1 was not started a third time");
+    assert.deepEqual(report.detections.map((d) => d.rank).sort(), [1, 2, 3]);
+    assert.deepEqual(sources(report), ["local", "local", "peer 3", "local"]);
+    assert.deepEqual([report.iteration, report.lostIterations], [4, 0]);
   });
 });

@@ -128,10 +128,10 @@ Deno.test("checkpointing follows the configured interval and policy from the nex
 });
 
 Deno.test("a failure while idle is fenced and reported; the next advance recovers instead of stepping", () => {
-  let { state, commands } = feed(trained(3), { type: "detected", rank: 2, at: 50 });
+  let { state, commands } = feed(trained(3), { type: "detected", rank: 2, incarnation: 0, at: 50 });
   assert.deepEqual(commands, [
     { do: "fence", rank: 2 },
-    { do: "emit", event: { type: "failure", detection: { rank: 2, detectedAt: 50 } } },
+    { do: "emit", event: { type: "failure", detection: { rank: 2, incarnation: 0, detectedAt: 50 } } },
   ]);
   assert.equal(state.mode, "idle");
   ({ state, commands } = feed(state, { type: "advance", at: 60 }));
@@ -140,7 +140,12 @@ Deno.test("a failure while idle is fenced and reported; the next advance recover
 });
 
 Deno.test("a whole recovery: stop, replace, survey, fetch, load, synchronize, then a report and the rollback", () => {
-  let { state } = feed(trained(5), { type: "advance", at: 100 }, { type: "detected", rank: 1, at: 120 });
+  let { state } = feed(trained(5), { type: "advance", at: 100 }, {
+    type: "detected",
+    rank: 1,
+    incarnation: 0,
+    at: 120,
+  });
   assert.equal(state.recovery?.reached, 5, "the step under way was abandoned: 5 is the last iteration seen whole");
   const epoch = state.epoch;
   const withReplicas = memories([6, 5, 4], [1]);
@@ -173,14 +178,17 @@ Deno.test("a whole recovery: stop, replace, survey, fetch, load, synchronize, th
     [report.iteration, report.lostIterations, report.replacement, report.load, report.synchronize, report.resumedAt],
     [5, 0, 50, 7, 12, 222],
   );
-  assert.deepEqual(report.detections, [{ rank: 1, detectedAt: 120 }]);
+  assert.deepEqual(report.detections, [{ rank: 1, incarnation: 0, detectedAt: 120 }]);
   assert.deepEqual([state.mode, state.iteration, state.detections, state.down], ["idle", 5, [], []]);
 });
 
 Deno.test("a second failure at any phase of a recovery cancels it: a new epoch, both failures, results of the old one dropped", () => {
   const phases = ["stop", "replace", "retrieve", "load", "synchronize"] as const;
   for (const [index, phase] of phases.entries()) {
-    let { state } = feed(trained(6), { type: "detected", rank: 1, at: 10 }, { type: "advance", at: 11 });
+    let { state } = feed(trained(6), { type: "detected", rank: 1, incarnation: 0, at: 10 }, {
+      type: "advance",
+      at: 11,
+    });
     const first = state.epoch;
     // Bring the first attempt to `phase`.
     const toPhase: RootInput[] = [
@@ -192,7 +200,7 @@ Deno.test("a second failure at any phase of a recovery cancels it: a new epoch, 
     ].slice(0, [0, 1, 2, 4, 5][index]) as RootInput[];
     state = feed(state, ...toPhase).state;
     assert.equal(state.recovery?.phase, phase);
-    const second = feed(state, { type: "detected", rank: 3, at: 20 });
+    const second = feed(state, { type: "detected", rank: 3, incarnation: 0, at: 20 });
     state = second.state;
     assert.equal(state.epoch, first + 1, `${phase}: a new epoch`);
     assert.deepEqual(did(second.commands), ["fence", "emit", "emit", "stop"]);
@@ -224,7 +232,7 @@ Deno.test("a failure during a step abandons it: its late results are dropped", (
   const { state, commands } = feed(
     trained(2),
     { type: "advance", at: 0 },
-    { type: "detected", rank: 0, at: 5 },
+    { type: "detected", rank: 0, incarnation: 0, at: 5 },
     { type: "stepped", epoch: 0, results: stepResults(3), at: 6 },
   );
   assert.deepEqual([state.mode, state.iteration, state.epoch], ["recovering", 2, 1]);
@@ -232,32 +240,38 @@ Deno.test("a failure during a step abandons it: its late results are dropped", (
 });
 
 Deno.test("a failure reported twice is one failure", () => {
-  const once = feed(trained(1), { type: "advance", at: 0 }, { type: "detected", rank: 2, at: 1 });
-  const twice = feed(once.state, { type: "detected", rank: 2, at: 2 });
+  const once = feed(trained(1), { type: "advance", at: 0 }, { type: "detected", rank: 2, incarnation: 0, at: 1 });
+  const twice = feed(once.state, { type: "detected", rank: 2, incarnation: 0, at: 2 });
   assert.deepEqual(twice.state, once.state);
   assert.deepEqual(twice.commands, []);
 });
 
 Deno.test("the replacement itself fails after it started: another recovery begins with it", () => {
-  let { state } = feed(trained(3), { type: "detected", rank: 2, at: 1 }, { type: "advance", at: 2 });
+  let { state } = feed(trained(3), { type: "detected", rank: 2, incarnation: 0, at: 1 }, { type: "advance", at: 2 });
   const epoch = state.epoch;
   state = feed(state, { type: "stopped", epoch, at: 3 }, { type: "replaced", epoch, at: 4 }).state;
   assert.deepEqual(state.down, []);
-  const again = feed(state, { type: "detected", rank: 2, at: 5 });
+  const again = feed(state, { type: "detected", rank: 2, incarnation: 1, at: 5 });
   assert.equal(again.state.epoch, epoch + 1);
   assert.deepEqual(again.state.down, [2]);
   assert.deepEqual(again.state.detections.map((d) => d.detectedAt), [1, 5]);
 });
 
 Deno.test("a command that fails ends the advance with its error; the failures stay, so the next advance recovers", () => {
-  let { state, commands } = feed(trained(3), { type: "detected", rank: 1, at: 1 }, { type: "advance", at: 2 });
+  let { state, commands } = feed(trained(3), { type: "detected", rank: 1, incarnation: 0, at: 1 }, {
+    type: "advance",
+    at: 2,
+  });
   const epoch = state.epoch;
   ({ state, commands } = feed(state, { type: "failed", epoch, error: "no source for machine 1" }));
-  assert.deepEqual(commands, [{ do: "reject", error: "no source for machine 1" }]);
+  assert.deepEqual(commands, [
+    { do: "reject", error: "no source for machine 1" },
+    { do: "stop", epoch: epoch + 1, ranks: [0, 2, 3] }, // whatever the attempt left running stops
+  ]);
   assert.equal(state.mode, "idle");
   assert.equal(state.detections.length, 1);
   ({ state, commands } = feed(state, { type: "advance", at: 3 }));
-  assert.deepEqual([state.mode, state.epoch], ["recovering", epoch + 1]);
+  assert.deepEqual([state.mode, state.epoch], ["recovering", epoch + 2]);
   // A failure from a superseded epoch is no failure of the current attempt.
   assert.deepEqual(feed(state, { type: "failed", epoch, error: "late" }).commands, []);
 });
@@ -271,6 +285,7 @@ Deno.test("a second advance while one is under way is refused; closing rejects t
   const after = feed(state, { type: "stepped", epoch: 0, results: stepResults(2), at: 2 }, {
     type: "detected",
     rank: 1,
+    incarnation: 0,
     at: 3,
   }, { type: "advance", at: 4 });
   assert.deepEqual(after.commands, []);
@@ -278,7 +293,7 @@ Deno.test("a second advance while one is under way is refused; closing rejects t
 });
 
 Deno.test("a result out of order within its epoch is ignored", () => {
-  const { state } = feed(trained(2), { type: "detected", rank: 1, at: 1 }, { type: "advance", at: 2 });
+  const { state } = feed(trained(2), { type: "detected", rank: 1, incarnation: 0, at: 1 }, { type: "advance", at: 2 });
   const epoch = state.epoch;
   const early = feed(
     state,
@@ -288,4 +303,17 @@ Deno.test("a result out of order within its epoch is ignored", () => {
   );
   assert.deepEqual(early.state, state);
   assert.deepEqual(early.commands, []);
+});
+
+Deno.test("a rank restarted by an abandoned attempt that fails before the recovery saw it run is a new failure", () => {
+  let { state } = feed(trained(3), { type: "detected", rank: 1, incarnation: 0, at: 1 }, { type: "advance", at: 2 });
+  const first = state.epoch;
+  state = feed(state, { type: "stopped", epoch: first, at: 3 }).state; // replacing machine 1 (incarnation 1)
+  state = feed(state, { type: "detected", rank: 2, incarnation: 0, at: 4 }).state; // a new epoch
+  // Machine 1's replacement, started in the first attempt, fails before this attempt's replacement is done.
+  const again = feed(state, { type: "detected", rank: 1, incarnation: 1, at: 5 });
+  assert.deepEqual(did(again.commands), ["fence", "emit", "emit", "stop"]);
+  assert.equal(again.state.epoch, first + 2);
+  assert.deepEqual(again.state.down, [1, 2]);
+  assert.deepEqual(again.state.detections.map((d) => `${d.rank}.${d.incarnation}`), ["1.0", "2.0", "1.1"]);
 });

@@ -32,11 +32,17 @@ export function collectiveBytes(phase: { bytes: "state" | "norm" }, stateFloats:
   return phase.bytes === "state" ? stateFloats * 4 : 8 * machines; // the norm: one f64 from each machine
 }
 
-/** Whether phase `index` of `phases` begins a burst of training traffic, and whether it ends one. */
-export function trafficEdges(phases: readonly IterationPhase[], index: number): { opens: boolean; closes: boolean } {
-  const collective = (i: number) => phases[i]?.kind === "collective";
-  return {
-    opens: collective(index) && !collective(index - 1),
-    closes: collective(index) && !collective(index + 1),
-  };
+export const isCollective = (phase: IterationPhase) => phase.kind === "collective";
+
+/**
+ * Whether phase `index` of `phases` begins a burst of training traffic, and whether it ends one: a burst is
+ * a run of consecutive collectives. The simulation asks it of its own phase lists too.
+ */
+export function trafficEdges<P>(
+  phases: readonly P[],
+  index: number,
+  collective: (phase: P) => boolean,
+): { opens: boolean; closes: boolean } {
+  const at = (i: number) => i >= 0 && i < phases.length && collective(phases[i]);
+  return { opens: at(index) && !at(index - 1), closes: at(index) && !at(index + 1) };
 }

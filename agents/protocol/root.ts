@@ -25,6 +25,8 @@ export type RecoveryPhase = "stop" | "replace" | "retrieve" | "load" | "synchron
 /** A machine the root declared failed: its lease ran out at `detectedAt` (on the root's clock). */
 export interface Detection {
   rank: number;
+  /** Which start of the rank failed (a replacement may fail too). */
+  incarnation: number;
   detectedAt: number;
 }
 
@@ -154,7 +156,7 @@ export type RootInput =
   /** The driver asks for the next iteration, or the recovery that failures call for. */
   | { type: "advance"; at: number }
   /** A machine's lease ran out. */
-  | { type: "detected"; rank: number; at: number }
+  | { type: "detected"; rank: number; incarnation: number; at: number }
   | { type: "configure"; every: number; policy: ReplicationPolicy }
   | { type: "stepped"; epoch: number; results: StepResult[]; at: number }
   /** The surviving machines have stopped and moved to the epoch. */
@@ -210,7 +212,9 @@ export function initialRootState(
   };
 }
 
-const ranksOf = (count: number) => Array.from({ length: count }, (_, rank) => rank);
+/** The ranks not down. */
+const survivors = (state: RootState) =>
+  Array.from({ length: state.machines }, (_, rank) => rank).filter((rank) => !state.down.includes(rank));
 
 /** The root's one transition. */
 export function transition(state: RootState, input: RootInput): Transition {
@@ -230,13 +234,16 @@ export function transition(state: RootState, input: RootInput): Transition {
       return state.detections.length ? beginRecovery(state, input.at, state.iteration) : beginStep(state, input.at);
     case "detected":
       return detected(state, input);
-    case "failed":
+    case "failed": {
       if (input.epoch !== state.epoch || state.mode === "idle") return { state, commands: [] };
-      // The attempt is abandoned; the failures stay pending, so the next advance recovers again.
+      // The attempt is abandoned: every running machine stops it (a new epoch), and the failures stay
+      // pending, so the next advance recovers again.
+      const epoch = state.epoch + 1;
       return {
-        state: { ...state, mode: "idle", step: null, recovery: null },
-        commands: [{ do: "reject", error: input.error }],
+        state: { ...state, mode: "idle", epoch, step: null, recovery: null },
+        commands: [{ do: "reject", error: input.error }, { do: "stop", epoch, ranks: survivors(state) }],
       };
+    }
   }
   if (input.epoch !== state.epoch) return { state, commands: [] }; // superseded by a newer failure
   if (input.type === "stepped") return stepped(state, input);
@@ -280,11 +287,13 @@ function stepped(state: RootState, input: Extract<RootInput, { type: "stepped" }
 }
 
 function detected(state: RootState, input: Extract<RootInput, { type: "detected" }>): Transition {
-  if (state.down.includes(input.rank)) return { state, commands: [] };
-  const detection = { rank: input.rank, detectedAt: input.at };
+  const { rank, incarnation } = input;
+  if (state.detections.some((d) => d.rank === rank && d.incarnation === incarnation)) return { state, commands: [] };
+  const detection = { rank, incarnation, detectedAt: input.at };
   const next: RootState = {
     ...state,
-    down: [...state.down, input.rank].sort((a, b) => a - b),
+    // A rank restarted in this recovery may fail again before the recovery has seen it run: it is down still.
+    down: state.down.includes(rank) ? state.down : [...state.down, rank].sort((a, b) => a - b),
     detections: [...state.detections, detection],
   };
   const commands: RootCommand[] = [{ do: "fence", rank: input.rank }, {
@@ -309,12 +318,11 @@ function beginRecovery(state: RootState, at: number, reached: number): Transitio
     fetched: null,
     loads: null,
   };
-  const survivors = ranksOf(state.machines).filter((rank) => !state.down.includes(rank));
   return {
     state: { ...state, mode: "recovering", epoch, recovery },
     commands: [
       { do: "emit", event: { type: "recovering", epoch, phase: "stop" } },
-      { do: "stop", epoch, ranks: survivors },
+      { do: "stop", epoch, ranks: survivors(state) },
     ],
   };
 }

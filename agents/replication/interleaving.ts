@@ -33,6 +33,12 @@ export interface InterleavingSettings {
   policy: ReplicationPolicy;
   /** Iterations whose idle spans are profiled before pieces are fitted to them (until then: any idle moment). */
   profileIterations: number;
+  /**
+   * An iteration's idle spans (ms), when they are known already (from an earlier run's profile, or a
+   * model's): used as they are, with no profiling. A run's replication interval then does not depend on how
+   * busy this computer's cores happen to be.
+   */
+  idleSpansMs?: number[];
   /** Idle spans shorter than this (ms) are left unused. */
   minIdleMs: number;
   /** The share of a span that checkpoint bytes may fill (the rest is a margin for jitter). */
@@ -72,6 +78,9 @@ export function validateInterleaving(settings: InterleavingSettings, chunkBytes:
     throw new Error(`profiled iterations must be a positive integer, got ${settings.profileIterations}`);
   }
   if (!(settings.minIdleMs >= 0)) throw new Error(`the shortest idle span used must be >= 0 ms`);
+  if (settings.idleSpansMs && !(settings.idleSpansMs.length && settings.idleSpansMs.every((span) => span >= 0))) {
+    throw new Error(`known idle spans must be a non-empty list of durations >= 0 ms, got ${settings.idleSpansMs}`);
+  }
   if (!(settings.usableFraction > 0 && settings.usableFraction <= 1)) {
     throw new Error(`the usable share of an idle span must be in (0, 1], got ${settings.usableFraction}`);
   }
@@ -87,13 +96,16 @@ export function validateInterleaving(settings: InterleavingSettings, chunkBytes:
  */
 export class IdleProfile {
   readonly iterations: number;
+  readonly #known: number[] | undefined;
   readonly #profiled: number[][] = [];
   #current: number[] = [];
   #idleSince: number | null = null;
   #iterationBegun = false;
 
-  constructor(iterations: number) {
+  /** Profiles `iterations` iterations, unless the spans are `known`. */
+  constructor(iterations: number, known?: number[]) {
     this.iterations = iterations;
+    this.#known = known;
   }
 
   /** A new iteration begins (its first burst closes the previous iteration's last span). */
@@ -125,11 +137,12 @@ export class IdleProfile {
   }
 
   get complete(): boolean {
-    return this.#profiled.length >= this.iterations;
+    return this.#known !== undefined || this.#profiled.length >= this.iterations;
   }
 
   /** Span `index`'s shortest duration over the profiled iterations (ms), once profiling is complete. */
   spanMs(index: number): number | undefined {
+    if (this.#known) return this.#known[index];
     if (!this.complete) return undefined;
     const seen = this.#profiled.filter((spans) => index < spans.length).map((spans) => spans[index]);
     return seen.length ? Math.min(...seen) : undefined;
@@ -137,6 +150,7 @@ export class IdleProfile {
 
   /** Every span's profiled duration, in order (empty until profiling is complete). */
   get spans(): number[] {
+    if (this.#known) return [...this.#known];
     if (!this.complete) return [];
     const count = Math.max(...this.#profiled.map((spans) => spans.length));
     return Array.from({ length: count }, (_, index) => this.spanMs(index)!);
@@ -191,7 +205,7 @@ export class CheckpointScheduler {
   constructor(settings: InterleavingSettings, bandwidth: number, chunkBytes: number, peers: number[]) {
     this.settings = validateInterleaving(settings, chunkBytes);
     this.#policy = settings.policy;
-    this.profile = new IdleProfile(settings.profileIterations);
+    this.profile = new IdleProfile(settings.profileIterations, settings.idleSpansMs);
     this.#bandwidth = bandwidth;
     this.#chunkBytes = chunkBytes;
     this.#peers = peers;

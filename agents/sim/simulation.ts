@@ -19,7 +19,7 @@ import {
   type PieceOrder,
   type ReplicationPolicy,
 } from "../replication/interleaving.ts";
-import { collectiveBytes, TRAINING_ITERATION } from "../protocol/iteration.ts";
+import { collectiveBytes, trafficEdges, TRAINING_ITERATION } from "../protocol/iteration.ts";
 import type { TrafficKind } from "../protocol/transport.ts";
 import { LinkSchedule, type TransferRecord } from "./network.ts";
 import { placementPlan, type PlacementStrategy, replicaPeers } from "../replication/placement.ts";
@@ -119,6 +119,8 @@ class EventQueue {
   }
 }
 
+const isCollectivePhase = (phase: Phase) => "collective" in phase;
+
 const duration = (value: Duration, rank: number, iteration: number) =>
   typeof value === "number" ? value : value(rank, iteration);
 
@@ -179,8 +181,6 @@ export function simulateTraining(spec: SimulationSpec): SimulationResult {
     if (iteration < spec.iterations) events.at(events.now + between, startIteration);
   };
 
-  const isCollective = (phase: Phase | undefined) => phase !== undefined && "collective" in phase;
-
   const runPhase = (rank: number, index: number) => {
     const phase = spec.iteration[index];
     if (!phase) return endMachineIteration();
@@ -196,7 +196,7 @@ export function simulateTraining(spec: SimulationSpec): SimulationResult {
       });
       return runPhase(rank, index + 1);
     }
-    if (!isCollective(spec.iteration[index - 1])) {
+    if (trafficEdges(spec.iteration, index, isCollectivePhase).opens) {
       schedulers[rank].trainingBusy(events.now);
       busy[rank].push([events.now, events.now]);
     }
@@ -205,7 +205,7 @@ export function simulateTraining(spec: SimulationSpec): SimulationResult {
 
   const ringStep = (rank: number, index: number, step: number, phase: { collective: string; bytes: number }) => {
     if (step === n - 1) {
-      if (!isCollective(spec.iteration[index + 1])) {
+      if (trafficEdges(spec.iteration, index, isCollectivePhase).closes) {
         schedulers[rank].trainingIdle(events.now);
         busy[rank][busy[rank].length - 1][1] = events.now;
         sendCheckpointPieces(rank);
