@@ -90,7 +90,10 @@ export class RootAgent {
     this.plan = placementPlan(placement, count, replicas);
     this.health = settings.health ?? new InMemoryHealthStore(this.clock);
     this.#persistent = persistent;
-    this.#state = initialRootState(count, { every: checkpoint.every, policy: checkpoint.replication.policy });
+    this.#state = initialRootState(count, { every: checkpoint.every, policy: checkpoint.replication.policy }, {
+      networkBytesPerSecond: machines.settings.network.bandwidth,
+      persistentBytesPerSecond: machines.settings.persistent.bandwidth ?? null,
+    });
     this.#running = new Array(count).fill(null);
     this.#unwatch = this.health.watch("machines/", (event) => {
       if (event.type !== "delete") return;

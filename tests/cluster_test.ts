@@ -6,10 +6,8 @@
 import assert from "node:assert/strict";
 import { randomFailureSchedule } from "../agents/sim/cluster.ts";
 import type { ObservedRecovery } from "../agents/sim/observer.ts";
-import { planRecovery } from "../agents/protocol/root.ts";
 import { runCluster, type RunContext } from "../agents/sim/run.ts";
 import type { ClusterSettings } from "../agents/protocol/spec.ts";
-import type { StoredEntry } from "../core/store.ts";
 
 const ITERATIONS = 12;
 
@@ -173,26 +171,4 @@ Deno.test("eight machines, mixed placement with m = 3: two machines of a group f
   assert.equal(recovery.iteration, 5);
   assert.deepEqual(sources(recovery).slice(0, 4), ["local", "peer 0", "peer 0", "local"]);
   await assertExactResume(run, 8);
-});
-
-Deno.test("the recovery plan takes the newest iteration every shard has, nearest source first", () => {
-  const entry = (owner: number, iteration: number): StoredEntry => ({
-    owner,
-    iteration,
-    bytes: 1,
-    savedAt: 0,
-    kind: "own",
-    replicatedTo: [],
-  });
-  // Machine 1's memory is gone; machine 0 holds its replica of 5 only; 6 is complete everywhere else.
-  const plan = planRecovery(3, [[entry(0, 6), entry(0, 5), entry(1, 5)], [], [entry(2, 6), entry(2, 5)]], [
-    entry(1, 4),
-  ]);
-  assert.equal(plan.iteration, 5);
-  assert.deepEqual(plan.sources, [[{ from: "local" }], [{ from: "peer", peer: 0 }], [{ from: "local" }]]);
-  const fromPersistent = planRecovery(2, [[entry(0, 3)], []], [entry(0, 2), entry(1, 2)]);
-  assert.deepEqual(fromPersistent, { iteration: 2, sources: [[{ from: "persistent" }], [{ from: "persistent" }]] });
-  assert.deepEqual(planRecovery(2, [[], []], []).sources, [[{ from: "initial" }], [{ from: "initial" }]]);
-  // Every shard of 6 exists, but the root saw only iteration 5 complete (6's all-gather was cut short).
-  assert.equal(planRecovery(1, [[entry(0, 6), entry(0, 5)]], [], 5).iteration, 5);
 });

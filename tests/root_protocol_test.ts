@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import {
   initialRootState,
+  planRecovery,
   type RecoveryReport,
   type RootCommand,
   type RootInput,
@@ -316,4 +317,72 @@ Deno.test("a rank restarted by an abandoned attempt that fails before the recove
   assert.equal(again.state.epoch, first + 2);
   assert.deepEqual(again.state.down, [1, 2]);
   assert.deepEqual(again.state.detections.map((d) => `${d.rank}.${d.incarnation}`), ["1.0", "2.0", "1.1"]);
+});
+
+const shard = (owner: number, iteration: number, bytes = 1): StoredEntry => ({ ...entry(owner, iteration), bytes });
+
+Deno.test("the recovery plan takes the newest iteration every shard has, nearest source first", () => {
+  // Machine 1's memory is gone; machine 0 holds its replica of 5 only; 6 is complete everywhere else.
+  const plan = planRecovery(3, [[shard(0, 6), shard(0, 5), shard(1, 5)], [], [shard(2, 6), shard(2, 5)]], [
+    shard(1, 4),
+  ]);
+  assert.equal(plan.iteration, 5);
+  assert.deepEqual(plan.sources, [[{ from: "local" }], [{ from: "peer", peer: 0 }], [{ from: "local" }]]);
+  const fromPersistent = planRecovery(2, [[shard(0, 3)], []], [shard(0, 2), shard(1, 2)]);
+  assert.deepEqual([fromPersistent.iteration, fromPersistent.sources], [2, [[{ from: "persistent" }], [{
+    from: "persistent",
+  }]]]);
+  assert.match(fromPersistent.choice.reason, /newest.*no speeds/);
+  assert.deepEqual(planRecovery(2, [[], []], []).sources, [[{ from: "initial" }], [{ from: "initial" }]]);
+  // Every shard of 6 exists, but the root saw only iteration 5 complete (6's all-gather was cut short).
+  assert.equal(planRecovery(1, [[shard(0, 6), shard(0, 5)]], [], 5).iteration, 5);
+});
+
+Deno.test("rollback by cost: an older checkpoint every shard has in memory beats a newer one only the slow store has", () => {
+  // Machine 1's memory is gone. Iteration 8 of its shard is only in the persistent store (100 MB at 20 MB/s:
+  // 5 s); its peer, machine 0, holds its replica of 7 (100 MB at 400 MB/s: 250 ms). Redoing one iteration
+  // costs 1 s: 7 resumes in 1.25 s, 8 in 5 s.
+  const MB = 1e6;
+  const memories = [[shard(0, 8, 100 * MB), shard(0, 7, 100 * MB), shard(1, 7, 100 * MB)], []];
+  const persistent = [shard(0, 8, 100 * MB), shard(1, 8, 100 * MB)];
+  const speeds = { networkBytesPerSecond: 400 * MB, persistentBytesPerSecond: 20 * MB, iterationMs: 1000 };
+  const plan = planRecovery(2, memories, persistent, 8, speeds);
+  assert.equal(plan.iteration, 7);
+  assert.deepEqual(plan.sources, [[{ from: "local" }], [{ from: "peer", peer: 0 }]]);
+  const [newest, older] = plan.choice.candidates;
+  assert.deepEqual([newest.iteration, newest.retrievalMs, newest.recomputeMs], [8, 5000, 0]);
+  assert.deepEqual([older.iteration, older.retrievalMs, older.recomputeMs], [7, 250, 1000]);
+  assert.match(plan.choice.reason, /iteration 7: 250 ms to retrieve \+ 1000 ms to redo resumes sooner than the newest/);
+  // GEMINI's choice stands when redoing costs more than the store's read: iterations of 10 s.
+  assert.equal(planRecovery(2, memories, persistent, 8, { ...speeds, iterationMs: 10_000 }).iteration, 8);
+  // Without the store's speed, the newest, as GEMINI takes it.
+  assert.equal(planRecovery(2, memories, persistent, 8, { ...speeds, persistentBytesPerSecond: null }).iteration, 8);
+});
+
+Deno.test("a recovery's plan is estimated from the recent iterations' times and the cluster's speeds", () => {
+  const speeds = { networkBytesPerSecond: 400e6, persistentBytesPerSecond: 20e6 };
+  let state = initialRootState(2, { every: 1, policy: "interleaved" }, speeds);
+  for (let t = 1; t <= 3; t++) {
+    state = feed(state, { type: "advance", at: 0 }, {
+      type: "stepped",
+      epoch: 0,
+      results: stepResults(t).slice(0, 2),
+      at: 2000, // 2 s an iteration
+    }).state;
+  }
+  state = feed(state, { type: "detected", rank: 1, incarnation: 0, at: 1 }, { type: "advance", at: 2 }).state;
+  const epoch = state.epoch;
+  const MB = 1e6;
+  const { commands } = feed(state, { type: "stopped", epoch, at: 3 }, { type: "replaced", epoch, at: 4 }, {
+    type: "surveyed",
+    epoch,
+    memories: [[shard(0, 3, 100 * MB), shard(0, 2, 100 * MB), shard(1, 2, 100 * MB)], []],
+    persistent: [shard(0, 3, 100 * MB), shard(1, 3, 100 * MB)],
+    at: 5,
+  });
+  const fetch = commands.find((command) => command.do === "fetch");
+  assert.ok(fetch?.do === "fetch");
+  // 3 from the store: 5 s; 2 from the peer: 250 ms + one 2 s iteration.
+  assert.equal(fetch.plan.iteration, 2);
+  assert.deepEqual(fetch.plan.choice.candidates.map((c) => c.recomputeMs), [0, 2000, 6000]);
 });

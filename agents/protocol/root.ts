@@ -64,6 +64,8 @@ export interface RecoveryReport {
   fromPersistent: number;
   /** Sources that were tried and failed (a corrupt copy, say), with the reason. */
   skipped: string[];
+  /** The iterations it could have rolled back to, their estimated costs, and why it chose `iteration`. */
+  choice: RollbackChoice;
 }
 
 export type RootEvent =
@@ -77,45 +79,116 @@ export interface RecoveryPlan {
   iteration: number;
   /** Per machine, the sources to try in order. */
   sources: RestoreSource[][];
+  /** Every iteration it could have rolled back to, with its estimated cost, and why it chose this one. */
+  choice: RollbackChoice;
+}
+
+/** What the root knows of the cluster's speeds, to estimate what a rollback costs. */
+export interface CostEstimates {
+  /** Bytes/s of a machine's link: a peer sends the shards it serves one after another. */
+  networkBytesPerSecond: number;
+  /** Bytes/s a machine reads from the persistent store (unknown: null). */
+  persistentBytesPerSecond: number | null;
+  /** The recent iterations' mean time (none yet: null). */
+  iterationMs: number | null;
+}
+
+export interface RollbackCandidate {
+  iteration: number;
+  /** Until every shard is in its machine's memory: the slowest peer's link or persistent read. */
+  retrievalMs: number;
+  /** Redoing the iterations from it up to the last one the root saw complete. */
+  recomputeMs: number;
+}
+
+export interface RollbackChoice {
+  candidates: RollbackCandidate[];
+  reason: string;
 }
 
 /**
- * The newest iteration, up to `reached`, of which every shard has a copy somewhere (memory, or the
- * persistent store; iteration 0, the initial state, always has one), and where each machine can get its
- * shard of it. `reached` is the last iteration the root saw complete: every machine may have checkpointed
- * the one after it before a failure cut its all-gather short, but its loss was never reported, so the run
- * goes back to where the record is whole.
+ * The iteration to roll back to, up to `reached`, and where each machine can get its shard of it. Every
+ * iteration of which every shard has a copy somewhere (memory, or the persistent store; iteration 0, the
+ * initial state, always has one) is a candidate. GEMINI takes the newest; this takes the one that resumes
+ * training soonest, estimated as retrieval plus recomputing the iterations lost: an older checkpoint that
+ * every shard has in memory beats a newer one that must come from a slow store when the iterations it loses
+ * take less time to redo than the store takes to read. Without the speeds to estimate with, the newest.
+ *
+ * `reached` is the last iteration the root saw complete: every machine may have checkpointed the one after it
+ * before a failure cut its all-gather short, but its loss was never reported, so the run goes back to where
+ * the record is whole.
  */
 export function planRecovery(
   machines: number,
   memories: StoredEntry[][],
   persistent: StoredEntry[],
   reached = Infinity,
+  estimates?: CostEstimates,
 ): RecoveryPlan {
+  const ranks = Array.from({ length: machines }, (_, rank) => rank);
   const inMemory = (owner: number, iteration: number) =>
     memories.flatMap((entries, holder) =>
       entries.some((entry) => entry.owner === owner && entry.iteration === iteration) ? [holder] : []
     );
   const persisted = (owner: number, iteration: number) =>
-    persistent.some((entry) => entry.owner === owner && entry.iteration === iteration);
-  const iterations = [...new Set([...memories.flat(), ...persistent].map((entry) => entry.iteration))]
-    .filter((iteration) => iteration <= reached)
-    .sort((a, b) => b - a);
-  const ranks = Array.from({ length: machines }, (_, rank) => rank);
-  const iteration =
-    iterations.find((candidate) =>
-      ranks.every((owner) => inMemory(owner, candidate).length || persisted(owner, candidate))
-    ) ?? 0;
-  const sources = ranks.map((owner): RestoreSource[] => {
-    const holders = inMemory(owner, iteration);
-    return [
-      ...(holders.includes(owner) ? [{ from: "local" as const }] : []),
-      ...holders.filter((holder) => holder !== owner).map((peer) => ({ from: "peer" as const, peer })),
-      ...(persisted(owner, iteration) ? [{ from: "persistent" as const }] : []),
-      ...(iteration === 0 ? [{ from: "initial" as const }] : []),
-    ];
+    persistent.find((entry) => entry.owner === owner && entry.iteration === iteration);
+  const sourcesOf = (iteration: number) =>
+    ranks.map((owner): RestoreSource[] => {
+      const holders = inMemory(owner, iteration);
+      return [
+        ...(holders.includes(owner) ? [{ from: "local" as const }] : []),
+        ...holders.filter((holder) => holder !== owner).map((peer) => ({ from: "peer" as const, peer })),
+        ...(persisted(owner, iteration) ? [{ from: "persistent" as const }] : []),
+        ...(iteration === 0 ? [{ from: "initial" as const }] : []),
+      ];
+    });
+  const complete = [...new Set([...memories.flat(), ...persistent].map((entry) => entry.iteration))]
+    .filter((iteration) => iteration <= reached && ranks.every((owner) => sourcesOf(iteration)[owner].length))
+    .concat(0)
+    .sort((a, b) => b - a)
+    .filter((iteration, i, all) => all.indexOf(iteration) === i);
+  const newest = complete[0];
+  const bytesOf = (owner: number, iteration: number) =>
+    [...memories.flat(), ...persistent].find((entry) => entry.owner === owner && entry.iteration === iteration)
+      ?.bytes ?? 0;
+  const candidates = estimates?.persistentBytesPerSecond && estimates.iterationMs !== null
+    ? complete.map((iteration) => cost(iteration, sourcesOf(iteration), bytesOf, reached, estimates))
+    : [];
+  if (!candidates.length) {
+    const reason = `the newest iteration every shard has (${newest}): no speeds to estimate a rollback's cost with`;
+    return { iteration: newest, sources: sourcesOf(newest), choice: { candidates, reason } };
+  }
+  const total = (c: RollbackCandidate) => c.retrievalMs + c.recomputeMs;
+  const best = candidates.reduce((a, b) => total(b) < total(a) ? b : a); // ties: the newer, listed first
+  const ms = (value: number) => `${value.toFixed(0)} ms`;
+  const describe = (c: RollbackCandidate) =>
+    `iteration ${c.iteration}: ${ms(c.retrievalMs)} to retrieve + ${ms(c.recomputeMs)} to redo`;
+  const reason = best.iteration === newest
+    ? `the newest iteration every shard has (${describe(best)}) resumes soonest`
+    : `${describe(best)} resumes sooner than the newest, ${describe(candidates[0])}`;
+  return { iteration: best.iteration, sources: sourcesOf(best.iteration), choice: { candidates, reason } };
+}
+
+/** The estimated cost of rolling back to `iteration`, each machine taking its shard from its first source. */
+function cost(
+  iteration: number,
+  sources: RestoreSource[][],
+  bytesOf: (owner: number, iteration: number) => number,
+  reached: number,
+  estimates: CostEstimates,
+): RollbackCandidate {
+  const served = new Map<number, number>();
+  let persistentMs = 0;
+  sources.forEach(([source], owner) => {
+    const bytes = bytesOf(owner, iteration);
+    if (source.from === "peer") served.set(source.peer, (served.get(source.peer) ?? 0) + bytes);
+    if (source.from === "persistent") {
+      persistentMs = Math.max(persistentMs, (bytes / estimates.persistentBytesPerSecond!) * 1000);
+    }
   });
-  return { iteration, sources };
+  const peerMs = Math.max(0, ...[...served.values()].map((bytes) => (bytes / estimates.networkBytesPerSecond) * 1000));
+  const lost = Number.isFinite(reached) ? reached - iteration : 0;
+  return { iteration, retrievalMs: Math.max(peerMs, persistentMs), recomputeMs: lost * estimates.iterationMs! };
 }
 
 /** Where a recovery attempt is, and what it has learnt so far. */
@@ -149,6 +222,9 @@ export interface RootState {
   keep: number;
   /** The step under way: what it was asked and when it began. */
   step: { plan: IterationPlan; startedAt: number } | null;
+  /** The cluster's link and persistent store speeds, and the last few iterations' times: a rollback's costs. */
+  speeds: Omit<CostEstimates, "iterationMs">;
+  recentIterationMs: number[];
   recovery: Recovery | null;
 }
 
@@ -196,6 +272,7 @@ export interface Transition {
 export function initialRootState(
   machines: number,
   checkpointing: { every: number; policy: ReplicationPolicy },
+  speeds: Omit<CostEstimates, "iterationMs"> = { networkBytesPerSecond: Infinity, persistentBytesPerSecond: null },
 ): RootState {
   return {
     mode: "idle",
@@ -209,8 +286,13 @@ export function initialRootState(
     keep: 0,
     step: null,
     recovery: null,
+    speeds,
+    recentIterationMs: [],
   };
 }
+
+/** Iterations whose times estimate the next one's. */
+const RECENT_ITERATIONS = 5;
 
 /** The ranks not down. */
 const survivors = (state: RootState) =>
@@ -282,6 +364,7 @@ function stepped(state: RootState, input: Extract<RootInput, { type: "stepped" }
     iteration: report.iteration,
     replicateEvery: clusterInterval(results.map((result) => result.neededInterval)) ?? plan.replicateEvery,
     keep: Math.max(state.keep, Math.min(...results.map((result) => result.replicatedIteration))),
+    recentIterationMs: [...state.recentIterationMs, report.milliseconds].slice(-RECENT_ITERATIONS),
   };
   return { state: next, commands: [{ do: "emit", event: report }, { do: "settle", report }] };
 }
@@ -345,7 +428,10 @@ function recovering(state: RootState, input: RootInput & { epoch: number; at: nu
       return enter("retrieve", { replacement: input.at - recovery.phaseStartedAt }, { do: "survey", epoch }, []);
     case "surveyed": {
       if (recovery.phase !== "retrieve" || recovery.plan) break;
-      const plan = planRecovery(state.machines, input.memories, input.persistent, recovery.reached);
+      const recent = state.recentIterationMs;
+      const iterationMs = recent.length ? recent.reduce((sum, ms) => sum + ms, 0) / recent.length : null;
+      const estimates = { ...state.speeds, iterationMs };
+      const plan = planRecovery(state.machines, input.memories, input.persistent, recovery.reached, estimates);
       return {
         state: { ...state, recovery: { ...recovery, plan } },
         commands: [{ do: "fetch", epoch, plan }],
@@ -388,6 +474,7 @@ function finishRecovery(state: RootState, recovery: Recovery, at: number): Trans
     resumedAt: at,
     fromPersistent: machines.filter((result) => result.source.from === "persistent").length,
     skipped: fetched.skipped,
+    choice: plan.choice,
   };
   const next: RootState = {
     ...state,
