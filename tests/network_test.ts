@@ -5,30 +5,50 @@
 import assert from "node:assert/strict";
 import { VirtualClock } from "../agents/protocol/clock.ts";
 import { AbortedError, type Delivery } from "../agents/protocol/transport.ts";
-import { Network, NetworkEndpoint, type TransferRecord } from "../agents/sim/network.ts";
+import { directChannel, Network, NetworkEndpoint, type Port, type TransferRecord } from "../agents/sim/network.ts";
+
+type Channel = () => [Port, Port];
+
+/** Both ways of joining a NIC to the switch: MessagePorts (as between Workers), and direct ports in one thread. */
+const CHANNELS: Record<string, Channel> = {
+  "message ports": () => {
+    const channel = new MessageChannel();
+    return [channel.port1, channel.port2];
+  },
+  "direct ports": directChannel,
+};
 
 /** A network of `count` machines in this thread, on a virtual clock. */
-function connect(count: number, bandwidth = 1e6, latencyMs = 0.5) {
-  const clock = new VirtualClock(), network = new Network({ bandwidth, latencyMs }, { clock });
-  const endpoints = Array.from({ length: count }, (_, rank) => {
-    const channel = new MessageChannel();
-    network.attach(rank, channel.port1);
-    return new NetworkEndpoint(rank, channel.port2);
-  });
-  /** Resolves once the switch has taken `messages` more messages from the endpoints (they cross a port). */
-  const queued = (messages: number) =>
-    new Promise<TransferRecord[]>((resolve) => {
-      const seen: TransferRecord[] = [];
-      const stop = network.onTransfer((record) => {
-        seen.push(record);
-        if (seen.length === messages) stop(), resolve(seen);
-      });
+function connector(channel: Channel) {
+  return (count: number, bandwidth = 1e6, latencyMs = 0.5) => {
+    const clock = new VirtualClock(), network = new Network({ bandwidth, latencyMs }, { clock });
+    const endpoints = Array.from({ length: count }, (_, rank) => {
+      const [switchSide, machineSide] = channel();
+      network.attach(rank, switchSide);
+      return new NetworkEndpoint(rank, machineSide);
     });
-  const close = () => {
-    network.close();
-    for (const endpoint of endpoints) endpoint.close();
+    /** Resolves once the switch has taken `messages` more messages from the endpoints (they cross a port). */
+    const queued = (messages: number) =>
+      new Promise<TransferRecord[]>((resolve) => {
+        const seen: TransferRecord[] = [];
+        const stop = network.onTransfer((record) => {
+          seen.push(record);
+          if (seen.length === messages) stop(), resolve(seen);
+        });
+      });
+    const close = () => {
+      network.close();
+      for (const endpoint of endpoints) endpoint.close();
+    };
+    return { clock, network, endpoints, queued, close };
   };
-  return { clock, network, endpoints, queued, close };
+}
+
+/** Registers the test once for each kind of channel: the network behaves the same over both. */
+function networkTest(name: string, body: (connect: ReturnType<typeof connector>) => Promise<void>) {
+  for (const [kind, channel] of Object.entries(CHANNELS)) {
+    Deno.test(`${name} (${kind})`, () => body(connector(channel)));
+  }
 }
 
 const pattern = (length: number, seed: number) => Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 255);
@@ -43,25 +63,28 @@ async function settled<T>(promise: Promise<T>): Promise<T | "pending"> {
   return Promise.race([promise, quiet]);
 }
 
-Deno.test("a message arrives as a copy of what was sent, one latency after its last byte has crossed both links", async () => {
-  const { clock, endpoints: [a, b], queued, close } = connect(2);
-  try {
-    const sent = pattern(20_000, 1), taken = queued(1);
-    a.send(1, "training", "all-gather", "x", sent);
-    sent.fill(0); // the sender's buffer is its own again at once
-    const [record] = await taken;
-    assert.deepEqual([record.bytes, record.kind, record.start, record.end], [20_000, "training", 0, 20]);
-    const delivery = b.receive(0, "x");
-    clock.advance(20.4);
-    assert.equal(await settled(delivery), "pending", "nothing arrives before the latency has passed");
-    clock.advance(0.1);
-    assert.deepEqual((await delivery).bytes, pattern(20_000, 1));
-  } finally {
-    close();
-  }
-});
+networkTest(
+  "a message arrives as a copy of what was sent, one latency after its last byte has crossed both links",
+  async (connect) => {
+    const { clock, endpoints: [a, b], queued, close } = connect(2);
+    try {
+      const sent = pattern(20_000, 1), taken = queued(1);
+      a.send(1, "training", "all-gather", "x", sent);
+      sent.fill(0); // the sender's buffer is its own again at once
+      const [record] = await taken;
+      assert.deepEqual([record.bytes, record.kind, record.start, record.end], [20_000, "training", 0, 20]);
+      const delivery = b.receive(0, "x");
+      clock.advance(20.4);
+      assert.equal(await settled(delivery), "pending", "nothing arrives before the latency has passed");
+      clock.advance(0.1);
+      assert.deepEqual((await delivery).bytes, pattern(20_000, 1));
+    } finally {
+      close();
+    }
+  },
+);
 
-Deno.test("a NIC sends its messages one after another; other machines' links are independent", async () => {
+networkTest("a NIC sends its messages one after another; other machines' links are independent", async (connect) => {
   const { clock, network, endpoints: [a, b, c, d], queued, close } = connect(4);
   try {
     let taken = queued(3);
@@ -92,7 +115,7 @@ Deno.test("a NIC sends its messages one after another; other machines' links are
   }
 });
 
-Deno.test("a sender hears when its message's last byte has left its NIC, before it arrives", async () => {
+networkTest("a sender hears when its message's last byte has left its NIC, before it arrives", async (connect) => {
   const { clock, endpoints: [a, b], queued, close } = connect(2);
   try {
     const taken = queued(1);
@@ -111,7 +134,7 @@ Deno.test("a sender hears when its message's last byte has left its NIC, before 
   }
 });
 
-Deno.test("messages to or from a failed machine are lost and marked so on the timeline", async () => {
+networkTest("messages to or from a failed machine are lost and marked so on the timeline", async (connect) => {
   const { clock, network, endpoints: [a, b], queued, close } = connect(2, 1e5);
   try {
     const taken = queued(1);
@@ -129,7 +152,7 @@ Deno.test("messages to or from a failed machine are lost and marked so on the ti
   }
 });
 
-Deno.test("an abort fails pending receives and drops messages of the abandoned epoch", async () => {
+networkTest("an abort fails pending receives and drops messages of the abandoned epoch", async (connect) => {
   const { clock, endpoints: [a, b], queued, close } = connect(2);
   try {
     const pending = b.receive(0, "never");
@@ -162,4 +185,32 @@ Deno.test("an abort fails pending receives and drops messages of the abandoned e
   } finally {
     close();
   }
+});
+
+Deno.test("over direct ports on a virtual clock, a busy network runs the same way every time", async () => {
+  const run = async () => {
+    const { clock, network, endpoints, queued, close } = connector(directChannel)(6, 1e6, 0.25);
+    const arrivals: string[] = [];
+    for (const endpoint of endpoints) {
+      endpoint.handle("checkpoint", (d) => arrivals.push(`${clock.now()} ${d.from}->${endpoint.rank} ${d.tag}`));
+    }
+    try {
+      const taken = queued(30);
+      for (let i = 0; i < 30; i++) {
+        const from = (i * 7) % 6, to = (from + 1 + (i % 5)) % 6;
+        endpoints[from].send(to, "checkpoint", "replica", `m${i}`, pattern(1000 + 97 * i, i));
+      }
+      await taken;
+      for (let ms = 0; ms < 200; ms++) {
+        clock.advance(1);
+        for (let i = 0; i < 5; i++) await Promise.resolve();
+      }
+      return { arrivals, timeline: network.timeline.map((r) => [r.from, r.to, r.start, r.end]) };
+    } finally {
+      close();
+    }
+  };
+  const first = await run(), second = await run();
+  assert.equal(first.arrivals.length, 30);
+  assert.deepEqual(second, first);
 });

@@ -14,7 +14,8 @@
 
 import { type Clock, WallClock } from "../protocol/clock.ts";
 import type { NetworkSettings } from "../protocol/spec.ts";
-import { AbortedError, type Delivery, type TrafficKind, type Transport } from "../protocol/transport.ts";
+import { Mailbox } from "../protocol/mailbox.ts";
+import type { Delivery, TrafficKind, Transport } from "../protocol/transport.ts";
 
 /** One message on the timeline. Times are milliseconds since the network started. */
 export interface TransferRecord {
@@ -83,7 +84,7 @@ export class Network {
   /** Every transfer so far, in the order sent (the oldest dropped past `timelineLimit`). */
   readonly timeline: TransferRecord[] = [];
   readonly #clock: Clock;
-  readonly #ports = new Map<number, MessagePort>();
+  readonly #ports = new Map<number, Port>();
   readonly #links: LinkSchedule;
   /** Messages queued or on the wire, by id: a message dropped from here is never delivered. */
   readonly #inFlight = new Map<number, TransferRecord>();
@@ -108,7 +109,7 @@ export class Network {
   }
 
   /** Plugs machine `rank`'s NIC (the other end of `port` is its `NetworkEndpoint`) into the switch. */
-  attach(rank: number, port: MessagePort) {
+  attach(rank: number, port: Port) {
     this.detach(rank, `machine ${rank} was replaced`);
     this.#ports.set(rank, port);
     port.onmessage = ({ data }: MessageEvent<Outgoing>) => this.#send(rank, data);
@@ -195,36 +196,66 @@ export class Network {
 }
 
 /**
- * A machine's side of the network. Messages are matched to receivers by sender and tag; kinds with a
- * handler (a replica arriving unasked) go to it instead. After `abort(epoch)`, messages sent before the
- * sender knew of that epoch are dropped, so nothing of an abandoned iteration leaks into the next.
+ * One end of the link between a machine's NIC and the switch: a MessagePort between threads, or one of a
+ * `directChannel`'s ends in one thread.
+ */
+export interface Port {
+  onmessage: ((event: MessageEvent) => void) | null;
+  postMessage(message: unknown, transfer?: Transferable[]): void;
+  close(): void;
+}
+
+/**
+ * Two linked ports in one thread. Each message is handed over in a microtask of its own, in the order posted:
+ * on a virtual clock, a network joined by these runs the same way every time (MessagePorts make no promise
+ * about the order of messages on different ports).
+ */
+export function directChannel(): [Port, Port] {
+  const open = [true, true];
+  const end = (self: number): Port => ({
+    onmessage: null,
+    postMessage(data: unknown) {
+      queueMicrotask(() =>
+        open[self] && open[1 - self] && ends[1 - self].onmessage?.(new MessageEvent("message", { data }))
+      );
+    },
+    close() {
+      open[self] = false;
+    },
+  });
+  const ends: [Port, Port] = [end(0), end(1)];
+  return ends;
+}
+
+/**
+ * A machine's side of the network (see `Transport`): what it sends goes to the switch through its port;
+ * what arrives goes to its mailbox, which matches messages to receivers.
  */
 export class NetworkEndpoint implements Transport {
-  readonly rank: number;
-  readonly #port: MessagePort;
-  #epoch = 0;
-  readonly #arrived = new Map<string, Delivery[]>();
-  readonly #waiting = new Map<string, { resolve: (delivery: Delivery) => void; reject: (error: Error) => void }>();
-  readonly #handlers = new Map<TrafficKind, (delivery: Delivery) => void>();
+  readonly #port: Port;
+  readonly #mailbox: Mailbox;
   readonly #sending = new Map<number, () => void>();
   #nextSequence = 0;
 
-  constructor(rank: number, port: MessagePort, epoch = 0) {
-    this.rank = rank;
+  constructor(rank: number, port: Port, epoch = 0) {
     this.#port = port;
-    this.#epoch = epoch;
+    this.#mailbox = new Mailbox(rank, epoch);
     port.onmessage = ({ data }: MessageEvent<Delivery | { sent: number }>) => {
       if ("sent" in data) {
         this.#sending.get(data.sent)?.();
         this.#sending.delete(data.sent);
       } else {
-        this.#arrive(data);
+        this.#mailbox.arrive(data);
       }
     };
   }
 
+  get rank(): number {
+    return this.#mailbox.rank;
+  }
+
   get epoch(): number {
-    return this.#epoch;
+    return this.#mailbox.epoch;
   }
 
   /** See `Transport.send`: the notice that the last byte has left comes from the switch, at its time. */
@@ -243,60 +274,24 @@ export class NetworkEndpoint implements Transport {
       this.#sending.set(sequence, onSent);
     }
     const copy = bytes.slice().buffer;
-    const message: Outgoing = { sequence, to, kind, label, tag, epoch: this.#epoch, bytes: copy, info };
+    const message: Outgoing = { sequence, to, kind, label, tag, epoch: this.epoch, bytes: copy, info };
     this.#port.postMessage(message, [copy]);
   }
 
-  /** The next message from `from` with `tag`, for a caller that began in `epoch` (rejected if that has passed). */
-  receive(from: number, tag: string, epoch = this.#epoch): Promise<Delivery> {
-    if (epoch !== this.#epoch) {
-      return Promise.reject(new AbortedError(`machine ${this.rank}: recovery ${this.#epoch} began`));
-    }
-    const key = `${from}/${tag}`;
-    const queued = this.#arrived.get(key);
-    if (queued?.length) {
-      const delivery = queued.shift()!;
-      if (!queued.length) this.#arrived.delete(key);
-      return Promise.resolve(delivery);
-    }
-    if (this.#waiting.has(key)) throw new Error(`machine ${this.rank} is already waiting for ${key}`);
-    return new Promise((resolve, reject) => this.#waiting.set(key, { resolve, reject }));
+  receive(from: number, tag: string, epoch?: number): Promise<Delivery> {
+    return this.#mailbox.receive(from, tag, epoch);
   }
 
-  /** Hands every message of `kind` to `handler` as it arrives. */
   handle(kind: TrafficKind, handler: (delivery: Delivery) => void) {
-    this.#handlers.set(kind, handler);
+    this.#mailbox.handle(kind, handler);
   }
 
-  /** Moves to `epoch`: pending receives fail with AbortedError and older messages are dropped. */
   abort(epoch: number) {
-    this.#epoch = epoch;
-    const waiting = [...this.#waiting.values()];
-    this.#waiting.clear();
-    for (const { reject } of waiting) reject(new AbortedError(`machine ${this.rank}: recovery ${epoch} began`));
-    for (const [key, queued] of this.#arrived) {
-      const kept = queued.filter((delivery) => delivery.epoch >= epoch);
-      if (kept.length) this.#arrived.set(key, kept);
-      else this.#arrived.delete(key);
-    }
+    this.#mailbox.abort(epoch);
   }
 
   close() {
     this.#port.onmessage = null;
     this.#port.close();
-  }
-
-  #arrive(delivery: Delivery) {
-    if (delivery.epoch < this.#epoch) return;
-    const handler = this.#handlers.get(delivery.kind);
-    if (handler) return handler(delivery);
-    const key = `${delivery.from}/${delivery.tag}`;
-    const waiter = this.#waiting.get(key);
-    if (waiter && delivery.epoch === this.#epoch) {
-      this.#waiting.delete(key);
-      waiter.resolve(delivery);
-    } else {
-      this.#arrived.set(key, [...(this.#arrived.get(key) ?? []), delivery]);
-    }
   }
 }
