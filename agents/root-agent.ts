@@ -40,6 +40,15 @@ export interface RootSettings {
   persistent?: CheckpointStore;
 }
 
+/** Runs `body`, reporting its error instead of throwing it: someone else's bug must not stop the protocol. */
+function guarded(what: string, body: () => void) {
+  try {
+    body();
+  } catch (error) {
+    console.error(`${what} failed: ${(error as Error).message}`);
+  }
+}
+
 /** A machine went down while a command needed it: the detection that follows supersedes the command. */
 class MachineDown extends Error {
   override name = "MachineDown";
@@ -197,12 +206,7 @@ export class RootAgent {
     switch (command.do) {
       case "emit":
         for (const listener of this.#listeners) {
-          try {
-            listener(command.event);
-          } catch (error) {
-            // A listener's bug must not stop the protocol (the advance would never settle).
-            console.error(`a listener of the root agent's events failed: ${(error as Error).message}`);
-          }
+          guarded("a listener of the root agent's events", () => listener(command.event));
         }
         return;
       case "settle":
@@ -215,7 +219,7 @@ export class RootAgent {
       }
       case "fence":
         this.#running[command.rank] = null;
-        this.machines.fence(command.rank);
+        guarded("fencing a machine", () => this.machines.fence(command.rank));
         return;
       case "step":
         return this.#answer(command.epoch, async () => {
@@ -353,7 +357,7 @@ export class RootAgent {
     const held = this.#leases.get(rank);
     if (held?.incarnation !== incarnation) return; // a fenced incarnation's: never renews anything
     this.health.keepAlive(held.lease);
-    for (const listener of this.#heartbeatListeners) listener(rank);
+    for (const listener of this.#heartbeatListeners) guarded("a listener of heartbeats", () => listener(rank));
   }
 }
 

@@ -1,41 +1,58 @@
-// The worker agent: one per machine, in the machine's own Worker with its own GPUDevice. It trains its
-// slice of every batch, reduce-scatters the gradients, updates its shard of the parameters and of
-// AdamW's m and v, and all-gathers the parameters; it takes an in-memory checkpoint of its shard every
-// iteration (configurable) into its host memory, sends it to the peers of the placement plan, keeps the
-// replicas it receives, persists every P iterations, heartbeats to the root agent, and in a recovery
-// fetches its shard into its own memory (from a peer or the persistent store, if it is not there) and loads
-// it onto the GPU (or the initial state).
+// The worker agent: one per machine. It trains its slice of every batch, reduce-scatters the gradients,
+// updates its shard of the parameters and of AdamW's m and v, and all-gathers the parameters; it takes an
+// in-memory checkpoint of its shard every iteration (configurable) into its host memory, sends it to the
+// peers of the placement plan, keeps the replicas it receives, persists every P iterations, tells its
+// heartbeats how far it is, and in a recovery fetches its shard into its own memory (from a peer or the
+// persistent store, if it is not there) and loads it (or the initial state).
 //
-// The root agent drives it through comlink (`MachineApi` below); bulk bytes go through the network.
+// It runs on whatever its host gives it (`MachineHost`): its training arithmetic (the GPU's, or a
+// deterministic stand-in), its transport, its clock, its memory, the persistent store, and the means to
+// heartbeat and to die. `sim/worker.ts` hosts it in a Worker with its own GPUDevice, driven by the root
+// agent through comlink.
 
-import * as Comlink from "comlink";
-import type { DecodedShard } from "../core/checkpoint.ts";
-import { Checkpointer } from "../core/checkpointing.ts";
 import { BatchLoader } from "../core/data.ts";
-import { acquireGpu, formatAdapter } from "../core/gpu.ts";
-import { InMemoryCheckpointStore } from "../core/memory-store.ts";
-import { initialParameters } from "../core/model.ts";
+import { parameterLayout } from "../core/model.ts";
+import type { InMemoryCheckpointStore } from "../core/memory-store.ts";
 import { type ShardRange, shardRanges } from "../core/shard.ts";
-import { readShardParameters, updateShard } from "../core/sharded.ts";
-import type { CheckpointStore } from "../core/store.ts";
-import { Trainer } from "../core/trainer.ts";
+import type { CheckpointStore, StoredEntry } from "../core/store.ts";
 import { allGatherShards, allSum, reduceScatterMean } from "./collectives.ts";
-import { CheckpointScheduler } from "./replication/interleaving.ts";
-import { type ReplicationCommand, Replicator } from "./replication/replicator.ts";
-import { type Clock, WallClock } from "./protocol/clock.ts";
+import type { EngineSetup, TrainingEngine } from "./engine.ts";
+import type { Clock } from "./protocol/clock.ts";
 import { isCollective, type PhaseName, trafficEdges, TRAINING_ITERATION } from "./protocol/iteration.ts";
-import { AbortedError, type Delivery, type Transport } from "./protocol/transport.ts";
-import { NetworkEndpoint } from "./sim/network.ts";
 import {
   corpusFor,
   type FaultPoint,
   type IterationPlan,
   type MachineSpec,
   type MachineStatus,
-  openPersistentStore,
   type RestoreSource,
   type StepResult,
 } from "./protocol/spec.ts";
+import { AbortedError, type Delivery, type Transport } from "./protocol/transport.ts";
+import { CheckpointScheduler } from "./replication/interleaving.ts";
+import { type ReplicationCommand, Replicator } from "./replication/replicator.ts";
+
+/** What a machine's agent is told: its place in the cluster and the job (its ports are its host's business). */
+export type AgentSpec = Omit<MachineSpec, "memory" | "network" | "root" | "life">;
+
+/** What a machine's agent runs on. */
+export interface MachineHost {
+  /** Its training arithmetic, made with the agent's hooks. */
+  engine(setup: EngineSetup): TrainingEngine;
+  transport: Transport;
+  clock: Clock;
+  /** Its host memory. */
+  store: InMemoryCheckpointStore;
+  persistent: CheckpointStore;
+  /** The device it trains on, as reported. */
+  adapter: string;
+  /** Tells its heartbeats the iteration it has reached. */
+  progress(iteration: number): void;
+  /** An injected failure struck at `where`: the host stops its heartbeats and tells the cluster. */
+  died(where: string): void;
+  /** The cluster is shutting down: the host stops its heartbeats. */
+  stop(): void;
+}
 
 /** The size of the messages a shard is fetched in during a recovery (a whole number of its chunks). */
 const RETRIEVAL_PIECE_BYTES = 1 << 20;
@@ -55,27 +72,24 @@ interface Arrival {
   received: number;
 }
 
-class MachineAgent {
-  readonly spec: MachineSpec;
-  readonly #trainer: Trainer;
+export class MachineAgent {
+  readonly spec: AgentSpec;
+  readonly #host: MachineHost;
+  readonly #engine: TrainingEngine;
   readonly #loader: BatchLoader;
   readonly #shards: ShardRange[];
   readonly #shard: ShardRange;
   readonly #store: InMemoryCheckpointStore;
   readonly #persistent: CheckpointStore;
-  readonly #checkpointer: Checkpointer;
   readonly #network: Transport;
   /** This machine's own clock: the scheduler's and the timings' (each machine keeps its own time). */
-  readonly #clock: Clock = new WallClock();
+  readonly #clock: Clock;
   /** What goes to the peers when, and which iteration this machine keeps (see replication/replicator.ts). */
   readonly #replication: Replicator;
-  readonly #adapter: string;
-  /** Sends the heartbeats from a thread of its own, so that long GPU work here never delays them. */
-  readonly #heartbeat: Worker;
-  /** [iteration]: what the heartbeats report, shared with the heartbeat thread. */
-  readonly #progress = new Int32Array(new SharedArrayBuffer(4));
   readonly #arrivals = new Map<number, Arrival>();
   readonly #arrivalWaiters = new Map<string, { resolve: () => void; reject: (error: Error) => void }>();
+  /** Shards fetched in this recovery epoch that arrived before anyone waited for them: how each ended. */
+  readonly #retrieved = new Map<string, Error | null>();
   readonly #faults: FaultPoint[] = [];
   /** The step, restore or synchronisation under way, which an abort waits for. */
   #current: Promise<unknown> = Promise.resolve();
@@ -87,43 +101,34 @@ class MachineAgent {
   /** Set when an injected failure struck: the Worker is about to be terminated. */
   dead = false;
 
-  static async start(spec: MachineSpec): Promise<MachineAgent> {
-    const gpu = await acquireGpu();
-    const persistent = await openPersistentStore(spec.persistent);
-    return new MachineAgent(spec, gpu.device, formatAdapter(gpu.adapter), persistent);
-  }
-
-  private constructor(spec: MachineSpec, device: GPUDevice, adapter: string, persistent: CheckpointStore) {
+  constructor(spec: AgentSpec, host: MachineHost) {
     this.spec = spec;
-    this.#adapter = adapter;
+    this.#host = host;
     const { training } = spec;
-    this.#trainer = new Trainer(device, training.config, {
-      ...training.optimizer,
-      batch: training.batchPerMachine,
-      time: training.time,
-    });
     this.#loader = new BatchLoader(
       corpusFor(training),
       training.batchPerMachine * spec.machines,
       training.time,
       training.optimizer.seed,
     );
-    this.#shards = shardRanges(this.#trainer.model.totalFloats, spec.machines);
+    this.#store = host.store;
+    this.#persistent = host.persistent;
+    this.#network = host.transport;
+    this.#clock = host.clock;
+    this.#shards = shardRanges(parameterLayout(training.config).totalFloats, spec.machines);
     this.#shard = this.#shards[spec.rank];
-    this.#store = InMemoryCheckpointStore.attach(spec.memory, { incarnation: spec.incarnation });
-    this.#persistent = persistent;
-    this.#checkpointer = new Checkpointer(this.#trainer, this.#store, {
+    this.#engine = host.engine({
+      training,
+      rank: spec.rank,
       shard: this.#shard,
-      owner: spec.rank,
-      data: this.#loader, // the global batch's order: the trainer sees only this machine's rows
+      store: this.#store,
+      loader: this.#loader,
       chunkBytes: spec.checkpoint.chunkBytes,
-      checksumsOnGpu: false, // see CheckpointCapture: on a software adapter it only blocks training longer
       beforeCommit: ({ iteration }) => {
         if (this.#faultDue("checkpoint", iteration)) this.#die(`in the middle of writing checkpoint ${iteration}`);
       },
-      afterSave: ({ iteration }) => this.#replicateAndPersist(iteration),
+      afterSave: ({ iteration }: StoredEntry) => this.#replicateAndPersist(iteration),
     });
-    this.#network = new NetworkEndpoint(spec.rank, spec.network, spec.epoch);
     this.#replication = new Replicator(
       new CheckpointScheduler(
         spec.checkpoint.replication,
@@ -141,7 +146,6 @@ class MachineAgent {
     };
     this.#network.handle("checkpoint", receive);
     this.#network.handle("retrieval", receive);
-    this.#heartbeat = startHeartbeat(spec, this.#progress);
   }
 
   /**
@@ -150,7 +154,7 @@ class MachineAgent {
    */
   step(plan: IterationPlan): Promise<StepResult> {
     return this.#run(async (epoch) => {
-      const t = this.#trainer.step + 1, rank = this.spec.rank, machines = this.spec.machines;
+      const t = this.#engine.step + 1, rank = this.spec.rank, machines = this.spec.machines;
       // Every machine has replicated the checkpoints of `plan.keep`: a recovery from peers may roll everyone
       // back to it, so this machine keeps its own and the replicas it holds of it until a newer one is kept.
       this.#carryOut(this.#replication.beginIteration(plan, this.#store.has(rank, plan.keep)));
@@ -160,12 +164,12 @@ class MachineAgent {
         gradients: async () => {
           // Every machine draws the same global batch and trains on its rows of it.
           const global = this.#loader.next(), rows = this.spec.training.batchPerMachine * this.spec.training.time;
-          loss = await this.#trainer.computeGradients({
+          loss = await this.#engine.computeGradients({
             inputs: global.inputs.subarray(rank * rows, (rank + 1) * rows),
             targets: global.targets.subarray(rank * rows, (rank + 1) * rows),
           });
           this.#fault("step", t);
-          grads = await this.#trainer.model.readGradients();
+          grads = await this.#engine.readGradients();
         },
         "reduce-scatter": async () => {
           reduced = await reduceScatterMean(this.#network, grads, this.#shards, `${t}`, epoch);
@@ -176,15 +180,15 @@ class MachineAgent {
           normSquared = await allSum(this.#network, squares, machines, `${t}/norm`, epoch);
         },
         update: async () => {
-          updateShard(this.#trainer, this.#shard, reduced, normSquared);
-          shard = await readShardParameters(this.#trainer, this.#shard);
+          this.#engine.updateShard(reduced, normSquared);
+          shard = await this.#engine.readShardParameters();
         },
         checkpoint: async () => {
           if (plan.checkpoint) checkpointBlocked = await this.#beginCheckpoint();
         },
         "all-gather": async () => {
           const params = await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch);
-          this.#trainer.model.writeParameters(params);
+          this.#engine.writeParameters(params);
         },
       };
       const ms = {} as Record<PhaseName, number>;
@@ -196,7 +200,7 @@ class MachineAgent {
         ms[phase.name] = this.#clock.now() - start;
         if (closes) this.#carryOut(this.#replication.trainingIdle(this.#clock.now()));
       }
-      Atomics.store(this.#progress, 0, t);
+      this.#host.progress(t);
       return {
         iteration: t,
         loss,
@@ -217,8 +221,8 @@ class MachineAgent {
    * and then replicated and persisted; returns how long it held training up.
    */
   async #beginCheckpoint(): Promise<number> {
-    const t = this.#trainer.step;
-    const { blockedMilliseconds, published } = await this.#checkpointer.afterStep();
+    const t = this.#engine.step;
+    const { blockedMilliseconds, published } = await this.#engine.checkpoint();
     this.#checkpointing = published.then(() => {}, (error) => {
       // A machine that died, or is shutting down, drops the checkpoint it was writing: nothing to report.
       if (!(error instanceof MachineDied) && !this.dead) {
@@ -303,15 +307,17 @@ class MachineAgent {
     }
     if (arrival.received < total) return;
     this.#arrivals.delete(owner);
-    const waiter = this.#arrivalWaiters.get(`${owner}/${iteration}`);
-    this.#arrivalWaiters.delete(`${owner}/${iteration}`);
+    const key = `${owner}/${iteration}`, waiter = this.#arrivalWaiters.get(key);
+    this.#arrivalWaiters.delete(key);
+    let failure: Error | null = null;
     try {
       arrival.writer.commit();
-      waiter?.resolve();
     } catch (error) {
-      console.error(`machine ${this.spec.rank}: ${(error as Error).message}`);
-      waiter?.reject(error as Error);
+      failure = error as Error;
+      console.error(`machine ${this.spec.rank}: ${failure.message}`);
     }
+    if (waiter) failure ? waiter.reject(failure) : waiter.resolve();
+    else if (delivery.kind === "retrieval") this.#retrieved.set(key, failure);
   }
 
   /** Stops what this machine was doing and moves to recovery epoch `epoch`. */
@@ -320,6 +326,7 @@ class MachineAgent {
     this.#replication.reset();
     for (const { reject } of this.#arrivalWaiters.values()) reject(new AbortedError(`recovery ${epoch} began`));
     this.#arrivalWaiters.clear();
+    this.#retrieved.clear();
     this.#arrivals.clear(); // their slots stay unpublished until a later write reclaims them
     await this.#current.catch(() => {});
     await this.#checkpointing;
@@ -355,29 +362,22 @@ class MachineAgent {
   load(iteration: number, initial: boolean): Promise<number> {
     return this.#run(async () => {
       const start = this.#clock.now();
-      if (initial) this.#checkpointer.restoreShard(this.#initialShard());
-      else await this.#checkpointer.restore(iteration);
-      Atomics.store(this.#progress, 0, this.#trainer.step);
-      await this.#trainer.device.queue.onSubmittedWorkDone();
+      if (initial) await this.#engine.restoreInitial();
+      else await this.#engine.restore(iteration);
+      this.#host.progress(this.#engine.step);
       return this.#clock.now() - start;
     });
   }
 
-  /** The state every run starts from: the seeded initial parameters, zero moments, the data order's start. */
-  #initialShard(): DecodedShard {
-    const { start, end } = this.#shard, { training } = this.spec;
-    const loader = new BatchLoader(corpusFor(training), 1, training.time, training.optimizer.seed);
-    const meta = { ...this.#checkpointer.meta(), iteration: 0, data: loader.state };
-    const params = initialParameters(training.config, training.optimizer.seed).slice(start, end);
-    const zeros = () => new Float32Array(end - start);
-    return { meta, tensors: { params, m: zeros(), v: zeros() } };
-  }
-
   /** Resolves when `owner`'s checkpoint `iteration` has arrived whole and been published here. */
   #arrival(owner: number, iteration: number): Promise<void> {
-    // A verified read, not `has`: a corrupt copy already here must not pass for the one on its way.
-    if (this.#store.withCheckpoint(owner, iteration, () => true)) return Promise.resolve();
-    return new Promise((resolve, reject) => this.#arrivalWaiters.set(`${owner}/${iteration}`, { resolve, reject }));
+    // Waits for the fetched bytes themselves: a copy already in memory (a corrupt one, say) is not them.
+    const key = `${owner}/${iteration}`, retrieved = this.#retrieved.get(key);
+    if (retrieved !== undefined) {
+      this.#retrieved.delete(key);
+      return retrieved ? Promise.reject(retrieved) : Promise.resolve();
+    }
+    return new Promise((resolve, reject) => this.#arrivalWaiters.set(key, { resolve, reject }));
   }
 
   /** Sends `owner`'s checkpoint `iteration` from this machine's memory to machine `to` (a recovery's fetch). */
@@ -402,9 +402,9 @@ class MachineAgent {
   /** After every shard is restored: all-gathers the parameters, so every machine has all of them again. */
   synchronize(): Promise<void> {
     return this.#run(async (epoch) => {
-      const shard = await readShardParameters(this.#trainer, this.#shard);
-      const tag = `sync/${this.#trainer.step}`;
-      this.#trainer.model.writeParameters(await allGatherShards(this.#network, shard, this.#shards, tag, epoch));
+      const shard = await this.#engine.readShardParameters();
+      const tag = `sync/${this.#engine.step}`;
+      this.#engine.writeParameters(await allGatherShards(this.#network, shard, this.#shards, tag, epoch));
     });
   }
 
@@ -412,8 +412,8 @@ class MachineAgent {
     return {
       rank: this.spec.rank,
       incarnation: this.spec.incarnation,
-      iteration: this.#trainer.step,
-      adapter: this.#adapter,
+      iteration: this.#engine.step,
+      adapter: this.#host.adapter,
       memory: await this.#store.entries(),
       arenaBytes: this.#store.arenaBytes,
       persistentSaves: this.#persistentSaves,
@@ -422,19 +422,15 @@ class MachineAgent {
   }
 
   /** This machine's state: all the parameters, and its shard of m and v. */
-  async state(): Promise<{ params: Float32Array; m: Float32Array; v: Float32Array }> {
-    const { params, m, v } = await this.#trainer.exportState();
-    const { start, end } = this.#shard;
-    return { params, m: m.slice(start, end), v: v.slice(start, end) };
+  state(): Promise<{ params: Float32Array; m: Float32Array; v: Float32Array }> {
+    return this.#engine.state();
   }
 
-  /** Releases the GPU and stops heartbeating: the cluster is shutting down. */
+  /** Releases the engine and stops heartbeating: the cluster is shutting down. */
   shutdown() {
     this.dead = true; // answers nothing more
-    this.#heartbeat.terminate();
-    this.#checkpointer.destroy();
-    this.#trainer.destroy();
-    this.#trainer.device.destroy();
+    this.#host.stop();
+    this.#engine.destroy();
   }
 
   /** Arms an injected failure. */
@@ -472,38 +468,11 @@ class MachineAgent {
   #die(where: string): never {
     if (!this.dead) {
       this.dead = true;
-      this.#heartbeat.terminate();
       this.#network.close();
-      this.spec.life.postMessage({ rank: this.spec.rank, where });
+      this.#host.died(where);
     }
     throw new MachineDied(where);
   }
-}
-
-// The heartbeat thread: it posts { rank, incarnation, iteration } to the root agent's port at every interval.
-const HEARTBEAT_SOURCE = `onmessage = ({ data: { root, intervalMs, rank, incarnation, progress } }) => {
-  const iteration = new Int32Array(progress);
-  const beat = () => root.postMessage({ rank, incarnation, iteration: Atomics.load(iteration, 0) });
-  beat();
-  setInterval(beat, intervalMs);
-};`;
-
-/**
- * The machine's heartbeat thread (a Worker of its Worker, from a Blob so that it needs no file of its own
- * in the page's bundle). It ends with the machine: terminated by it, or with it.
- */
-function startHeartbeat(spec: MachineSpec, progress: Int32Array): Worker {
-  const url = URL.createObjectURL(new Blob([HEARTBEAT_SOURCE], { type: "text/javascript" }));
-  const heartbeat = new Worker(url, { type: "module", name: `machine ${spec.rank} heartbeat` });
-  URL.revokeObjectURL(url);
-  heartbeat.postMessage({
-    root: spec.root,
-    intervalMs: spec.heartbeatMs,
-    rank: spec.rank,
-    incarnation: spec.incarnation,
-    progress: progress.buffer,
-  }, [spec.root]);
-  return heartbeat;
 }
 
 /** Unwinds a machine that has just failed (see `#die`). */
@@ -512,35 +481,4 @@ class MachineDied extends Error {
 }
 
 /** What a dead machine answers: nothing, ever. */
-const silence = () => new Promise<never>(() => {});
-
-let agent: MachineAgent | null = null;
-
-/** Calls `body` on the started machine; a machine that has failed never answers. */
-function onMachine<T>(body: (machine: MachineAgent) => T | Promise<T>): Promise<T> {
-  if (!agent) return Promise.reject(new Error("this machine has not been started"));
-  if (agent.dead) return silence();
-  return Promise.resolve(body(agent));
-}
-
-/** What the root agent calls on a machine (through comlink). */
-const api = {
-  async start(spec: MachineSpec): Promise<MachineStatus> {
-    agent = await MachineAgent.start(spec);
-    return agent.status();
-  },
-  step: (plan: IterationPlan) => onMachine((machine) => machine.step(plan)),
-  abort: (epoch: number) => onMachine((machine) => machine.abort(epoch)),
-  fetch: (iteration: number, source: RestoreSource) => onMachine((machine) => machine.fetch(iteration, source)),
-  load: (iteration: number, initial: boolean) => onMachine((machine) => machine.load(iteration, initial)),
-  serve: (owner: number, iteration: number, to: number) => onMachine((machine) => machine.serve(owner, iteration, to)),
-  synchronize: () => onMachine((machine) => machine.synchronize()),
-  status: () => onMachine((machine) => machine.status()),
-  state: () => onMachine((machine) => machine.state()),
-  injectFault: (fault: FaultPoint) => onMachine((machine) => machine.injectFault(fault)),
-  shutdown: () => onMachine((machine) => machine.shutdown()),
-};
-
-export type MachineApi = typeof api;
-
-Comlink.expose(api);
+export const silence = () => new Promise<never>(() => {});

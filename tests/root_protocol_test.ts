@@ -265,14 +265,11 @@ Deno.test("a command that fails ends the advance with its error; the failures st
   });
   const epoch = state.epoch;
   ({ state, commands } = feed(state, { type: "failed", epoch, error: "no source for machine 1" }));
-  assert.deepEqual(commands, [
-    { do: "reject", error: "no source for machine 1" },
-    { do: "stop", epoch: epoch + 1, ranks: [0, 2, 3] }, // whatever the attempt left running stops
-  ]);
+  assert.deepEqual(commands, [{ do: "reject", error: "no source for machine 1" }]);
   assert.equal(state.mode, "idle");
   assert.equal(state.detections.length, 1);
   ({ state, commands } = feed(state, { type: "advance", at: 3 }));
-  assert.deepEqual([state.mode, state.epoch], ["recovering", epoch + 2]);
+  assert.deepEqual([state.mode, state.epoch], ["recovering", epoch + 1]);
   // A failure from a superseded epoch is no failure of the current attempt.
   assert.deepEqual(feed(state, { type: "failed", epoch, error: "late" }).commands, []);
 });
@@ -385,4 +382,44 @@ Deno.test("a recovery's plan is estimated from the recent iterations' times and 
   // 3 from the store: 5 s; 2 from the peer: 250 ms + one 2 s iteration.
   assert.equal(fetch.plan.iteration, 2);
   assert.deepEqual(fetch.plan.choice.candidates.map((c) => c.recomputeMs), [0, 2000, 6000]);
+});
+
+Deno.test("a step that fails part-way rolls every machine back at the next advance, though no machine failed", () => {
+  let { state, commands } = feed(trained(4), { type: "advance", at: 0 });
+  ({ state, commands } = feed(state, { type: "failed", epoch: 0, error: "a GPU error" }));
+  assert.deepEqual(commands, [{ do: "reject", error: "a GPU error" }]);
+  ({ state, commands } = feed(state, { type: "advance", at: 1 }));
+  assert.deepEqual([state.mode, state.epoch, state.recovery?.reached], ["recovering", 1, 4]);
+  assert.deepEqual(commands.at(-1), { do: "stop", epoch: 1, ranks: [0, 1, 2, 3] }, "every machine stops its step");
+  const done = recover(state, 10, memories([4, 3]));
+  const report = (done.commands.at(-1) as { report: RecoveryReport }).report;
+  assert.deepEqual([report.iteration, report.detections, done.state.rollBack], [4, [], false]);
+  assert.deepEqual(done.commands.find((command) => command.do === "replace"), { do: "replace", epoch: 1, ranks: [] });
+});
+
+Deno.test("rollback by cost: a peer serving several shards sends them one after another; ties go to the newer", () => {
+  const MB = 1e6;
+  // Machines 1 and 2 lost their memory; machine 0 holds both their replicas of 5, and only the store has 6.
+  const memories = [
+    [shard(0, 6, 10 * MB), shard(0, 5, 10 * MB), shard(1, 5, 10 * MB), shard(2, 5, 10 * MB)],
+    [],
+    [],
+  ];
+  const persistent = [shard(0, 6, 10 * MB), shard(1, 6, 10 * MB), shard(2, 6, 10 * MB)];
+  const speeds = { networkBytesPerSecond: 100 * MB, persistentBytesPerSecond: 20 * MB, iterationMs: 300 };
+  const plan = planRecovery(3, memories, persistent, 6, speeds);
+  const five = plan.choice.candidates.find((c) => c.iteration === 5)!;
+  assert.equal(five.retrievalMs, 200, "machine 0 sends two 10 MB shards on one 100 MB/s link");
+  assert.equal(plan.iteration, 6, "6 from the store: 500 ms; 5 from a peer: 200 + 300 ms, a tie: the newer");
+  // With no iteration seen complete yet, an older candidate still counts what it loses from the newest.
+  assert.equal(planRecovery(3, memories, persistent, Infinity, { ...speeds, iterationMs: 301 }).iteration, 6);
+});
+
+Deno.test("after rolling back behind the kept iteration, every machine keeps the one it went back to", () => {
+  let state = trained(6);
+  state = { ...state, keep: 6 };
+  state = feed(state, { type: "detected", rank: 1, incarnation: 0, at: 1 }, { type: "advance", at: 2 }).state;
+  const done = recover(state, 10, memories([4, 3]));
+  assert.equal(done.state.iteration, 4);
+  assert.equal(done.state.keep, 4);
 });

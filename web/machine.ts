@@ -1,3 +1,3 @@
 // The entry of a simulated machine's Worker in the page: the worker agent, bundled for the browser.
 
-import "../agents/worker-agent.ts";
+import "../agents/sim/worker.ts";

@@ -11,6 +11,8 @@
 //                        │
 //                        └─ a machine detected failed: recovering(epoch e + 1), from stop again
 //
+//   stepping or recovering ──a command failed──▶ idle; the advance is rejected, and the next one recovers
+//
 // Every command carries the epoch it was issued in, and every result the epoch of its command: a result
 // from an epoch a newer failure superseded is dropped here, so cancelling a recovery (or a step) is a
 // transition, not something each await has to check.
@@ -89,7 +91,7 @@ export interface CostEstimates {
   networkBytesPerSecond: number;
   /** Bytes/s a machine reads from the persistent store (unknown: null). */
   persistentBytesPerSecond: number | null;
-  /** The recent iterations' mean time (none yet: null). */
+  /** The recent iterations' median time (none yet: null). */
   iterationMs: number | null;
 }
 
@@ -151,8 +153,10 @@ export function planRecovery(
   const bytesOf = (owner: number, iteration: number) =>
     [...memories.flat(), ...persistent].find((entry) => entry.owner === owner && entry.iteration === iteration)
       ?.bytes ?? 0;
+  // With no iteration seen complete, what an older candidate loses counts from the newest.
+  const upTo = Number.isFinite(reached) ? reached : newest;
   const candidates = estimates?.persistentBytesPerSecond && estimates.iterationMs !== null
-    ? complete.map((iteration) => cost(iteration, sourcesOf(iteration), bytesOf, reached, estimates))
+    ? complete.map((iteration) => cost(iteration, sourcesOf(iteration), bytesOf, upTo, estimates))
     : [];
   if (!candidates.length) {
     const reason = `the newest iteration every shard has (${newest}): no speeds to estimate a rollback's cost with`;
@@ -187,7 +191,7 @@ function cost(
     }
   });
   const peerMs = Math.max(0, ...[...served.values()].map((bytes) => (bytes / estimates.networkBytesPerSecond) * 1000));
-  const lost = Number.isFinite(reached) ? reached - iteration : 0;
+  const lost = reached - iteration;
   return { iteration, retrievalMs: Math.max(peerMs, persistentMs), recomputeMs: lost * estimates.iterationMs! };
 }
 
@@ -215,6 +219,8 @@ export interface RootState {
   down: number[];
   /** Failures not yet recovered from, in the order detected. */
   detections: Detection[];
+  /** A command failed: the next advance rolls every machine back, whether or not a machine failed. */
+  rollBack: boolean;
   checkpointing: { every: number; policy: ReplicationPolicy };
   /** The checkpoints of iterations that are multiples of this are replicated (see interleaving.ts). */
   replicateEvery: number | null;
@@ -281,6 +287,7 @@ export function initialRootState(
     iteration: 0,
     down: [],
     detections: [],
+    rollBack: false,
     checkpointing,
     replicateEvery: null,
     keep: 0,
@@ -313,19 +320,19 @@ export function transition(state: RootState, input: RootInput): Transition {
       if (state.mode !== "idle") {
         return { state, commands: [{ do: "reject", error: `an advance is already under way (${state.mode})` }] };
       }
-      return state.detections.length ? beginRecovery(state, input.at, state.iteration) : beginStep(state, input.at);
+      return state.detections.length || state.rollBack
+        ? beginRecovery(state, input.at, state.iteration)
+        : beginStep(state, input.at);
     case "detected":
       return detected(state, input);
-    case "failed": {
+    case "failed":
       if (input.epoch !== state.epoch || state.mode === "idle") return { state, commands: [] };
-      // The attempt is abandoned: every running machine stops it (a new epoch), and the failures stay
-      // pending, so the next advance recovers again.
-      const epoch = state.epoch + 1;
+      // The attempt is abandoned, and the next advance recovers: the failures stay pending, and a step cut
+      // short left the machines part-way through an iteration, so they roll back to the last one complete.
       return {
-        state: { ...state, mode: "idle", epoch, step: null, recovery: null },
-        commands: [{ do: "reject", error: input.error }, { do: "stop", epoch, ranks: survivors(state) }],
+        state: { ...state, mode: "idle", step: null, recovery: null, rollBack: true },
+        commands: [{ do: "reject", error: input.error }],
       };
-    }
   }
   if (input.epoch !== state.epoch) return { state, commands: [] }; // superseded by a newer failure
   if (input.type === "stepped") return stepped(state, input);
@@ -428,8 +435,9 @@ function recovering(state: RootState, input: RootInput & { epoch: number; at: nu
       return enter("retrieve", { replacement: input.at - recovery.phaseStartedAt }, { do: "survey", epoch }, []);
     case "surveyed": {
       if (recovery.phase !== "retrieve" || recovery.plan) break;
-      const recent = state.recentIterationMs;
-      const iterationMs = recent.length ? recent.reduce((sum, ms) => sum + ms, 0) / recent.length : null;
+      // The median: a replacement's first step (its shaders compiling) says little of the next ones.
+      const recent = [...state.recentIterationMs].sort((a, b) => a - b);
+      const iterationMs = recent.length ? recent[recent.length >> 1] : null;
       const estimates = { ...state.speeds, iterationMs };
       const plan = planRecovery(state.machines, input.memories, input.persistent, recovery.reached, estimates);
       return {
@@ -481,7 +489,10 @@ function finishRecovery(state: RootState, recovery: Recovery, at: number): Trans
     mode: "idle",
     iteration: plan.iteration,
     detections: [],
+    rollBack: false,
     recovery: null,
+    // A rollback behind the kept iteration keeps where it went back to instead (a later one is no use now).
+    keep: Math.min(state.keep, plan.iteration),
   };
   return { state: next, commands: [{ do: "emit", event: report }, { do: "settle", report }] };
 }

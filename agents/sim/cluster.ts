@@ -20,7 +20,7 @@ import {
   type Machine,
   type Machines,
 } from "../protocol/spec.ts";
-import type { MachineApi } from "../worker-agent.ts";
+import type { MachineApi } from "./worker.ts";
 
 export type FailureKind = "software" | "hardware";
 
@@ -58,7 +58,7 @@ export class SimulatedCluster implements Machines {
 
   constructor(
     settings: ClusterSettings,
-    workerUrl = new URL("../worker-agent.ts", import.meta.url),
+    workerUrl = new URL("./worker.ts", import.meta.url),
     options: { clock?: Clock } = {},
   ) {
     this.settings = settings;

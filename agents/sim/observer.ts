@@ -58,12 +58,13 @@ export class FailureObserver {
 
   recovery(report: RecoveryReport): ObservedRecovery {
     const failures = report.detections.map((detection) => this.failure(detection));
-    const first = failures.reduce((a, b) => (a.failedAt <= b.failedAt ? a : b));
+    // A rollback after a command failed, with no machine failed, has no failure to time from.
+    const first = failures.reduce<FailureReport | null>((a, b) => (a && a.failedAt <= b.failedAt ? a : b), null);
     return {
       ...report,
       failures,
-      detection: first.detectedAt - first.failedAt,
-      total: report.resumedAt - first.failedAt,
+      detection: first ? first.detectedAt - first.failedAt : 0,
+      total: first ? report.resumedAt - first.failedAt : 0,
     };
   }
 
