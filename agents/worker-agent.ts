@@ -125,6 +125,7 @@ export class MachineAgent {
       loader: this.#loader,
       chunkBytes: spec.checkpoint.chunkBytes,
       beforeCommit: ({ iteration }) => {
+        if (this.dead) throw new MachineDied("halted"); // a machine stopped from outside publishes nothing more
         if (this.#faultDue("checkpoint", iteration)) this.#die(`in the middle of writing checkpoint ${iteration}`);
       },
       afterSave: ({ iteration }: StoredEntry) => this.#replicateAndPersist(iteration),
@@ -436,6 +437,15 @@ export class MachineAgent {
   /** Arms an injected failure. */
   injectFault(fault: FaultPoint) {
     this.#faults.push(fault);
+  }
+
+  /**
+   * Stops this machine where it is, from outside (a failure that strikes at once, where no thread can be
+   * terminated): it goes silent, and what it was doing publishes and sends nothing more.
+   */
+  halt() {
+    this.dead = true;
+    this.#network.close();
   }
 
   /** Runs `body` as the operation an abort waits for; it fails with AbortedError if a recovery begins. */

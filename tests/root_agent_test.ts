@@ -150,25 +150,13 @@ class StandInMachines implements Machines {
   }
 }
 
-/** Moves the virtual clock 1 ms at a time, letting the driver's promises run, until `work` settles. */
-async function until<T>(clock: VirtualClock, work: Promise<T>): Promise<T> {
-  let settled = false;
-  work.then(() => settled = true, () => settled = true);
-  for (let ms = 0; !settled; ms++) {
-    if (ms > 60_000) throw new Error("nothing settled in a minute of virtual time");
-    clock.advance(1);
-    for (let i = 0; i < 20; i++) await Promise.resolve();
-  }
-  return work;
-}
-
 async function withRoot(story: (root: RootAgent, machines: StandInMachines, events: RootEvent[]) => Promise<void>) {
   const settings = defaultClusterSettings({ kind: "files", directory: "unused: the root is given its store" });
   settings.heartbeatMs = HEARTBEAT_MS;
   const machines = new StandInMachines(settings);
   // An empty persistent store in memory: its answers take no real I/O, so virtual time alone moves the run.
   const persistent = InMemoryCheckpointStore.create(0, 1 << 16);
-  const root = await until(machines.clock, RootAgent.start(machines, { heartbeatTimeoutMs: TIMEOUT_MS, persistent }));
+  const root = await machines.clock.until(RootAgent.start(machines, { heartbeatTimeoutMs: TIMEOUT_MS, persistent }));
   const events: RootEvent[] = [];
   root.onEvent((event) => events.push(event));
   try {
@@ -184,12 +172,12 @@ const sources = (report: RecoveryReport) =>
 Deno.test("a machine that falls silent is declared failed one lease after its last heartbeat, then replaced from its peer", async () => {
   await withRoot(async (root, machines, events) => {
     const { clock } = machines;
-    await until(clock, root.runUntil(3));
+    await clock.until(root.runUntil(3));
     // Heartbeats go out at multiples of 50 ms; the machine fails 10 ms after one of them.
     clock.advance(HEARTBEAT_MS - (clock.now() % HEARTBEAT_MS) + 10);
     const lastBeat = clock.now() - 10;
     machines.fail(1, "hardware");
-    const report = await until(clock, root.advance());
+    const report = await clock.until(root.advance());
     assert.equal(report.type, "recovery");
     if (report.type !== "recovery") return;
     assert.deepEqual(report.detections, [{ rank: 1, incarnation: 0, detectedAt: lastBeat + TIMEOUT_MS }]);
@@ -200,7 +188,7 @@ Deno.test("a machine that falls silent is declared failed one lease after its la
       events.filter((event) => event.type === "recovering").map((event) => event.type === "recovering" && event.phase),
       ["stop", "replace", "retrieve", "load", "synchronize"],
     );
-    assert.equal((await until(clock, root.advance())).type, "iteration", "training goes on");
+    assert.equal((await clock.until(root.advance())).type, "iteration", "training goes on");
     assert.equal(root.iteration, 4);
   });
 });
@@ -208,20 +196,19 @@ Deno.test("a machine that falls silent is declared failed one lease after its la
 Deno.test("a second failure during a recovery cancels it: a new epoch, and one recovery from both failures", async () => {
   await withRoot(async (root, machines) => {
     const { clock } = machines;
-    await until(clock, root.runUntil(4));
+    await clock.until(root.runUntil(4));
     machines.launchMs.set(1, 400); // a replacement takes a while to start
     machines.fail(1, "hardware");
     const recovered = root.advance();
     // Machine 2 fails while machine 1's replacement is starting.
-    await until(
-      clock,
+    await clock.until(
       new Promise<void>((resolve) =>
         root.onEvent((event) => event.type === "recovering" && event.phase === "replace" && resolve())
       ),
     );
     const replacing = root.protocol.epoch;
     machines.fail(2, "hardware");
-    const report = await until(clock, recovered);
+    const report = await clock.until(recovered);
     assert.equal(report.type, "recovery");
     if (report.type !== "recovery") return;
     assert.equal(report.epoch, replacing + 1, "the first attempt was abandoned");
@@ -235,11 +222,11 @@ Deno.test("a second failure during a recovery cancels it: a new epoch, and one r
 Deno.test("a slow machine wrongly suspected is fenced: its late heartbeats renew nothing, and it restarts with its memory", async () => {
   await withRoot(async (root, machines) => {
     const { clock } = machines;
-    await until(clock, root.runUntil(2));
+    await clock.until(root.runUntil(2));
     const slow = machines.running[3]!;
     slow.beats = false; // alive and answering, but its heartbeats stop reaching the root
     let report;
-    do report = await until(clock, root.advance()); while (report.type !== "recovery");
+    do report = await clock.until(root.advance()); while (report.type !== "recovery");
     const reached = report.iteration;
     assert.deepEqual(machines.fenced, [3]);
     assert.equal(slow.silent, true, "the suspected incarnation was stopped");
@@ -259,14 +246,13 @@ Deno.test("a slow machine wrongly suspected is fenced: its late heartbeats renew
 Deno.test("a replacement that is already running when a newer failure restarts the recovery is not started again", async () => {
   await withRoot(async (root, machines) => {
     const { clock } = machines;
-    await until(clock, root.runUntil(4));
+    await clock.until(root.runUntil(4));
     machines.launchMs.set(1, 100).set(3, 600);
     machines.fail(1, "software");
     machines.fail(3, "software");
     const recovered = root.advance();
     // Machine 1 runs again while machine 3 is still starting: then machine 2 fails.
-    await until(
-      clock,
+    await clock.until(
       new Promise<void>((resolve) =>
         root.onEvent((e) => e.type === "recovering" && e.phase === "replace" && resolve())
       ),
@@ -274,7 +260,7 @@ Deno.test("a replacement that is already running when a newer failure restarts t
     while (!machines.running[1]) clock.advance(1);
     const replacing = root.protocol.epoch;
     machines.fail(2, "hardware");
-    const report = await until(clock, recovered);
+    const report = await clock.until(recovered);
     assert.equal(report.type, "recovery");
     if (report.type !== "recovery") return;
     assert.equal(report.epoch, replacing + 1);

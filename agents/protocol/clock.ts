@@ -60,6 +60,22 @@ export class VirtualClock implements Clock {
     this.#now = end;
   }
 
+  /**
+   * Advances the clock a millisecond at a time, letting the promises it wakes run between steps, until
+   * `work` settles; then its result. What runs in one thread on this clock (timers and promises, no I/O)
+   * runs the same way every time.
+   */
+  async until<T>(work: Promise<T>, limitMs = 600_000): Promise<T> {
+    let settled = false;
+    work.then(() => settled = true, () => settled = true);
+    for (let ms = 0; !settled; ms++) {
+      if (ms > limitMs) throw new Error(`nothing settled in ${limitMs} ms of virtual time`);
+      this.advance(1);
+      for (let i = 0; i < 50; i++) await Promise.resolve();
+    }
+    return work;
+  }
+
   /** Timers set and not yet run or cancelled. */
   get pending(): number {
     return this.#timers.size;

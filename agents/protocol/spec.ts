@@ -7,6 +7,7 @@ import { BrowserCheckpointStore } from "../../core/browser-store.ts";
 import { shardLayout } from "../../core/checkpoint.ts";
 import { type Corpus, syntheticCorpus } from "../../core/data.ts";
 import { FileCheckpointStore } from "../../core/file-store.ts";
+import { InMemoryCheckpointStore } from "../../core/memory-store.ts";
 import { type GPT2Config, MODEL_PRESETS, parameterLayout } from "../../core/model.ts";
 import { shardRanges } from "../../core/shard.ts";
 import type { CheckpointStore, StoredEntry } from "../../core/store.ts";
@@ -46,9 +47,14 @@ export interface CheckpointSpec {
 /** The persistent store: files (Deno) or the browser's OPFS / IndexedDB, with an optional bandwidth cap. */
 export type PersistentSpec =
   | { kind: "files"; directory: string; bandwidth?: number }
-  | { kind: "browser"; name: string; bandwidth?: number };
+  | { kind: "browser"; name: string; bandwidth?: number }
+  /** One arena in this thread that every machine of an in-process cluster shares (its cluster opens it). */
+  | { kind: "memory"; bandwidth?: number };
 
 export function openPersistentStore(spec: PersistentSpec): Promise<CheckpointStore> {
+  if (spec.kind === "memory") {
+    return Promise.reject(new Error("an in-memory persistent store is shared: its cluster hands it to every machine"));
+  }
   return spec.kind === "files"
     ? Promise.resolve(new FileCheckpointStore(spec.directory, { keep: 3, bandwidth: spec.bandwidth }))
     : BrowserCheckpointStore.open({ name: spec.name, keep: 3, bandwidth: spec.bandwidth });
@@ -122,6 +128,20 @@ export function largestCheckpointBytes(settings: ClusterSettings): number {
     chunkBytes: checkpoint.chunkBytes,
     createdAt: Date.now(),
   }).totalBytes;
+}
+
+/**
+ * A new host memory for machine `rank`: an arena for K checkpoints of its shard and of the shards it keeps
+ * replicas of (a slot leaves 4 KiB for headers that grow, rounded to 64 bytes; the tables take under 64 KiB).
+ */
+export function hostMemory(settings: ClusterSettings, rank: number): InMemoryCheckpointStore {
+  const { checkpoint, replicas, machines } = settings;
+  const arenaBytes = (1 << 16) + replicas * checkpoint.slotsPerOwner * (largestCheckpointBytes(settings) + 4096 + 64);
+  return InMemoryCheckpointStore.create(rank, arenaBytes, {
+    slotsPerOwner: checkpoint.slotsPerOwner,
+    maxOwners: replicas,
+    machines,
+  });
 }
 
 /** Everything a machine needs to start: its place in the cluster, the job, its memory and its ports. */

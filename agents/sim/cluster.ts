@@ -7,7 +7,6 @@
 // learns only by missed heartbeats.
 
 import * as Comlink from "comlink";
-import { InMemoryCheckpointStore } from "../../core/memory-store.ts";
 import { Rng } from "../../core/random.ts";
 import type { Clock } from "../protocol/clock.ts";
 import { validateInterleaving } from "../replication/interleaving.ts";
@@ -16,7 +15,7 @@ import {
   type ClusterSettings,
   type FaultPoint,
   type Heartbeat,
-  largestCheckpointBytes,
+  hostMemory,
   type Machine,
   type Machines,
 } from "../protocol/spec.ts";
@@ -80,13 +79,6 @@ export class SimulatedCluster implements Machines {
     return this.network.clock;
   }
 
-  /** Bytes of host memory each machine's checkpoint arena gets: K checkpoints of its shard and its replicas. */
-  get arenaBytes(): number {
-    const { checkpoint, replicas } = this.settings;
-    // A slot leaves 4 KiB for headers that grow, rounded to 64 bytes; the tables take under 64 KiB.
-    return (1 << 16) + replicas * checkpoint.slotsPerOwner * (largestCheckpointBytes(this.settings) + 4096 + 64);
-  }
-
   /**
    * Starts machine `rank` (again): with the memory it had if a software failure left it, else with new
    * memory. It sends its checkpoints to `replicaPeers`; its heartbeats go to `onHeartbeat`.
@@ -99,11 +91,7 @@ export class SimulatedCluster implements Machines {
   ): Promise<Machine> {
     const slot = this.#slots[rank];
     if (slot.worker) throw new Error(`machine ${rank} is already running`);
-    slot.memory ??= InMemoryCheckpointStore.create(rank, this.arenaBytes, {
-      slotsPerOwner: this.settings.checkpoint.slotsPerOwner,
-      maxOwners: this.settings.replicas,
-      machines: this.settings.machines,
-    }).memory;
+    slot.memory ??= hostMemory(this.settings, rank).memory;
     slot.incarnation++;
     const worker = new Worker(this.#workerUrl, { type: "module", name: `machine ${rank}` });
     slot.worker = worker;

@@ -4,7 +4,7 @@
 // detection time and the whole time from failure to resumed training. The demo, the bench and the lab read
 // these; the root never does.
 
-import type { FailureKind, FailureRecord, SimulatedCluster } from "./cluster.ts";
+import type { FailureKind, FailureRecord } from "./cluster.ts";
 import type { Detection, RecoveryReport, RootEvent } from "../protocol/root.ts";
 
 export interface FailureReport extends Detection {
@@ -28,10 +28,11 @@ export type ObservedEvent =
   | { type: "failure"; failure: FailureReport };
 
 export class FailureObserver {
-  readonly #cluster: SimulatedCluster;
+  readonly #cluster: { lastFailure(rank: number): FailureRecord | null };
   readonly #seen = new Map<string, FailureReport>();
 
-  constructor(cluster: SimulatedCluster) {
+  /** Watches a cluster that records each machine's last failure (the Worker cluster, or the in-process one). */
+  constructor(cluster: { lastFailure(rank: number): FailureRecord | null }) {
     this.#cluster = cluster;
   }
 
