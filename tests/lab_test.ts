@@ -2,48 +2,20 @@
 // Workers. A run is started from the UI, a machine's hardware failure is injected by a click, and the page
 // shows the detection, the retrieval from a peer and the resume, with the loss after recovery on the
 // failure-free line; then a whole group fails and the page falls back to the persistent store (OPFS or
-// IndexedDB in the page). No console errors, no serious accessibility violations (axe-core), and
+// IndexedDB in the page). No console errors, no accessibility violations of any impact (axe-core), and
 // screenshots of the key states as artifacts.
 
 import assert from "node:assert/strict";
-import AxeBuilder from "@axe-core/playwright";
-import type { Page } from "playwright-core";
-import { buildLab } from "../web/build.ts";
 import type { GeminiLab } from "../web/lab-app.ts";
-import { serveLab } from "../web/server.ts";
-import { launchChromium } from "./chromium.ts";
-
-const ARTIFACTS = new URL("./artifacts/", import.meta.url);
-const LONG = { timeout: 240_000 };
-
-async function screenshot(page: Page, name: string) {
-  await Deno.mkdir(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: new URL(`${name}.png`, ARTIFACTS).pathname, fullPage: true });
-}
-
-/** The serious and critical accessibility violations axe-core finds on the page as it is now. */
-async function seriousViolations(page: Page): Promise<string[]> {
-  const { violations } = await new AxeBuilder({ page }).analyze();
-  return violations
-    .filter((violation) => violation.impact === "serious" || violation.impact === "critical")
-    .map((violation) => `${violation.id}: ${violation.help} (${violation.nodes.length} nodes)`);
-}
+import { accessibilityViolations, LONG, screenshot, withLab } from "./lab_page.ts";
 
 Deno.test("the lab: start, a machine lost and recovered from a peer, a group lost and recovered from persistent storage", async () => {
-  const server = serveLab({ root: await buildLab(), port: 0 });
-  const browser = await launchChromium();
-  try {
-    // axe-core runs its frames in a page of the same context: a context of our own, not the default one.
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    const page = await context.newPage();
-    const errors: string[] = [];
-    page.on("console", (message) => message.type() === "error" && errors.push(message.text()));
-    page.on("pageerror", (error) => errors.push(error.message));
+  await withLab({ viewport: { width: 1280, height: 900 } }, async ({ page, url, errors }) => {
     // A short heartbeat timeout and a persistent checkpoint every 3 iterations keep the test quick.
-    await page.goto(`${server.url}?heartbeatTimeoutMs=1500&persistEvery=3&iterations=200`);
+    await page.goto(`${url}?heartbeatTimeoutMs=1500&persistEvery=3&iterations=200`);
     const status = page.locator('[data-field="status"]');
     await status.waitFor();
-    assert.deepEqual(await seriousViolations(page), [], "accessibility before the run");
+    assert.deepEqual(await accessibilityViolations(page), [], "accessibility before the run");
 
     await page.locator('button[data-action="start"]').click();
     await page.waitForFunction(
@@ -79,7 +51,7 @@ Deno.test("the lab: start, a machine lost and recovered from a peer, a group los
     assert.equal(await page.locator('recovery-chart g.recovery[data-from="persistent storage"]').count(), 1);
     await screenshot(page, "lab-after-group-failure");
 
-    assert.deepEqual(await seriousViolations(page), [], "accessibility after the recoveries");
+    assert.deepEqual(await accessibilityViolations(page), [], "accessibility after the recoveries");
 
     // The same seeded run without failures, trained in the page: every loss of this run, the ones
     // computed again after the rollbacks included, equals it bit for bit.
@@ -96,18 +68,12 @@ Deno.test("the lab: start, a machine lost and recovered from a peer, a group los
     for (const point of state.losses) assert.equal(point.loss, state.reference[point.iteration]);
     await screenshot(page, "lab-compared");
     assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-    await server.close();
-  }
+  });
 });
 
 Deno.test("the lab reads its scenario from the URL, switches the replication policy, simulates the paper's scale and answers the keyboard", async () => {
-  const server = serveLab({ root: await buildLab(), port: 0 });
-  const browser = await launchChromium();
-  try {
-    const page = await browser.newPage();
-    await page.goto(`${server.url}?machines=6&replicas=3&placement=ring&replication=naive`);
+  await withLab({}, async ({ page, url }) => {
+    await page.goto(`${url}?machines=6&replicas=3&placement=ring&replication=naive`);
     await page.locator('[data-field="status"]').waitFor();
     const settings = await page.evaluate(() => (document.querySelector("gemini-lab") as GeminiLab).state.settings);
     assert.equal(settings.machines, 6);
@@ -127,8 +93,5 @@ Deno.test("the lab reads its scenario from the URL, switches the replication pol
     assert.match(await ring.innerText(), /^\d+\.\d+%$/);
     await page.keyboard.press("p");
     assert.equal(await page.locator("gemini-lab[presentation]").count(), 1);
-  } finally {
-    await browser.close();
-    await server.close();
-  }
+  });
 });

@@ -1,13 +1,15 @@
-// <cluster-view>: one card a machine (its iteration, heartbeat, state, and a bar of its host memory split
-// into its own checkpoints and the replicas it holds, coloured by owner; its group), and above them the
-// network with every transfer in flight drawn as a dot moving from sender to receiver.
-// Data in as properties; "fail" out as an event ({ ranks, kind }).
+// <cluster-view>: one card a machine (its iteration, heartbeat, state, its Worker, and a bar of its host
+// memory split into its own checkpoints and the replicas it holds, coloured by owner; its group), and above
+// them the network with every transfer in flight drawn as a dot moving from sender to receiver (a still
+// line where the reader asks for reduced motion). A software failure ends the Worker and leaves the memory,
+// so its card keeps the bar; a hardware failure takes both. Data in as properties; "fail" out as an event
+// ({ ranks, kind }).
 
 import { css, html, LitElement, svg } from "lit";
 import type { TransferRecord } from "../agents/sim/network.ts";
 import { placementGroup, type PlacementPlan } from "../agents/replication/placement.ts";
-import { ownerColor, TRAFFIC_COLORS } from "./colors.ts";
-import type { MachineView } from "./session.ts";
+import { ownerColor, textColorOn, TRAFFIC_COLORS } from "./colors.ts";
+import type { LabState, MachineView } from "./session.ts";
 
 export interface FailRequest {
   ranks: number[];
@@ -20,17 +22,32 @@ export class ClusterView extends LitElement {
     plan: { attribute: false },
     transfers: { attribute: false },
     now: { type: Number },
+    status: { type: String },
     canFail: { type: Boolean },
+    compact: { type: Boolean, reflect: true },
   };
 
   static override styles = css`
     :host {
       display: block;
     }
+    /* Up to 8 machines: the cards wrap rather than squeeze their headers together. */
     .cards {
       display: grid;
       gap: 0.75rem;
+      grid-template-columns: repeat(auto-fit, minmax(11rem, 1fr));
     }
+    :host([compact]) .cards {
+      gap: 0.4rem;
+      grid-template-columns: repeat(auto-fit, minmax(10rem, 1fr));
+    }
+    :host([compact]) article {
+      padding: 0.3rem 0.5rem;
+    }
+    :host([compact]) .detail {
+      display: none;
+    }
+
     article {
       border: 2px solid #d0d7de;
       border-radius: 0.5rem;
@@ -41,6 +58,9 @@ export class ClusterView extends LitElement {
       border-color: #a40e26;
       background: #fff5f5;
     }
+    .memory.gone {
+      border-style: dashed;
+    }
     article[data-phase="recovering"] {
       border-color: #e69f00;
     }
@@ -48,6 +68,8 @@ export class ClusterView extends LitElement {
       margin: 0 0 0.3rem;
       font-size: 1em;
       display: flex;
+      flex-wrap: wrap;
+      gap: 0 0.5rem;
       justify-content: space-between;
     }
     .memory {
@@ -75,11 +97,16 @@ export class ClusterView extends LitElement {
     dt {
       color: #57606a;
     }
+    .gone {
+      color: #a40e26;
+      font-weight: 600;
+    }
     dd {
       margin: 0;
     }
     .buttons {
       display: flex;
+      flex-wrap: wrap;
       gap: 0.4rem;
       margin-top: 0.4rem;
     }
@@ -98,7 +125,11 @@ export class ClusterView extends LitElement {
   declare plan: PlacementPlan | null;
   declare transfers: TransferRecord[];
   declare now: number;
+  /** The run's status: after it, the machines are done, not running. */
+  declare status: LabState["status"];
   declare canFail: boolean;
+  /** Only what a class reads from afar: no heartbeat, persistence or group lines. */
+  declare compact: boolean;
 
   constructor() {
     super();
@@ -106,22 +137,40 @@ export class ClusterView extends LitElement {
     this.plan = null;
     this.transfers = [];
     this.now = 0;
+    this.status = "idle";
     this.canFail = false;
+    this.compact = false;
+  }
+
+  /**
+   * The network drawing's width in its own units: its box's width at a height of 70, so that the machines
+   * spread over the whole width (above a single row of cards) and their circles stay round.
+   */
+  #span = 1000;
+  readonly #resize = new ResizeObserver(([entry]) => {
+    const { width, height } = entry.contentRect;
+    if (!height) return;
+    this.#span = (70 * width) / height;
+    this.requestUpdate();
+  });
+
+  override firstUpdated() {
+    this.#resize.observe(this.renderRoot.querySelector("svg")!);
   }
 
   override render() {
     return html`
-      <svg viewBox="0 0 1000 70" role="img" aria-label="transfers in flight between machines">
+      <svg viewBox="0 0 ${this.#span} 70" role="img" aria-label="transfers in flight between machines">
         ${this.#network()}
       </svg>
-      <div class="cards" style="grid-template-columns: repeat(${Math.max(this.machines.length, 1)}, minmax(0, 1fr))">
+      <div class="cards">
         ${this.machines.map((machine) => this.#card(machine))}
       </div>
     `;
   }
 
   #x(rank: number): number {
-    return ((rank + 0.5) / Math.max(this.machines.length, 1)) * 1000;
+    return ((rank + 0.5) / Math.max(this.machines.length, 1)) * this.#span;
   }
 
   #network() {
@@ -129,13 +178,18 @@ export class ClusterView extends LitElement {
     return svg`
       ${this.machines.map((m) =>
         svg`
-          <circle cx=${this.#x(m.rank)} cy="55" r="9" fill=${m.phase === "failed"
-            ? "#a40e26"
-            : ownerColor(m.rank)}></circle>
-          <text x=${this.#x(m.rank)} y="59" text-anchor="middle" font-size="11" fill="#fff">${m.rank}</text>
+          <circle cx=${this.#x(m.rank)} cy="55" r="9" fill=${this.#badge(m)}></circle>
+          <text x=${this.#x(m.rank)} y="59" text-anchor="middle" font-size="11" fill=${textColorOn(this.#badge(m))}>${m
+            .rank}</text>
         `
       )}
       ${inFlight.map((t) => {
+        if (this.#still.matches) {
+          return svg`
+            <line class="chunk" data-kind=${t.kind} x1=${this.#x(t.from)} x2=${this.#x(t.to)} y1="30" y2="30"
+              stroke=${TRAFFIC_COLORS[t.kind]} stroke-width=${t.kind === "training" ? 2 : 4}></line>
+          `;
+        }
         const progress = Math.min(1, (this.now - t.start) / Math.max(t.end - t.start, 1e-3));
         const x1 = this.#x(t.from), x2 = this.#x(t.to), arc = 40 - Math.min(35, Math.abs(x2 - x1) / 20);
         const x = x1 + (x2 - x1) * progress, y = 55 - (1 - (2 * progress - 1) ** 2) * (55 - arc);
@@ -147,18 +201,31 @@ export class ClusterView extends LitElement {
     `;
   }
 
+  /** Reduced motion: transfers as still lines, not moving dots. */
+  readonly #still = matchMedia("(prefers-reduced-motion: reduce)");
+
+  #badge(machine: MachineView): string {
+    return machine.phase === "failed" ? "#a40e26" : ownerColor(machine.rank);
+  }
+
   #card(machine: MachineView) {
     const own = machine.memory.filter((entry) => entry.kind === "own");
     const replicas = machine.memory.filter((entry) => entry.kind === "replica");
     const width = (bytes: number) => `${(100 * bytes) / Math.max(machine.arenaBytes, 1)}%`;
     const group = this.plan ? placementGroup(this.plan, machine.rank) : [machine.rank];
-    const heartbeat = machine.phase === "failed"
+    const failed = machine.phase === "failed", memoryGone = machine.failure === "hardware";
+    const phase = machine.phase === "running" && this.status === "done" ? "done" : machine.phase;
+    const heartbeat = failed
       ? `none for ${(machine.heartbeatAge / 1000).toFixed(1)} s`
       : `${Math.round(machine.heartbeatAge)} ms ago`;
     return html`
-      <article data-rank=${machine.rank} data-phase=${machine.phase} aria-label="machine ${machine.rank}">
-        <h3><span>machine ${machine.rank}</span><span data-field="phase">${machine.phase}</span></h3>
-        <div class="memory" title="host memory: own checkpoints (solid) and replicas held for peers (striped)">
+      <article data-rank=${machine.rank} data-phase=${phase} data-failure=${machine.failure ?? ""}
+        aria-label="machine ${machine.rank}">
+        <h3><span>machine ${machine.rank}</span><span data-field="phase">${failed
+          ? `${machine.failure} failure`
+          : phase}</span></h3>
+        <div class="memory ${memoryGone ? "gone" : ""}" data-field="memory-bar" data-entries=${machine.memory.length}
+          title="host memory: own checkpoints (solid) and replicas held for peers (striped)">
           ${[...own, ...replicas].map((entry) =>
             html`
               <span class=${entry.kind} style="width:${width(entry.bytes)};background-color:${ownerColor(entry.owner)}"
@@ -169,23 +236,29 @@ export class ClusterView extends LitElement {
         <dl>
           <dt>iteration</dt>
           <dd data-field="iteration">${machine.iteration}</dd>
-          <dt>heartbeat</dt>
-          <dd>${heartbeat}</dd>
-          <dt>GPU</dt>
-          <dd title=${machine.adapter}>${machine.phase === "failed" ? "gone" : `device ${machine.incarnation + 1}`}</dd>
-          <dt>persisted</dt>
-          <dd>${machine.persisted}${machine.persistSkipped
+          <dt class="detail">heartbeat</dt>
+          <dd class="detail">${heartbeat}</dd>
+          <dt>Worker, GPU</dt>
+          <dd data-field="worker" class=${failed ? "gone" : ""} title=${machine.adapter}>${failed
+            ? "gone"
+            : machine.incarnation
+            ? `restarted (${machine.incarnation} ${machine.incarnation === 1 ? "time" : "times"})`
+            : "first start"}</dd>
+          <dt class="detail">persisted</dt>
+          <dd class="detail">${machine.persisted}${machine.persistSkipped
             ? ` (${machine.persistSkipped} skipped: the store was busy)`
             : ""}</dd>
-          <dt>in memory</dt>
-          <dd data-field="memory">${this.#describeMemory(own.length, replicas)}</dd>
-          <dt>${this.plan?.strategy === "ring" ? "replicas on" : "group"}</dt>
-          <dd>${group.join(", ")}</dd>
+          <dt>host memory</dt>
+          <dd data-field="memory" class=${memoryGone ? "gone" : ""}>${memoryGone
+            ? "gone with the hardware"
+            : `${failed ? "kept: " : ""}${this.#describeMemory(own.length, replicas)}`}</dd>
+          <dt class="detail">${this.plan?.strategy === "ring" ? "replicas on" : "group"}</dt>
+          <dd class="detail">${group.join(", ")}</dd>
         </dl>
         <div class="buttons">
-          <button ?disabled=${!this.canFail || machine.phase !== "running"} data-action="hardware"
+          <button ?disabled=${!this.canFail || failed} data-action="hardware"
             @click=${() => this.#fail([machine.rank], "hardware")}>hardware failure</button>
-          <button ?disabled=${!this.canFail || machine.phase !== "running"} data-action="software"
+          <button ?disabled=${!this.canFail || failed} data-action="software"
             @click=${() => this.#fail([machine.rank], "software")}>software failure</button>
         </div>
       </article>

@@ -18,3 +18,14 @@ export const PHASE_COLORS = {
   synchronize: "#56b4e9",
   lost: "#b0b0b0",
 } as const;
+
+/** Black or white, whichever reads better on `background` (#rrggbb): WCAG contrast of 4.5 or more here. */
+export function textColorOn(background: string): "#000000" | "#ffffff" {
+  const [r, g, b] = [1, 3, 5].map((at) => {
+    const c = parseInt(background.slice(at, at + 2), 16) / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  });
+  const luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  // Contrast with black (L + 0.05) / 0.05 against with white 1.05 / (L + 0.05).
+  return (luminance + 0.05) ** 2 > 0.0525 ? "#000000" : "#ffffff";
+}

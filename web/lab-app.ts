@@ -1,46 +1,38 @@
 // <gemini-lab>: the lab. It reads the scenario from the URL (settings and a classroom preset, so a link
 // reproduces a lesson), runs a `LabSession` (the simulated cluster in this page), and lays out the views:
-// controls, the cluster, the loss, the timeline, the recoveries and the recovery probability. Keyboard:
-// space start/pause, s single step, g fail machine 0's group, c compare with a failure-free run,
-// p presentation mode, 0-7 a machine's
-// hardware failure, shift+0-7 its software failure.
+// controls, the cluster, the loss, the timeline, the recoveries and the recovery probability. A run that
+// ended, a preset chosen or a setting changed gets a fresh session (the old cluster closed first). Keyboard,
+// unless a control has the focus and wants the key: space start/pause, s single step, g fail machine 0's
+// group, c compare with a failure-free run, p presentation mode, 0-7 a machine's hardware failure,
+// shift+0-7 its software failure. The URL holds the valid settings, the preset, presentation mode (one
+// screen for a projector) and `hide`: the sections and controls a lesson leaves out (hide=compare,timeline).
 
 import { css, html, LitElement } from "lit";
-import type { FailureKind } from "../agents/sim/cluster.ts";
 import type { ReplicationPolicy } from "../agents/replication/interleaving.ts";
 import { placementGroup } from "../agents/replication/placement.ts";
 import "./cluster-view.ts";
 import type { FailRequest } from "./cluster-view.ts";
 import "./control-panel.ts";
-import { type PresetName, PRESETS } from "./control-panel.ts";
+import type { LabActions } from "./control-panel.ts";
 import "./loss-chart.ts";
 import "./machine-timeline.ts";
 import "./paper-scale-panel.ts";
 import "./probability-panel.ts";
 import "./recovery-chart.ts";
+import { isPresetName, type PresetName, PRESETS, readyToStrike } from "./presets.ts";
 import { LabSession, type LabSettings, type LabState, settingsFromQuery, settingsToQuery } from "./session.ts";
 
-/** When a preset strikes, and whom. */
-const PRESET_PLANS: Record<PresetName, { at: number; kind: FailureKind; ranks: (session: LabState) => number[] }> = {
-  "software-crash": { at: 5, kind: "software", ranks: () => [1] },
-  "machine-lost": { at: 5, kind: "hardware", ranks: () => [1] },
-  "group-lost": { at: 8, kind: "hardware", ranks: (state) => state.plan ? placementGroup(state.plan, 0) : [0] },
-  "two-failures": {
-    at: 5,
-    kind: "hardware",
-    // Machine 0 and the first machine outside its group, so that both recover from memory.
-    ranks: (state) => {
-      const group = state.plan ? placementGroup(state.plan, 0) : [0];
-      return [0, state.settings.machines > group.length ? group.length : 1];
-    },
-  },
-};
+/** Controls whose own keys a shortcut must leave alone: all of them for text and menus. */
+const TEXT_CONTROLS = "input:not([type=checkbox], [type=radio], [type=button]), select, textarea, [contenteditable]";
+/** Controls that Space and Enter press. */
+const PRESSABLE = "button, a[href], summary, input, [role=button]";
 
 export class GeminiLab extends LitElement {
   static override properties = {
     softwareAdapter: { type: Boolean },
     state: { state: true },
     presentation: { type: Boolean, reflect: true },
+    hide: { attribute: false },
   };
 
   static override styles = css`
@@ -48,11 +40,18 @@ export class GeminiLab extends LitElement {
       display: block;
       --gap: 1rem;
     }
-    :host([presentation]) {
-      font-size: 1.45rem;
+    .layout {
+      display: grid;
+      grid-template-columns: repeat(auto-fit, minmax(26rem, 1fr));
+      gap: 0 var(--gap);
     }
     section {
       margin-bottom: var(--gap);
+      grid-column: 1 / -1;
+      min-width: 0;
+    }
+    section.half {
+      grid-column: auto;
     }
     h2 {
       font-size: 1.15em;
@@ -72,27 +71,56 @@ export class GeminiLab extends LitElement {
     .notice {
       color: #6e4b00;
     }
-    .two {
-      display: grid;
-      grid-template-columns: repeat(auto-fit, minmax(26rem, 1fr));
-      gap: var(--gap);
+    /* One screen, read from the back of the room: the type grows with the screen, the charts share what
+      height is left, the panels that explain at a desk are left out and the settings go in a drawer. */
+    :host([presentation]) {
+      font-size: clamp(13px, 1.75vh, 24px);
+      --gap: 0.5rem;
+      --chart-max-height: 16vh;
+    }
+    :host([presentation]) .layout {
+      grid-template-columns: 1fr 1fr;
+    }
+    :host([presentation]) section {
+      margin-bottom: 0.3rem;
+    }
+    :host([presentation]) h2 {
+      margin: 0.2rem 0;
+      font-size: 1em;
+    }
+    :host([presentation]) .status {
+      margin: 0.3rem 0 0;
+      padding: 0.2rem 0.6rem;
+    }
+    :host([presentation]) [data-area="probability"],
+    :host([presentation]) [data-area="paper-scale"],
+    :host([presentation]) .notice,
+    :host([presentation]) p[data-field="recovery"]:not(:last-of-type) {
+      display: none;
+    }
+    :host([presentation]) p[data-field="recovery"] {
+      margin: 0.2rem 0 0;
     }
   `;
 
   declare softwareAdapter: boolean;
   declare state: LabState;
   declare presentation: boolean;
+  /** What the URL's `hide` names: sections of the page and controls of the panel to leave out. */
+  declare hide: string[];
   #session: LabSession;
   #preset: PresetName | null = null;
   #presetDone = false;
+  /** Settles once every session this page has left has closed its cluster. */
+  #closing: Promise<void> = Promise.resolve();
 
   constructor() {
     super();
     this.softwareAdapter = false;
-    this.presentation = false;
-    const params = new URLSearchParams(location.search);
-    const preset = params.get("preset");
-    this.#preset = preset && preset in PRESETS ? preset as PresetName : null;
+    const params = new URLSearchParams(location.search), preset = params.get("preset");
+    this.#preset = isPresetName(preset) ? preset : null;
+    this.presentation = params.has("presentation");
+    this.hide = params.get("hide")?.split(",").filter(Boolean) ?? [];
     this.#session = this.#newSession(settingsFromQuery(location.search));
     this.state = this.#session.state;
   }
@@ -100,6 +128,8 @@ export class GeminiLab extends LitElement {
   override connectedCallback() {
     super.connectedCallback();
     addEventListener("keydown", this.#onKey);
+    // The URL says only what the page runs: no invalid or ignored settings.
+    this.#showInUrl();
   }
 
   override disconnectedCallback() {
@@ -116,66 +146,86 @@ export class GeminiLab extends LitElement {
   }
 
   override render() {
-    const s = this.state, started = s.status !== "idle";
+    const s = this.state, actions = this.#actions();
     return html`
       ${this.softwareAdapter
         ? html`<p class="notice" data-field="software-adapter">This page runs on a software WebGPU adapter: the tiny
             model is used, and everything runs slower than on a GPU.</p>`
         : ""}
-      <section>
-        <control-panel .settings=${s.settings} status=${s.status} ?softwareAdapter=${this.softwareAdapter}
-          ?presentation=${this.presentation}
-          @start=${() => this.#start()} @pause=${() => this.#session.pause()} @step=${() => this.#session.step()}
-          @fail-group=${() => this.#failGroup()} @compare=${() => this.#session.compare()} @presentation=${() =>
-            this.presentation = !this.presentation}
-          @settings-change=${(e: CustomEvent<{ settings: LabSettings }>) => this.#changeSettings(e.detail.settings)}
-          @replication-change=${(e: CustomEvent<{ policy: ReplicationPolicy }>) =>
-            this.#changeReplication(e.detail.policy)}
-          @preset=${(e: CustomEvent<{ name: PresetName }>) => this.#choosePreset(e.detail.name)}></control-panel>
-        <p class="status" role="status" data-field="status" data-status=${s.status}>
-          ${this.#statusText(s)}</p>
-      </section>
-      <section>
-        <h2>Machines and network</h2>
-        <cluster-view .machines=${s.machines} .plan=${s.plan} .transfers=${s.transfers} now=${s.now}
-          ?canFail=${started && s.status !== "done"}
-          @fail=${(e: CustomEvent<FailRequest>) => this.#session.fail(e.detail.ranks, e.detail.kind)}></cluster-view>
-      </section>
-      <div class="two">
-        <section>
-          <h2>Loss, with the failure-free run</h2>
-          <loss-chart .reference=${s.reference} referenceStatus=${s.referenceStatus} .losses=${s.losses}
-            .failures=${s.failures}
-            .recoveries=${s.recoveries} .mismatches=${s.mismatches}></loss-chart>
+      <div class="layout">
+        <section data-area="controls">
+          <control-panel .settings=${s.settings} .actions=${actions} preset=${this.#preset ?? ""} .hide=${this.hide}
+            ?softwareAdapter=${this.softwareAdapter} ?presentation=${this.presentation}
+            @start=${() => this.#primary()} @pause=${() => this.#primary()} @step=${() => this.#step()}
+            @fail-group=${() => this.#failGroup()} @compare=${() => this.#compare()} @presentation=${() =>
+              this.#present(!this.presentation)}
+            @settings-change=${(e: CustomEvent<{ settings: LabSettings }>) => this.#changeSettings(e.detail.settings)}
+            @replication-change=${(e: CustomEvent<{ policy: ReplicationPolicy }>) =>
+              this.#changeReplication(e.detail.policy)}
+            @preset=${(e: CustomEvent<{ name: PresetName | null }>) => this.#choosePreset(e.detail.name)}>
+          </control-panel>
+          <p class="status" role="status" data-field="status" data-status=${s.status}>
+            ${this.#statusText(s)}</p>
         </section>
-        <section>
-          <h2>Recoveries: from memory and from persistent storage</h2>
-          <recovery-chart .recoveries=${s.recoveries} iterationMs=${s.iterationMs}></recovery-chart>
-          ${s.recoveries.map((r, i) =>
-            html`<p data-field="recovery" data-index=${i}>Recovery ${i + 1}: rolled back to iteration ${r.iteration}
+        ${this.#section(
+          "cluster",
+          "Machines and network",
+          html`
+            <cluster-view .machines=${s.machines} .plan=${s.plan} .transfers=${s.transfers} now=${s.now}
+              status=${s.status} ?canFail=${this.#live()} ?compact=${this.presentation}
+              @fail=${(e: CustomEvent<FailRequest>) =>
+                this.#session.fail(e.detail.ranks, e.detail.kind)}></cluster-view>
+          `,
+        )}
+        ${this.#section(
+          "loss",
+          "Loss, with the failure-free run",
+          html`
+            <loss-chart .reference=${s.reference} referenceStatus=${s.referenceStatus} .losses=${s.losses}
+              .failures=${s.failures} .recoveries=${s.recoveries} .mismatches=${s.mismatches}></loss-chart>
+          `,
+        )}
+        ${this.#section(
+          "recoveries",
+          "Recoveries: from memory and from persistent storage",
+          html`<recovery-chart .recoveries=${s.recoveries} iterationMs=${s.iterationMs}></recovery-chart>
+          ${
+            s.recoveries.map((r, i) =>
+              html`<p data-field="recovery" data-index=${i}>Recovery ${i + 1}: rolled back to iteration ${r.iteration}
               (${r.lostIterations} lost); shards from ${
-              r.machines.map((m, rank) =>
-                `${rank}: ${m.source.from === "peer" ? `peer ${m.source.peer}` : m.source.from}`
-              ).join(", ")
-            }; detected in ${r.detection.toFixed(0)} ms, resumed ${r.total.toFixed(0)} ms after the failure.</p>`
-          )}
-        </section>
+                r.machines.map((m, rank) =>
+                  `${rank}: ${m.source.from === "peer" ? `peer ${m.source.peer}` : m.source.from}`
+                ).join(", ")
+              }; detected in ${r.detection.toFixed(0)} ms, resumed ${r.total.toFixed(0)} ms after the failure.</p>`
+            )
+          }`,
+        )}
+        ${this.#section(
+          "timeline",
+          "Timeline, last 4 seconds",
+          html`
+            <machine-timeline machines=${s.settings.machines} now=${s.now} .transfers=${s.transfers}
+              .iterations=${s.iterations} .failures=${s.failures} .recoveries=${s.recoveries}></machine-timeline>
+          `,
+        )}
+        ${this.#section(
+          "probability",
+          "Chance of recovering from CPU memory",
+          html`
+            <probability-panel machines=${s.settings.machines} replicas=${s.settings.replicas}
+              failures="2"></probability-panel>
+          `,
+        )}
+        ${this.#section("paper-scale", "At the paper's scale", html`<paper-scale-panel></paper-scale-panel>`)}
       </div>
-      <section>
-        <h2>Timeline, last 4 seconds</h2>
-        <machine-timeline machines=${s.settings.machines} now=${s.now} .transfers=${s.transfers}
-          .iterations=${s.iterations} .failures=${s.failures} .recoveries=${s.recoveries}></machine-timeline>
-      </section>
-      <section>
-        <h2>Chance of recovering from CPU memory</h2>
-        <probability-panel machines=${s.settings.machines} replicas=${s.settings.replicas}
-          failures="2"></probability-panel>
-      </section>
-      <section>
-        <h2>At the paper's scale</h2>
-        <paper-scale-panel></paper-scale-panel>
-      </section>
     `;
+  }
+
+  /** A section of the page, unless the URL's `hide` names it; the loss and the recoveries share a row. */
+  #section(area: string, title: string, content: unknown) {
+    if (this.hide.includes(area)) return "";
+    const half = area === "loss" || area === "recoveries";
+    return html`<section data-area=${area} class=${half ? "half" : ""}><h2>${title}</h2>${content}</section>`;
   }
 
   #statusText(s: LabState): string {
@@ -194,70 +244,150 @@ export class GeminiLab extends LitElement {
       : base;
   }
 
+  /** Running, recovering or paused: machines that can fail. */
+  #live(s: LabState = this.state): boolean {
+    return s.status === "running" || s.status === "recovering" || s.status === "paused";
+  }
+
+  /** What can be done now: the buttons show it and the keyboard obeys it. */
+  #actions(s: LabState = this.state): LabActions {
+    const busy = s.status === "running" || s.status === "recovering";
+    const group = s.plan ? placementGroup(s.plan, 0) : [];
+    return {
+      primary: busy || s.status === "starting"
+        ? "pause"
+        : s.status === "paused"
+        ? "resume"
+        : s.status === "idle"
+        ? "start"
+        : "again",
+      // Pausing a cluster that is still starting would not hold: its first iteration follows the start.
+      primaryEnabled: s.status !== "starting",
+      step: s.status === "idle" || s.status === "paused",
+      failGroup: this.#live(s) && group.some((rank) => s.machines[rank]?.phase !== "failed"),
+      compare: s.losses.length > 0 && s.referenceStatus !== "running" && s.status !== "starting",
+      settings: s.status !== "running" && s.status !== "recovering" && s.status !== "starting",
+    };
+  }
+
   #newSession(settings: LabSettings): LabSession {
     const session = new LabSession(settings);
     session.addEventListener("change", () => {
+      // A session left behind may still report while its cluster closes.
+      if (session !== this.#session) return;
       this.state = session.state;
       this.#maybeStrike();
     });
     return session;
   }
 
-  #changeSettings(settings: LabSettings) {
-    if (this.state.status !== "idle") return;
+  /** A fresh session with `settings` (its cluster starts on Start), once the current one's has closed. */
+  #renew(settings: LabSettings) {
+    const old = this.#session;
+    this.#closing = this.#closing.then(() => old.close()).catch(() => {});
+    this.#presetDone = false;
     this.#session = this.#newSession(settings);
     this.state = this.#session.state;
-    this.#showInUrl(settings);
+    this.#showInUrl();
+  }
+
+  /** Runs `act` on the current session once the sessions left behind have closed their clusters. */
+  async #whenClosed(act: (session: LabSession) => Promise<void>) {
+    const session = this.#session;
+    await this.#closing;
+    if (session === this.#session) await act(session).catch(() => {}); // errors show in the status line
+  }
+
+  #changeSettings(settings: LabSettings) {
+    if (this.#actions().settings) this.#renew(settings);
   }
 
   /** The replication policy changes live: in a running cluster from its next iteration. */
   #changeReplication(policy: ReplicationPolicy) {
     this.#session.setReplication(policy);
-    this.#showInUrl(this.#session.state.settings);
+    this.#showInUrl();
   }
 
-  #showInUrl(settings: LabSettings) {
-    const query = settingsToQuery(settings) + (this.#preset ? `&preset=${this.#preset}` : "");
-    history.replaceState(null, "", query ? `?${query.replace(/^&/, "")}` : location.pathname);
+  #showInUrl() {
+    const params = new URLSearchParams(settingsToQuery(this.#session.state.settings));
+    if (this.#preset) params.set("preset", this.#preset);
+    if (this.presentation) params.set("presentation", "");
+    if (this.hide.length) params.set("hide", this.hide.join(","));
+    const query = params.toString();
+    history.replaceState(null, "", query ? `?${query}` : location.pathname);
   }
 
-  #choosePreset(name: PresetName) {
+  #present(on: boolean) {
+    this.presentation = on;
+    this.#showInUrl();
+  }
+
+  /** A preset runs at once, on a fresh cluster; none leaves the run as it is, with no failure to come. */
+  #choosePreset(name: PresetName | null) {
     this.#preset = name;
-    this.#presetDone = false;
-    this.#changeSettings(this.state.settings);
-    if (this.state.status === "idle") this.#start();
+    if (name) {
+      this.#renew(this.state.settings);
+      this.#start();
+    } else {
+      this.#presetDone = true;
+      this.#showInUrl();
+      this.requestUpdate();
+    }
   }
 
-  /** A preset's failure, once its iteration is reached. */
+  /** A preset's failure, once the run has reached the moment that shows its point. */
   #maybeStrike() {
-    if (!this.#preset || this.#presetDone || this.state.status !== "running") return;
-    const plan = PRESET_PLANS[this.#preset];
-    if (this.state.iteration < plan.at) return;
+    const name = this.#preset;
+    if (!name || this.#presetDone || !readyToStrike(name, this.state)) return;
     this.#presetDone = true;
-    this.#session.fail(plan.ranks(this.state), plan.kind);
+    this.#session.fail(PRESETS[name].ranks(this.state), PRESETS[name].kind);
+  }
+
+  /** Start, resume, run again (a fresh cluster, after a run ended) or pause. */
+  #primary() {
+    const { primary, primaryEnabled } = this.#actions();
+    if (!primaryEnabled) return;
+    if (primary === "pause") this.#session.pause();
+    else this.#start();
   }
 
   #start() {
-    this.#session.start().catch(() => {}); // errors show in the status line
+    if (this.state.status === "done" || this.state.status === "error") this.#renew(this.state.settings);
+    this.#whenClosed((session) => session.start());
+  }
+
+  #step() {
+    if (this.#actions().step) this.#whenClosed((session) => session.step());
+  }
+
+  #compare() {
+    if (this.#actions().compare) this.#session.compare().catch(() => {});
   }
 
   #failGroup() {
-    if (this.state.plan) this.#session.fail(placementGroup(this.state.plan, 0), "hardware");
+    if (this.#actions().failGroup && this.state.plan) {
+      this.#session.fail(placementGroup(this.state.plan, 0), "hardware");
+    }
   }
 
   #onKey = (event: KeyboardEvent) => {
-    if ((event.target as HTMLElement)?.closest?.("input, select, textarea")) return;
-    const running = ["running", "starting", "recovering"].includes(this.state.status);
+    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+    // The element that has the key (the event is retargeted to this page's component otherwise).
+    const origin = event.composedPath()[0];
+    if (origin instanceof Element) {
+      if (origin.closest(TEXT_CONTROLS)) return;
+      if ((event.key === " " || event.key === "Enter") && origin.closest(PRESSABLE)) return;
+    }
     if (event.key === " ") {
       event.preventDefault();
-      if (running) this.#session.pause();
-      else this.#start();
-    } else if (event.key === "s") this.#session.step();
+      this.#primary();
+    } else if (event.key === "s") this.#step();
     else if (event.key === "g") this.#failGroup();
-    else if (event.key === "c") this.#session.compare();
-    else if (event.key === "p") this.presentation = !this.presentation;
-    else if (/^Digit[0-7]$/.test(event.code)) {
-      this.#session.fail([Number(event.code.slice(5))], event.shiftKey ? "software" : "hardware");
+    else if (event.key === "c") this.#compare();
+    else if (event.key === "p") this.#present(!this.presentation);
+    else if (/^Digit[0-7]$/.test(event.code) && this.#live()) {
+      const rank = Number(event.code.slice(5));
+      if (rank < this.state.machines.length) this.#session.fail([rank], event.shiftKey ? "software" : "hardware");
     }
   };
 }

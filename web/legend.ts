@@ -7,9 +7,11 @@ export const chartStyles = css`
   :host {
     display: block;
   }
+  /* A page that must fit one screen caps the charts' height (they keep their shape). */
   svg {
     width: 100%;
     height: auto;
+    max-height: var(--chart-max-height, none);
   }
   ul.legend {
     display: flex;

@@ -8,7 +8,7 @@ import { chartStyles } from "./legend.ts";
 import type { ObservedRecovery } from "../agents/sim/observer.ts";
 import type { LossPoint } from "./session.ts";
 
-const WIDTH = 640, HEIGHT = 220, PAD = { left: 44, right: 12, top: 10, bottom: 26 };
+const WIDTH = 640, HEIGHT = 220, PAD = { left: 60, right: 12, top: 10, bottom: 26 };
 
 export class LossChart extends LitElement {
   static override properties = {
@@ -74,6 +74,8 @@ export class LossChart extends LitElement {
           `
         )}
         <text x=${WIDTH / 2} y=${HEIGHT - 6} text-anchor="middle" fill="#57606a">iteration (1 to ${last})</text>
+        <text transform="rotate(-90)" x=${-(PAD.top + HEIGHT - PAD.bottom) / 2} y="12" text-anchor="middle"
+          fill="#57606a">loss (cross-entropy, nats)</text>
         ${this.failures.map((f) =>
           svg`
             <line class="failure" x1=${x(f.iteration + 0.5)} x2=${x(f.iteration + 0.5)} y1=${PAD.top}

@@ -53,8 +53,14 @@ export class MachineTimeline extends LitElement {
     const w = (start: number, end: number) => Math.max(x(end) - x(start), 0.8);
     const rows = Array.from({ length: this.machines }, (_, rank) => rank);
     return html`
-      <svg viewBox="0 0 ${WIDTH} ${this.machines * ROW +
-        4}" role="img" aria-label="per-machine timeline, last 4 seconds">
+      <svg viewBox="0 0 ${WIDTH} ${this.machines * ROW + 22}" role="img"
+        aria-label="per-machine timeline, last 4 seconds">
+        ${[4, 3, 2, 1, 0].map((s) =>
+          svg`
+            <text x=${x(this.now - s * 1000)} y=${this.machines * ROW + 16} fill="#57606a"
+              text-anchor=${s === 4 ? "start" : s ? "middle" : "end"}>${s ? `−${s} s` : "now"}</text>
+          `
+        )}
         ${rows.map((rank) => svg`<text x="0" y=${rank * ROW + 15}>machine ${rank}</text>`)}
         ${this.iterations.filter((it) => it.start > from - 5000).flatMap((it) =>
           it.compute.map((ms, rank) =>

@@ -42,7 +42,8 @@ export class PaperScalePanel extends LitElement {
     return html`
       <p>${PAPER.machines} machines of ${PAPER.gpusPerMachine} GPUs, a ${PAPER.parameters / 1e9}B-parameter GPT-2,
         a ${PAPER.networkBytesPerSecond * 8 / 1e9} Gbps network, ${PAPER.storageBytesPerSecond * 8 / 1e9} Gbps remote
-        storage, m = ${PAPER.replicas}: the paper's cluster, simulated with this lab's scheduler and placement.</p>
+        storage, replicas m = ${PAPER
+          .replicas}: the paper's cluster, simulated with this lab's scheduler and placement.</p>
       <button data-action="simulate-paper" @click=${this.#simulate}>${this.rows
         ? "Simulate again"
         : "Simulate the paper's cluster"}</button>

@@ -1,5 +1,5 @@
 // <probability-panel>: the chance that k random machine failures leave a copy of every checkpoint in CPU
-// memory, for group, ring and mixed placement of N machines and m copies (placement.ts computes it exactly).
+// memory, for group, ring and mixed placement of N machines and replicas m (placement.ts computes it exactly).
 // N and m start from the cluster's settings; the student changes N, m and k here.
 
 import { css, html, LitElement } from "lit";
@@ -54,7 +54,7 @@ export class ProbabilityPanel extends LitElement {
         <label>N machines <input name="machines" type="number" min="1" max="256" .value=${String(
           this.machines,
         )}></label>
-        <label>m copies <input name="replicas" type="number" min="1" .max=${String(this.machines)}
+        <label>replicas m <input name="replicas" type="number" min="1" .max=${String(this.machines)}
           .value=${String(this.replicas)}></label>
         <label>k failures <input name="failures" type="number" min="0" .max=${String(this.machines)}
           .value=${String(this.failures)}></label>
@@ -64,7 +64,7 @@ export class ProbabilityPanel extends LitElement {
           <tr>
             <th>placement</th>
             <th>P(recover from CPU memory)</th>
-            <th></th>
+            <th>as a bar</th>
           </tr>
         </thead>
         <tbody>${(["group", "ring", "mixed"] as const).map((strategy) => this.#row(strategy))}</tbody>

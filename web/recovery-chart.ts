@@ -41,9 +41,17 @@ export class RecoveryChart extends LitElement {
       return { r, parts: [...parts, ["lost", r.lostIterations * this.iterationMs] as const] };
     });
     const longest = Math.max(...rows.map(({ parts }) => parts.reduce((sum, [, ms]) => sum + ms, 0)), 1);
-    const rowHeight = 44, labelWidth = 230, width = 560;
+    const rowHeight = 44, labelWidth = 230, width = 560, axis = rows.length * rowHeight + 8;
+    const scale = (ms: number) => labelWidth + (ms / longest) * (width - labelWidth - 4);
     return html`
-      <svg viewBox="0 0 ${width} ${rows.length * rowHeight + 4}" role="img" aria-label="recovery time by phase">
+      <svg viewBox="0 0 ${width} ${axis + 36}" role="img" aria-label="recovery time by phase">
+        <line x1=${labelWidth} x2=${width - 4} y1=${axis} y2=${axis} stroke="#57606a"></line>
+        ${[0, longest / 2, longest].map((ms, i) =>
+          svg`<text x=${scale(ms)} y=${axis + 16} text-anchor=${["start", "middle", "end"][i]} fill="#57606a">${
+            ms.toFixed(0)
+          }</text>`
+        )}
+        <text x=${labelWidth} y=${axis + 33} fill="#57606a">time after the failure (ms)</text>
         ${rows.map(({ r, parts }, i) => {
           let at = labelWidth;
           return svg`
@@ -52,7 +60,7 @@ export class RecoveryChart extends LitElement {
               <text x="0" y=${i * rowHeight + 36} fill="#57606a">${r.total.toFixed(0)} ms, ${r
                 .lostIterations} lost</text>
               ${parts.map(([phase, ms]) => {
-                const w = (ms / longest) * (width - labelWidth - 4), x = at;
+                const w = scale(ms) - labelWidth, x = at;
                 at += w;
                 return svg`
                   <rect x=${x} y=${i * rowHeight + 6} width=${Math.max(w, 0)} height="30"

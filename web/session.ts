@@ -48,21 +48,54 @@ export const DEFAULT_LAB_SETTINGS: LabSettings = {
   iterations: 40,
 };
 
-/** What the URL's query string says about the settings (unknown or bad values are ignored). */
+export type NumberSetting = Exclude<keyof LabSettings, "placement" | "model" | "replication">;
+
+/** The range of each number setting; the machines run in this page, so a few. */
+export const SETTING_LIMITS: Record<NumberSetting, [number, number]> = {
+  machines: [2, 8],
+  replicas: [1, 8],
+  checkpointEvery: [1, 100],
+  persistEvery: [0, 100],
+  networkMBps: [1, 100000],
+  storageMBps: [1, 100000],
+  heartbeatTimeoutMs: [200, 30000],
+  iterations: [1, 10000],
+};
+
+/** Why settings cannot run, by the field to show it beside (none: they can). */
+export function settingsProblems(settings: LabSettings): Partial<Record<keyof LabSettings, string>> {
+  const problems: Partial<Record<keyof LabSettings, string>> = {};
+  for (const [key, [min, max]] of Object.entries(SETTING_LIMITS) as [NumberSetting, [number, number]][]) {
+    const value = settings[key];
+    if (!Number.isInteger(value) || value < min || value > max) problems[key] = `a whole number from ${min} to ${max}`;
+  }
+  if (!PLACEMENT_STRATEGIES.includes(settings.placement)) problems.placement = "group, ring or mixed";
+  if (settings.model !== "tiny" && settings.model !== "small") problems.model = "tiny or small";
+  if (!REPLICATION_POLICIES.includes(settings.replication)) problems.replication = "none, naive or interleaved";
+  if (problems.machines || problems.replicas || problems.placement) return problems;
+  // What placementPlan demands, in the page's words.
+  if (settings.replicas > settings.machines) {
+    problems.replicas = `replicas m can be at most the ${settings.machines} machines`;
+  } else if (settings.placement === "group" && settings.machines % settings.replicas) {
+    problems.replicas = `group placement needs replicas m to divide the ${settings.machines} machines`;
+  }
+  return problems;
+}
+
+/**
+ * What the URL's query string says about the settings: a value that is not valid, or not with the others
+ * (m = 3 of 4 machines in groups), is ignored, so the settings are always valid if `base` is.
+ */
 export function settingsFromQuery(query: string, base: LabSettings = DEFAULT_LAB_SETTINGS): LabSettings {
-  const params = new URLSearchParams(query), settings = { ...base };
-  for (const key of Object.keys(base) as (keyof LabSettings)[]) {
-    const text = params.get(key);
-    if (text === null) continue;
-    if (key === "placement") {
-      if (PLACEMENT_STRATEGIES.includes(text as PlacementStrategy)) settings.placement = text as PlacementStrategy;
-    } else if (key === "model") {
-      if (text === "tiny" || text === "small") settings.model = text;
-    } else if (key === "replication") {
-      if (REPLICATION_POLICIES.includes(text as ReplicationPolicy)) settings.replication = text as ReplicationPolicy;
-    } else {
-      const value = Number(text);
-      if (Number.isInteger(value) && value >= (key === "persistEvery" ? 0 : 1)) settings[key] = value;
+  const params = new URLSearchParams(query);
+  let settings = { ...base };
+  // Twice: a value may become valid with one that comes later (machines=6 with placement=ring).
+  for (let pass = 0; pass < 2; pass++) {
+    for (const key of Object.keys(base) as (keyof LabSettings)[]) {
+      const text = params.get(key);
+      if (text === null) continue;
+      const next = { ...settings, [key]: typeof base[key] === "number" ? Number(text) : text };
+      if (!Object.keys(settingsProblems(next)).length) settings = next;
     }
   }
   return settings;
@@ -82,10 +115,12 @@ export interface MachineView {
   rank: number;
   phase: MachinePhase;
   incarnation: number;
+  /** The kind of failure it is down from (null while it runs): a software one leaves its host memory. */
+  failure: FailureKind | null;
   iteration: number;
   /** Milliseconds since its last heartbeat reached the root. */
   heartbeatAge: number;
-  /** What its host memory holds, and its size. */
+  /** What its host memory holds (kept through a software failure), and its size. */
   memory: StoredEntry[];
   arenaBytes: number;
   /** Checkpoints it wrote to the persistent store, and those it skipped while one was still being written. */
@@ -140,6 +175,8 @@ export class LabSession extends EventTarget {
   #root: RootAgent | null = null;
   #cluster: SimulatedCluster | null = null;
   #running = false;
+  #launching: Promise<void> | null = null;
+  #closed = false;
   #loop: Promise<void> = Promise.resolve();
   readonly #heartbeats = new Map<number, number>();
 
@@ -171,7 +208,8 @@ export class LabSession extends EventTarget {
 
   /** Starts the cluster (if it is not running yet) and trains until paused or done. */
   async start() {
-    if (!this.#root) await this.#launch();
+    await (this.#launching ??= this.#launch());
+    if (this.#closed) return;
     this.#running = true;
     this.#update({ status: "running" });
     this.#loop = this.#loop.then(() => this.#train());
@@ -192,7 +230,8 @@ export class LabSession extends EventTarget {
   /** One iteration (or the recovery a failure calls for), then paused. */
   async step() {
     this.#running = false;
-    if (!this.#root) await this.#launch();
+    await (this.#launching ??= this.#launch());
+    if (this.#closed) return;
     this.#loop = this.#loop.then(() => this.#advance()).then(() => this.#update({ status: "paused" }));
     await this.#loop;
   }
@@ -240,25 +279,30 @@ export class LabSession extends EventTarget {
     });
   }
 
-  close() {
+  /** Stops the run and its cluster for good; settles once the cluster's machines are down. */
+  async close() {
+    this.#closed = true;
     this.#running = false;
-    void this.#root?.close();
+    const root = this.#root;
     this.#root = null;
     this.#cluster = null;
+    await root?.close();
   }
 
   async #launch() {
     const { settings } = this.#state;
     this.#update({ status: "starting", message: `starting ${settings.machines} machines...` });
     const cluster = new SimulatedCluster(clusterSettings(settings), new URL("./machine.js", import.meta.url));
+    let root: RootAgent;
     try {
-      this.#root = await RootAgent.start(cluster, {
-        heartbeatTimeoutMs: settings.heartbeatTimeoutMs,
-      });
+      root = await RootAgent.start(cluster, { heartbeatTimeoutMs: settings.heartbeatTimeoutMs });
     } catch (error) {
       this.#update({ status: "error", message: (error as Error).message });
       throw error;
     }
+    // Closed while its machines started: they stop at once.
+    if (this.#closed) return await root.close();
+    this.#root = root;
     this.#cluster = cluster;
     const observer = new FailureObserver(cluster);
     this.#root.onEvent((event) => this.#onEvent(observer.event(event)));
@@ -345,6 +389,7 @@ export class LabSession extends EventTarget {
       const previous = this.#state.machines[rank];
       // The page shows a failure at once (the cluster knows); the root agent learns of it by the heartbeats.
       const failed = !machine || !cluster.isRunning(rank);
+      const failure = failed ? cluster.lastFailure(rank)?.kind ?? "hardware" : null;
       const status = failed ? null : await Promise.race([
         machine.control.status(),
         new Promise<null>((resolve) => setTimeout(() => resolve(null), 500)),
@@ -353,9 +398,11 @@ export class LabSession extends EventTarget {
         rank,
         phase: failed ? "failed" : this.#state.status === "recovering" ? "recovering" : "running",
         incarnation: failed ? previous?.incarnation ?? 0 : machine.incarnation,
+        failure,
         iteration: status?.iteration ?? previous?.iteration ?? 0,
         heartbeatAge: Math.max(0, now - (this.#heartbeats.get(rank) ?? now)),
-        memory: failed ? [] : status?.memory ?? previous?.memory ?? [],
+        // Down, it cannot be asked; what it had is still there after a software failure, and nobody writes it.
+        memory: failure === "hardware" ? [] : status?.memory ?? previous?.memory ?? [],
         arenaBytes: status?.arenaBytes ?? previous?.arenaBytes ?? 0,
         persisted: status?.persistentSaves ?? previous?.persisted ?? 0,
         persistSkipped: status?.persistentSkipped ?? previous?.persistSkipped ?? 0,
