@@ -160,6 +160,9 @@ export class StandInEngine implements TrainingEngine {
   }
 }
 
+/** Makes a machine's engine: the stand-in, unless a test plants another. */
+export type EngineFactory = (setup: EngineSetup, clock: VirtualClock, computeMs: number) => TrainingEngine;
+
 interface Slot {
   memory: WebAssembly.Memory | SharedArrayBuffer | null;
   agent: MachineAgent | null;
@@ -177,15 +180,20 @@ export class InProcessCluster implements Machines {
   /** The persistent store every machine shares (and the root reads). */
   readonly persistent: InMemoryCheckpointStore;
   readonly #computeMs: number;
+  readonly #engine: EngineFactory;
   readonly #slots: Slot[];
 
-  /** `settings.persistent` must be of kind "memory"; a step's computation takes `computeMs` of virtual time. */
-  constructor(settings: ClusterSettings, options: { computeMs?: number } = {}) {
+  /**
+   * `settings.persistent` must be of kind "memory"; a step's computation takes `computeMs` of virtual time.
+   * `engine` replaces the stand-in (a test plants a bug there, to show that the checks catch it).
+   */
+  constructor(settings: ClusterSettings, options: { computeMs?: number; engine?: EngineFactory } = {}) {
     if (settings.persistent.kind !== "memory") {
       throw new Error("an in-process cluster keeps its persistent store in memory");
     }
     this.settings = settings;
     this.#computeMs = options.computeMs ?? 20;
+    this.#engine = options.engine ?? ((setup, clock, computeMs) => new StandInEngine(setup, clock, computeMs));
     this.network = new Network(settings.network, { clock: this.clock });
     const { totalFloats } = parameterLayout(settings.training.config);
     this.persistent = InMemoryCheckpointStore.create(
@@ -223,7 +231,7 @@ export class InProcessCluster implements Machines {
       heartbeatMs: settings.heartbeatMs,
       bandwidth: settings.network.bandwidth,
     }, {
-      engine: (setup) => new StandInEngine(setup, clock, this.#computeMs),
+      engine: (setup) => this.#engine(setup, clock, this.#computeMs),
       transport: new NetworkEndpoint(rank, machineSide, epoch),
       clock,
       store: InMemoryCheckpointStore.attach(slot.memory, { incarnation }),

@@ -1,0 +1,232 @@
+// Chaos: a seeded soak of failures against the real agents, in one thread on a virtual clock
+// (`InProcessCluster`). One seed draws every fault (which machines, what kind, at which point of an
+// iteration or of a recovery), and the clock and the network run the same way every time, so a seed is a
+// reproducible run: every event goes into a history whose hash the same seed always gives again. After
+// the run, a checker holds its invariants against the same cluster trained without failures:
+// - every loss reported, iterations computed again after a rollback included, equals the failure-free one;
+// - the final parameters and AdamW moments equal the failure-free run's, bit for bit;
+// - no recovery rolls back past the last persistent checkpoint it could have used, nor forward past the last
+//   iteration the root saw complete.
+
+import { Rng } from "../../core/random.ts";
+import type { RootEvent } from "../protocol/root.ts";
+import { type ClusterSettings, defaultClusterSettings, type FaultPoint } from "../protocol/spec.ts";
+import { placementGroup, type PlacementPlan, placementPlan, type PlacementStrategy } from "../replication/placement.ts";
+import { RootAgent } from "../root-agent.ts";
+import type { FailureKind } from "./cluster.ts";
+import { type EngineFactory, InProcessCluster } from "./in-process.ts";
+
+export interface ChaosOptions {
+  seed: number;
+  machines: number;
+  /** Failures to inject (a group or a pair counts each machine). */
+  failures: number;
+  placement: PlacementStrategy;
+  replicas: number;
+}
+
+/** A fault as the seed draws it: machines, kind, and where it strikes. */
+export interface Fault {
+  /** Injected before this iteration begins. */
+  iteration: number;
+  ranks: number[];
+  kind: FailureKind;
+  /** Where in the iteration (or the next recovery) it strikes; at once when absent. */
+  point?: FaultPoint;
+}
+
+export interface ChaosReport {
+  options: ChaosOptions;
+  iterations: number;
+  /** Every event, one line each, with its virtual time: what the hash is of. */
+  history: string[];
+  hash: string;
+  /** Machines failed, by the kind of fault. */
+  injected: Record<string, number>;
+  /** Shards restored, by source. */
+  restored: Record<string, number>;
+  recoveries: number;
+  lostIterations: number;
+  /** Virtual time the run took (ms), and the mean from a failure's detection to training resumed. */
+  virtualMs: number;
+  meanRecoveryMs: number;
+  /** The invariants that broke, each with the first event where it did (none: the run passed). */
+  violations: string[];
+}
+
+/** The model the soak trains: small, so that a thousand failures take minutes. */
+export function chaosSettings(options: ChaosOptions): ClusterSettings {
+  const settings = defaultClusterSettings({ kind: "memory", bandwidth: 20e6 });
+  Object.assign(settings, {
+    machines: options.machines,
+    replicas: options.replicas,
+    placement: options.placement,
+  });
+  settings.training = {
+    ...settings.training,
+    config: { vocab_size: 32, n_ctx: 16, n_embd: 16, n_head: 2, n_layer: 1 },
+    batchPerMachine: 1,
+    time: 8,
+    corpus: { tokens: 4096, seed: options.seed },
+  };
+  settings.network = { bandwidth: 10e6, latencyMs: 0.05 };
+  settings.checkpoint.chunkBytes = 4096; // a shard is a few chunks, so a failure can strike mid-replica
+  return settings;
+}
+
+const POINTS = ["step", "checkpoint", "replication"] as const;
+
+/** `count` failures from `seed`: single machines, pairs, whole groups, at points of iterations and of recoveries. */
+export function drawFaults(options: ChaosOptions, plan: PlacementPlan): Fault[] {
+  const rng = new Rng(options.seed), faults: Fault[] = [];
+  let iteration = 2, injected = 0;
+  while (injected < options.failures) {
+    iteration += 1 + rng.below(3);
+    const first = rng.below(options.machines), draw = rng.uniform();
+    const ranks = draw < 0.1
+      ? placementGroup(plan, first)
+      : draw < 0.25 && options.machines > 1
+      ? [first, (first + 1 + rng.below(options.machines - 1)) % options.machines]
+      : [first];
+    const kind: FailureKind = rng.uniform() < 0.5 ? "software" : "hardware";
+    const where = rng.below(POINTS.length + 1);
+    const point = where < POINTS.length ? { phase: POINTS[where], iteration } : undefined;
+    faults.push({ iteration, ranks, kind, point });
+    // A failure in the recovery this one starts, now and then: a second failure cancelling the first attempt.
+    if (rng.uniform() < 0.1) {
+      const other = (first + 1 + rng.below(Math.max(1, options.machines - 1))) % options.machines;
+      if (!ranks.includes(other)) faults.push({ iteration, ranks: [other], kind, point: { phase: "recovery" } });
+    }
+    injected += faults.filter((f) => f.iteration === iteration).reduce((n, f) => n + f.ranks.length, 0);
+  }
+  return faults;
+}
+
+interface Trained {
+  losses: Map<number, number>;
+  history: string[];
+  /** The final state; null if the run could not go on (an advance failed: `stopped` says why). */
+  state: { params: Float32Array; m: Float32Array; v: Float32Array } | null;
+  stopped: string | null;
+  virtualMs: number;
+  events: RootEvent[];
+  injected: Record<string, number>;
+}
+
+/** Trains `iterations` iterations on an in-process cluster, injecting `faults` on the way. */
+async function train(
+  settings: ClusterSettings,
+  iterations: number,
+  faults: Fault[],
+  engine?: EngineFactory,
+): Promise<Trained> {
+  const cluster = new InProcessCluster(settings, { engine }), { clock } = cluster;
+  const root = await clock.until(
+    RootAgent.start(cluster, { heartbeatTimeoutMs: 200, persistent: cluster.persistent }),
+  );
+  const history: string[] = [], events: RootEvent[] = [], losses = new Map<number, number>();
+  const injected: Record<string, number> = {};
+  const log = (line: string) => history.push(`${clock.now().toFixed(3)} ${line}`);
+  root.onEvent((event) => {
+    events.push(event);
+    if (event.type === "iteration") {
+      losses.set(event.iteration, event.loss);
+      log(`iteration ${event.iteration} loss ${event.loss}`);
+    } else if (event.type === "failure") {
+      log(`detected machine ${event.detection.rank}.${event.detection.incarnation}`);
+    } else if (event.type === "recovering") {
+      log(`recovery ${event.epoch} ${event.phase}`);
+    } else {
+      const sources = event.machines.map((m) => m.source.from === "peer" ? `peer ${m.source.peer}` : m.source.from);
+      log(`recovered to ${event.iteration} (${event.lostIterations} lost) from ${sources.join(", ")}`);
+    }
+  });
+  try {
+    let next = 0;
+    while (root.iteration < iterations) {
+      for (; next < faults.length && faults[next].iteration <= root.iteration + 1; next++) {
+        const fault = faults[next], up = fault.ranks.filter((rank) => cluster.isRunning(rank));
+        if (!up.length) continue; // an earlier fault took them down already
+        const where = fault.point
+          ? `${fault.point.phase}${"iteration" in fault.point ? ` ${fault.point.iteration}` : ""}`
+          : "at once";
+        log(`inject ${fault.kind} into ${up.join(", ")} ${where}`);
+        const label = `${fault.kind} ${fault.point?.phase ?? "at once"}`;
+        injected[label] = (injected[label] ?? 0) + up.length;
+        cluster.inject(up, fault.kind, fault.point);
+      }
+      try {
+        await clock.until(root.advance());
+      } catch (error) {
+        const stopped = `the advance after iteration ${root.iteration} failed: ${(error as Error).message}`;
+        log(stopped);
+        return { losses, history, state: null, stopped, virtualMs: clock.now(), events, injected };
+      }
+    }
+    const state = await clock.until(root.state());
+    return { losses, history, state, stopped: null, virtualMs: clock.now(), events, injected };
+  } finally {
+    await root.close();
+  }
+}
+
+async function sha256(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * A soak of `options.failures` failures from `options.seed`, checked against the failure-free run. `planted`
+ * replaces the machines' engine in the run with failures (a test plants a bug there: the checks must catch it).
+ */
+export async function runChaos(options: ChaosOptions, planted?: EngineFactory): Promise<ChaosReport> {
+  const settings = chaosSettings(options);
+  const faults = drawFaults(options, placementPlan(options.placement, options.machines, options.replicas));
+  const iterations = faults.at(-1)!.iteration + 3;
+  const run = await train(settings, iterations, faults, planted);
+  const reference = await train(settings, iterations, []);
+  const violations: string[] = run.stopped ? [run.stopped] : [];
+  for (const [iteration, loss] of run.losses) {
+    if (!Object.is(loss, reference.losses.get(iteration))) {
+      violations.push(
+        `iteration ${iteration}'s loss ${loss} is not the failure-free ${reference.losses.get(iteration)}`,
+      );
+      break;
+    }
+  }
+  for (const name of ["params", "m", "v"] as const) {
+    if (!run.state || !reference.state) break;
+    const at = run.state[name].findIndex((value, i) => !Object.is(value, reference.state![name][i]));
+    if (at >= 0) violations.push(`the final ${name} differ from the failure-free run's (first at float ${at})`);
+  }
+  const recoveries = run.events.flatMap((event) => event.type === "recovery" ? [event] : []);
+  const persistEvery = settings.checkpoint.persistEvery;
+  for (const recovery of recoveries) {
+    const reached = recovery.iteration + recovery.lostIterations;
+    const persisted = persistEvery ? reached - (reached % persistEvery) : 0;
+    // The newest persistent checkpoint (a persist may still be in flight: one interval more) bounds the loss.
+    if (recovery.iteration < persisted - persistEvery) {
+      violations.push(
+        `recovery ${recovery.epoch} rolled back to ${recovery.iteration}, before ${persisted - persistEvery}`,
+      );
+    }
+  }
+  const restored: Record<string, number> = {};
+  for (const recovery of recoveries) {
+    for (const { source } of recovery.machines) restored[source.from] = (restored[source.from] ?? 0) + 1;
+  }
+  const recoveryMs = recoveries.map((r) => r.resumedAt - Math.min(...r.detections.map((d) => d.detectedAt)));
+  return {
+    options,
+    iterations,
+    history: run.history,
+    hash: await sha256(run.history.join("\n")),
+    injected: run.injected,
+    restored,
+    recoveries: recoveries.length,
+    lostIterations: recoveries.reduce((sum, r) => sum + r.lostIterations, 0),
+    virtualMs: run.virtualMs,
+    meanRecoveryMs: recoveryMs.length ? recoveryMs.reduce((a, b) => a + b, 0) / recoveryMs.length : 0,
+    violations,
+  };
+}
