@@ -63,3 +63,24 @@ Deno.test("chaos: the checks catch planted bugs: a restore from the wrong iterat
     "the planted bug went unnoticed",
   );
 });
+
+Deno.test("deno task chaos answers a bad option, or a shape it cannot place, with one line and exit code 2", async () => {
+  for (
+    const [args, message] of [
+      [
+        ["--machines", "5", "--replicas", "2"],
+        "chaos: group placement needs the replicas (2) to divide the machines (5)",
+      ],
+      [["--failures=0"], 'chaos: --failures must be a positive integer, got "0"'],
+    ]
+  ) {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "--quiet", "chaos", ...args],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 2);
+    assert.equal(new TextDecoder().decode(stderr).trim(), message);
+  }
+});
