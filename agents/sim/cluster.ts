@@ -46,6 +46,9 @@ interface Slot {
   armedKind: FailureKind;
   lastFailure: FailureRecord | null;
   api: Comlink.Remote<MachineApi> | null;
+  /** Settles when the running machine stops (a failed one never answers a call). */
+  stopped: Promise<void>;
+  markStopped: () => void;
 }
 
 export class SimulatedCluster implements Machines {
@@ -72,6 +75,8 @@ export class SimulatedCluster implements Machines {
       armedKind: "software",
       lastFailure: null,
       api: null,
+      stopped: Promise.resolve(),
+      markStopped: () => {},
     }));
   }
 
@@ -95,6 +100,7 @@ export class SimulatedCluster implements Machines {
     slot.incarnation++;
     const worker = new Worker(this.#workerUrl, { type: "module", name: `machine ${rank}` });
     slot.worker = worker;
+    slot.stopped = new Promise((resolve) => slot.markStopped = resolve);
     const network = new MessageChannel(), rootChannel = new MessageChannel(), life = new MessageChannel();
     slot.ports = [rootChannel.port1, life.port1];
     this.network.attach(rank, network.port1);
@@ -161,7 +167,8 @@ export class SimulatedCluster implements Machines {
     for (const rank of ranks) {
       const slot = this.#slots[rank];
       slot.armedKind = kind;
-      await slot.api!.injectFault(when);
+      // A machine that has just failed (and whose failure the cluster has not heard of yet) never answers.
+      await Promise.race([slot.api!.injectFault(when), slot.stopped]);
     }
   }
 
@@ -201,6 +208,7 @@ export class SimulatedCluster implements Machines {
 
   #stop(slot: Slot) {
     slot.worker?.terminate();
+    slot.markStopped();
     slot.worker = null;
     slot.api = null;
     for (const port of slot.ports) port.close();
