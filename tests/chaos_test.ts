@@ -62,6 +62,12 @@ Deno.test("chaos: the checks catch planted bugs: a restore from the wrong iterat
     /the advance after iteration \d+ failed/,
     "the planted bug went unnoticed",
   );
+  const nudged = await runChaos(
+    { ...SOAK, failures: 10 },
+    (setup, clock, computeMs) => new NudgesAParameter(setup, clock, computeMs),
+  );
+  // One bit of one parameter: the state after training is no longer the failure-free run's.
+  assert.match(nudged.violations.join("\n"), /the final (params|m|v) differ from the failure-free run's/);
 });
 
 Deno.test("deno task chaos answers a bad option, or a shape it cannot place, with one line and exit code 2", async () => {
