@@ -26,8 +26,7 @@ import {
 } from "../protocol/spec.ts";
 import { MachineAgent, silence } from "../worker-agent.ts";
 import type { FailureKind, FailureRecord } from "./cluster.ts";
-import { directChannel, Network } from "./network.ts";
-import { NetworkEndpoint } from "./network.ts";
+import { directChannel, Network, NetworkEndpoint } from "./network.ts";
 
 /** The stand-in's parameters, m and v in host memory, checkpointed through the one checkpoint path. */
 class HostState implements CheckpointedState {
@@ -259,8 +258,12 @@ export class InProcessCluster implements Machines {
     for (const rank of ranks) {
       const slot = this.#slots[rank];
       if (!slot.agent) throw new Error(`machine ${rank} is already down`);
-      if (!point) this.#fail(rank, kind, "at once");
-      else (slot.armedKind = kind, slot.agent.injectFault(point));
+      if (!point) {
+        this.#fail(rank, kind, "at once");
+      } else {
+        slot.armedKind = kind;
+        slot.agent.injectFault(point);
+      }
     }
   }
 
@@ -277,7 +280,10 @@ export class InProcessCluster implements Machines {
   }
 
   shutdown() {
-    for (const slot of this.#slots) slot.agent?.halt(), slot.agent = null;
+    for (const slot of this.#slots) {
+      slot.agent?.halt();
+      slot.agent = null;
+    }
     this.network.close();
     return Promise.resolve();
   }
