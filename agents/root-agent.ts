@@ -22,6 +22,7 @@ import {
   type RootInput,
   type RootState,
   transition,
+  type UnusableCopy,
 } from "./protocol/root.ts";
 import {
   describeSource,
@@ -250,13 +251,15 @@ export class RootAgent {
         });
       case "fetch":
         return this.#answer(command.epoch, async () => {
-          const skipped: string[] = [];
+          const skipped: string[] = [], unusable: UnusableCopy[] = [];
           // Every shard is brought into its machine's memory first, and only then loaded onto the GPUs: the
           // fetches do not wait behind the loads (the simulated machines share this computer's cores).
           const results = await Promise.all(
-            this.#all().map((machine) => this.#fetch(machine, command.plan, command.epoch, skipped)),
+            this.#all().map((machine) => this.#fetch(machine, command.plan, command.epoch, skipped, unusable)),
           );
-          return { type: "fetched", epoch: command.epoch, results, skipped, at: this.clock.now() };
+          const at = this.clock.now();
+          if (results.includes(null)) return { type: "unusable", epoch: command.epoch, copies: unusable, skipped, at };
+          return { type: "fetched", epoch: command.epoch, results: results as RestoreResult[], skipped, at };
         });
       case "load":
         return this.#answer(command.epoch, async () => {
@@ -288,8 +291,17 @@ export class RootAgent {
     );
   }
 
-  /** Fetches one machine's shard into its memory from the first of its plan's sources that works. */
-  async #fetch(machine: Machine, plan: RecoveryPlan, epoch: number, skipped: string[]): Promise<RestoreResult> {
+  /**
+   * Fetches one machine's shard into its memory from the first of its plan's sources that works; null if none
+   * does, with every copy it tried added to `unusable` (the plan is then made again without them).
+   */
+  async #fetch(
+    machine: Machine,
+    plan: RecoveryPlan,
+    epoch: number,
+    skipped: string[],
+    unusable: UnusableCopy[],
+  ): Promise<RestoreResult | null> {
     for (const source of plan.sources[machine.rank]) {
       // A superseded attempt tries no further source: it might overwrite what the newer one restores.
       if (epoch !== this.#state.epoch) throw new AbortedError(`recovery ${epoch} was superseded`);
@@ -305,12 +317,12 @@ export class RootAgent {
       } catch (error) {
         if (error instanceof MachineDown || (error as Error).name === "AbortedError") throw error;
         skipped.push(`machine ${machine.rank} from ${describeSource(source)}: ${(error as Error).message}`);
+        if (source.from === "initial") throw error; // the initial state comes from no copy: nothing older to try
+        const holder = source.from === "peer" ? source.peer : source.from === "local" ? machine.rank : "persistent";
+        unusable.push({ owner: machine.rank, iteration: plan.iteration, holder });
       }
     }
-    throw new Error(
-      `machine ${machine.rank} could not restore iteration ${plan.iteration} from any source` +
-        (skipped.length ? ` (${skipped.join("; ")})` : ""),
-    );
+    return null;
   }
 
   // --- membership ---------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ async function main(args: string[]): Promise<number> {
   console.log(`injected: ${list(report.injected)}`);
   console.log(
     `${report.recoveries} recoveries (mean ${report.meanRecoveryMs.toFixed(0)} ms from detection to resumed), ` +
-      `${report.lostIterations} iterations lost; shards restored from ${list(report.restored)}`,
+      `${report.lostIterations} iterations lost; shards restored from ${list(report.restored)}; ` +
+      `${report.passedOver} corrupt or missing copies passed over`,
   );
   console.log(`history hash ${report.hash} (${report.history.length} events)`);
   if (out) {

@@ -17,6 +17,8 @@ Deno.test("chaos: a hundred seeded failures on eight machines, every invariant h
   assert.ok(injected >= 100, `${injected} machines failed`);
   assert.ok(first.recoveries > 20, `${first.recoveries} recoveries`);
   assert.ok(first.restored.peer > 0 && first.restored.persistent > 0, JSON.stringify(first.restored));
+  assert.ok(first.injected.slow > 0 && first.injected.corrupt > 0, JSON.stringify(first.injected));
+  assert.ok(first.passedOver > 0, "a corrupt replica was passed over");
   const again = await runChaos(SOAK);
   assert.equal(again.hash, first.hash, "the same seed, the same history");
   const other = await runChaos({ ...SOAK, seed: 4, failures: 10 });

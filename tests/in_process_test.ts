@@ -40,7 +40,8 @@ async function train(failures: Map<number, (cluster: InProcessCluster) => void> 
     if (event.type === "iteration") losses[event.iteration] = event.loss;
     const { type } = event;
     const detail = event.type === "recovery"
-      ? `${event.iteration} ${event.machines.map((m) => m.source.from).join(",")} ${event.detections.length}`
+      ? `${event.iteration} ${event.machines.map((m) => m.source.from).join(",")} ${event.detections.length}` +
+        (event.skipped.length ? ` passed over ${event.skipped.length}` : "")
       : event.type === "iteration"
       ? `${event.iteration} ${event.loss}`
       : event.type === "failure"
@@ -107,6 +108,24 @@ Deno.test("in one thread on a virtual clock, a failure during a recovery restart
   const recoveries = failed.events.filter((event) => event.includes(" recovery "));
   assert.equal(recoveries.length, 1);
   assert.match(recoveries[0], / recovery 4 persistent,persistent,local,local 2$/);
+  assert.deepEqual(failed.losses, failureFree.losses);
+  assertSameState(failed.state, failureFree.state);
+});
+
+Deno.test("in one thread on a virtual clock, a replica corrupted in its peer's memory is passed over for an older copy", async () => {
+  const failureFree = await train();
+  let corrupted: number | null = null;
+  const failed = await train(
+    new Map([[8, (cluster) => {
+      corrupted = cluster.corrupt(0); // machine 0 holds machine 1's replicas (group placement)
+      cluster.inject([1], "hardware");
+    }]]),
+  );
+  assert.equal(corrupted, 1);
+  const recoveries = failed.events.filter((event) => event.includes(" recovery "));
+  assert.equal(recoveries.length, 1);
+  // Machine 1's newest replica is passed over: the recovery takes an older one its peer still holds.
+  assert.match(recoveries[0], / recovery \d+ local,peer,local,local 1 passed over 1$/);
   assert.deepEqual(failed.losses, failureFree.losses);
   assertSameState(failed.state, failureFree.state);
 });

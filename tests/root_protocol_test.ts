@@ -423,3 +423,40 @@ Deno.test("after rolling back behind the kept iteration, every machine keeps the
   assert.equal(done.state.iteration, 4);
   assert.equal(done.state.keep, 4);
 });
+
+Deno.test("copies a fetch found unusable (corrupt) are left out, and the recovery plans again, from an older iteration", () => {
+  let { state } = feed(trained(6), { type: "detected", rank: 1, incarnation: 0, at: 1 }, { type: "advance", at: 2 });
+  const epoch = state.epoch;
+  // Machine 1's memory is gone; machine 0 holds its replicas of 6 and 5.
+  const stored = memories([6, 5], [1]);
+  stored[0].push(entry(1, 6), entry(1, 5));
+  state = feed(state, { type: "stopped", epoch, at: 3 }, { type: "replaced", epoch, at: 4 }, {
+    type: "surveyed",
+    epoch,
+    memories: stored,
+    persistent: [],
+    at: 5,
+  }).state;
+  assert.equal(state.recovery?.plan?.iteration, 6);
+  const { state: next, commands } = feed(state, {
+    type: "unusable",
+    epoch,
+    copies: [{ owner: 1, iteration: 6, holder: 0 }],
+    skipped: ["machine 1 from peer 0: corrupt"],
+    at: 6,
+  });
+  const fetch = commands.find((command) => command.do === "fetch");
+  assert.ok(fetch?.do === "fetch");
+  assert.equal(fetch.plan.iteration, 5, "6 of machine 1 is nowhere else: 5");
+  assert.deepEqual(fetch.plan.sources[1], [{ from: "peer", peer: 0 }]);
+  const done = feed(
+    next,
+    { type: "fetched", epoch, results: fetchedFrom(5), skipped: [], at: 7 },
+    { type: "loaded", epoch, milliseconds: [1, 1, 1, 1], at: 8 },
+    { type: "synchronized", epoch, at: 9 },
+  );
+  const report = (done.commands.at(-1) as { report: RecoveryReport }).report;
+  assert.deepEqual([report.iteration, report.lostIterations, report.skipped], [5, 1, [
+    "machine 1 from peer 0: corrupt",
+  ]]);
+});

@@ -204,8 +204,19 @@ export interface Recovery {
   phaseStartedAt: number;
   replacement: number;
   plan: RecoveryPlan | null;
+  /** What every memory and the persistent store were found to hold, less the copies found unusable since. */
+  survey: { memories: StoredEntry[][]; persistent: StoredEntry[] } | null;
+  /** Sources passed over so far (a corrupt copy, say), with the reason. */
+  skipped: string[];
   fetched: { results: RestoreResult[]; skipped: string[] } | null;
   loads: number[] | null;
+}
+
+/** A copy of a shard that a recovery could not use: where it was (a machine's memory, or the persistent store). */
+export interface UnusableCopy {
+  owner: number;
+  iteration: number;
+  holder: number | "persistent";
 }
 
 export interface RootState {
@@ -248,6 +259,8 @@ export type RootInput =
   /** What every machine's memory and the persistent store hold. */
   | { type: "surveyed"; epoch: number; memories: StoredEntry[][]; persistent: StoredEntry[]; at: number }
   | { type: "fetched"; epoch: number; results: RestoreResult[]; skipped: string[]; at: number }
+  /** Some machine's every source failed (corrupt copies): the plan is made again without them. */
+  | { type: "unusable"; epoch: number; copies: UnusableCopy[]; skipped: string[]; at: number }
   | { type: "loaded"; epoch: number; milliseconds: number[]; at: number }
   | { type: "synchronized"; epoch: number; at: number }
   /** A command of `epoch` failed for a reason other than a machine failing. */
@@ -405,6 +418,8 @@ function beginRecovery(state: RootState, at: number, reached: number): Transitio
     phaseStartedAt: at,
     replacement: 0,
     plan: null,
+    survey: null,
+    skipped: [],
     fetched: null,
     loads: null,
   };
@@ -435,15 +450,18 @@ function recovering(state: RootState, input: RootInput & { epoch: number; at: nu
       return enter("retrieve", { replacement: input.at - recovery.phaseStartedAt }, { do: "survey", epoch }, []);
     case "surveyed": {
       if (recovery.phase !== "retrieve" || recovery.plan) break;
-      // The median: a replacement's first step (its shaders compiling) says little of the next ones.
-      const recent = [...state.recentIterationMs].sort((a, b) => a - b);
-      const iterationMs = recent.length ? recent[recent.length >> 1] : null;
-      const estimates = { ...state.speeds, iterationMs };
-      const plan = planRecovery(state.machines, input.memories, input.persistent, recovery.reached, estimates);
-      return {
-        state: { ...state, recovery: { ...recovery, plan } },
-        commands: [{ do: "fetch", epoch, plan }],
-      };
+      return replan(state, recovery, { memories: input.memories, persistent: input.persistent });
+    }
+    case "unusable": {
+      if (recovery.phase !== "retrieve" || !recovery.survey) break;
+      // Without the copies that failed: the next plan takes other sources, or an older iteration.
+      const unusable = (entry: StoredEntry, holder: number | "persistent") =>
+        input.copies.some((c) => c.owner === entry.owner && c.iteration === entry.iteration && c.holder === holder);
+      const { memories, persistent } = recovery.survey;
+      return replan(state, { ...recovery, skipped: [...recovery.skipped, ...input.skipped] }, {
+        memories: memories.map((entries, holder) => entries.filter((entry) => !unusable(entry, holder))),
+        persistent: persistent.filter((entry) => !unusable(entry, "persistent")),
+      });
     }
     case "fetched": {
       if (recovery.phase !== "retrieve" || !recovery.plan) break;
@@ -465,6 +483,19 @@ function recovering(state: RootState, input: RootInput & { epoch: number; at: nu
   return { state, commands: [] }; // a result out of order: ignored
 }
 
+/** Plans the recovery from what `survey` says every memory and the persistent store hold, and fetches it. */
+function replan(state: RootState, recovery: Recovery, survey: NonNullable<Recovery["survey"]>): Transition {
+  // The median: a replacement's first step (its shaders compiling) says little of the next ones.
+  const recent = [...state.recentIterationMs].sort((a, b) => a - b);
+  const iterationMs = recent.length ? recent[recent.length >> 1] : null;
+  const estimates = { ...state.speeds, iterationMs };
+  const plan = planRecovery(state.machines, survey.memories, survey.persistent, recovery.reached, estimates);
+  return {
+    state: { ...state, recovery: { ...recovery, plan, survey } },
+    commands: [{ do: "fetch", epoch: state.epoch, plan }],
+  };
+}
+
 function finishRecovery(state: RootState, recovery: Recovery, at: number): Transition {
   const plan = recovery.plan!, fetched = recovery.fetched!, loads = recovery.loads!;
   const machines = fetched.results.map((result, i) => ({ ...result, loadMilliseconds: loads[i] }));
@@ -481,7 +512,7 @@ function finishRecovery(state: RootState, recovery: Recovery, at: number): Trans
     synchronize: at - recovery.phaseStartedAt,
     resumedAt: at,
     fromPersistent: machines.filter((result) => result.source.from === "persistent").length,
-    skipped: fetched.skipped,
+    skipped: [...recovery.skipped, ...fetched.skipped],
     choice: plan.choice,
   };
   const next: RootState = {

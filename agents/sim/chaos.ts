@@ -25,12 +25,17 @@ export interface ChaosOptions {
   replicas: number;
 }
 
-/** A fault as the seed draws it: machines, kind, and where it strikes. */
+/**
+ * A fault as the seed draws it: machines, kind, and where it strikes. Besides failures: a machine whose
+ * heartbeats stop reaching the root for a while though it works on ("slow": the root suspects it wrongly and
+ * must fence it), and a replica corrupted in a machine's memory just before its owner's hardware fails
+ * ("corrupt": the recovery must pass it over and fall back to another copy).
+ */
 export interface Fault {
   /** Injected before this iteration begins. */
   iteration: number;
   ranks: number[];
-  kind: FailureKind;
+  kind: FailureKind | "slow" | "corrupt";
   /** Where in the iteration (or the next recovery) it strikes; at once when absent. */
   point?: FaultPoint;
 }
@@ -47,6 +52,8 @@ export interface ChaosReport {
   restored: Record<string, number>;
   recoveries: number;
   lostIterations: number;
+  /** Sources a recovery tried and passed over (a corrupt copy), falling back to the next. */
+  passedOver: number;
   /** Virtual time the run took (ms), and the mean from a failure's detection to training resumed. */
   virtualMs: number;
   meanRecoveryMs: number;
@@ -76,6 +83,9 @@ export function chaosSettings(options: ChaosOptions): ClusterSettings {
 
 const POINTS = ["step", "checkpoint", "replication"] as const;
 
+/** The lease the soak's root gives a machine, and how long a slow machine's heartbeats are lost: past it. */
+const LEASE_MS = 200, SLOW_MS = 2 * LEASE_MS;
+
 /** `count` failures from `seed`: single machines, pairs, whole groups, at points of iterations and of recoveries. */
 export function drawFaults(options: ChaosOptions, plan: PlacementPlan): Fault[] {
   const rng = new Rng(options.seed), faults: Fault[] = [];
@@ -88,6 +98,12 @@ export function drawFaults(options: ChaosOptions, plan: PlacementPlan): Fault[] 
       : draw < 0.25 && options.machines > 1
       ? [first, (first + 1 + rng.below(options.machines - 1)) % options.machines]
       : [first];
+    const odd = rng.uniform();
+    if (odd < 0.1) {
+      faults.push({ iteration, ranks: [first], kind: odd < 0.05 ? "slow" : "corrupt" });
+      injected += 1; // a slow machine is fenced; a corrupt replica's owner fails
+      continue;
+    }
     const kind: FailureKind = rng.uniform() < 0.5 ? "software" : "hardware";
     const where = rng.below(POINTS.length + 1);
     const point = where < POINTS.length ? { phase: POINTS[where], iteration } : undefined;
@@ -122,7 +138,7 @@ async function train(
 ): Promise<Trained> {
   const cluster = new InProcessCluster(settings, { engine }), { clock } = cluster;
   const root = await clock.until(
-    RootAgent.start(cluster, { heartbeatTimeoutMs: 200, persistent: cluster.persistent }),
+    RootAgent.start(cluster, { heartbeatTimeoutMs: LEASE_MS, persistent: cluster.persistent }),
   );
   const history: string[] = [], events: RootEvent[] = [], losses = new Map<number, number>();
   const injected: Record<string, number> = {};
@@ -138,7 +154,8 @@ async function train(
       log(`recovery ${event.epoch} ${event.phase}`);
     } else {
       const sources = event.machines.map((m) => m.source.from === "peer" ? `peer ${m.source.peer}` : m.source.from);
-      log(`recovered to ${event.iteration} (${event.lostIterations} lost) from ${sources.join(", ")}`);
+      const passedOver = event.skipped.length ? `; passed over: ${event.skipped.join("; ")}` : "";
+      log(`recovered to ${event.iteration} (${event.lostIterations} lost) from ${sources.join(", ")}${passedOver}`);
     }
   });
   try {
@@ -151,9 +168,17 @@ async function train(
           ? `${fault.point.phase}${"iteration" in fault.point ? ` ${fault.point.iteration}` : ""}`
           : "at once";
         log(`inject ${fault.kind} into ${up.join(", ")} ${where}`);
-        const label = `${fault.kind} ${fault.point?.phase ?? "at once"}`;
+        const label = fault.kind === "slow" || fault.kind === "corrupt"
+          ? fault.kind
+          : `${fault.kind} ${fault.point?.phase ?? "at once"}`;
         injected[label] = (injected[label] ?? 0) + up.length;
-        cluster.inject(up, fault.kind, fault.point);
+        if (fault.kind === "slow") cluster.slow(up[0], SLOW_MS);
+        else if (fault.kind !== "corrupt") cluster.inject(up, fault.kind, fault.point);
+        else {
+          // The replica is needed at once: its owner's hardware fails.
+          const owner = cluster.corrupt(up[0]);
+          if (owner !== null && cluster.isRunning(owner)) cluster.inject([owner], "hardware");
+        }
       }
       try {
         await clock.until(root.advance());
@@ -225,6 +250,7 @@ export async function runChaos(options: ChaosOptions, planted?: EngineFactory): 
     restored,
     recoveries: recoveries.length,
     lostIterations: recoveries.reduce((sum, r) => sum + r.lostIterations, 0),
+    passedOver: recoveries.reduce((sum, r) => sum + r.skipped.length, 0),
     virtualMs: run.virtualMs,
     meanRecoveryMs: recoveryMs.length ? recoveryMs.reduce((a, b) => a + b, 0) / recoveryMs.length : 0,
     violations,

@@ -169,6 +169,8 @@ interface Slot {
   /** The kind of failure an armed fault point of this machine stands for. */
   armedKind: FailureKind;
   lastFailure: FailureRecord | null;
+  /** Until this time (virtual ms) its heartbeats do not reach the root: a slow machine, or a slow link. */
+  silentUntil: number;
 }
 
 /** A cluster of worker agents in this thread, with the stand-in engine, on a virtual clock. */
@@ -206,6 +208,7 @@ export class InProcessCluster implements Machines {
       incarnation: -1,
       armedKind: "software",
       lastFailure: null,
+      silentUntil: 0,
     }));
   }
 
@@ -243,7 +246,7 @@ export class InProcessCluster implements Machines {
     slot.agent = agent;
     const beat = () => {
       if (!beating || slot.agent !== agent) return;
-      onHeartbeat({ rank, incarnation, iteration });
+      if (clock.now() >= slot.silentUntil) onHeartbeat({ rank, incarnation, iteration });
       clock.setTimer(settings.heartbeatMs, beat);
     };
     beat();
@@ -265,6 +268,31 @@ export class InProcessCluster implements Machines {
         slot.agent.injectFault(point);
       }
     }
+  }
+
+  /**
+   * Machine `rank` goes on working, but its heartbeats do not reach the root for `ms`: past the lease, the root
+   * suspects it wrongly and must fence it.
+   */
+  slow(rank: number, ms: number) {
+    this.#slots[rank].silentUntil = this.clock.now() + ms;
+  }
+
+  /**
+   * Flips a byte in the middle of the newest replica machine `rank` holds for a peer; returns that peer (none
+   * held: null). A restore must never use the replica: its checksums no longer match.
+   */
+  corrupt(rank: number): number | null {
+    const memory = this.#slots[rank].memory;
+    if (!memory) return null;
+    const store = InMemoryCheckpointStore.attach(memory);
+    const [owner, { newest }] = [...store.stats().byOwner].find(([owner]) => owner !== rank) ?? [-1, { newest: -1 }];
+    if (owner < 0) return null;
+    const flipped = store.withCheckpoint(owner, newest, (bytes) => {
+      bytes[bytes.length >> 1] ^= 0xff;
+      return true;
+    });
+    return flipped ? owner : null;
   }
 
   isRunning(rank: number): boolean {
