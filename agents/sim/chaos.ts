@@ -118,7 +118,8 @@ export function drawFaults(options: ChaosOptions, plan: PlacementPlan): Fault[] 
   return faults;
 }
 
-interface Trained {
+/** A run on an in-process cluster: what it reported, and how it ended. */
+export interface InProcessRun {
   losses: Map<number, number>;
   history: string[];
   /** The final state; null if the run could not go on (an advance failed: `stopped` says why). */
@@ -129,13 +130,16 @@ interface Trained {
   injected: Record<string, number>;
 }
 
-/** Trains `iterations` iterations on an in-process cluster, injecting `faults` on the way. */
-async function train(
+/**
+ * Trains `iterations` iterations on an in-process cluster, injecting `faults` on the way (each before its
+ * iteration begins), with every event in the history; `engine` replaces the stand-in.
+ */
+export async function trainInProcess(
   settings: ClusterSettings,
   iterations: number,
   faults: Fault[],
   engine?: EngineFactory,
-): Promise<Trained> {
+): Promise<InProcessRun> {
   const cluster = new InProcessCluster(settings, { engine }), { clock } = cluster;
   const root = await clock.until(
     RootAgent.start(cluster, { heartbeatTimeoutMs: LEASE_MS, persistent: cluster.persistent }),
@@ -208,8 +212,8 @@ export async function runChaos(options: ChaosOptions, planted?: EngineFactory): 
   const settings = chaosSettings(options);
   const faults = drawFaults(options, placementPlan(options.placement, options.machines, options.replicas));
   const iterations = faults.at(-1)!.iteration + 3;
-  const run = await train(settings, iterations, faults, planted);
-  const reference = await train(settings, iterations, []);
+  const run = await trainInProcess(settings, iterations, faults, planted);
+  const reference = await trainInProcess(settings, iterations, []);
   const violations: string[] = run.stopped ? [run.stopped] : [];
   for (const [iteration, loss] of run.losses) {
     if (!Object.is(loss, reference.losses.get(iteration))) {
