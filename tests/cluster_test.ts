@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { randomFailureSchedule } from "../agents/sim/cluster.ts";
 import type { ObservedRecovery } from "../agents/sim/observer.ts";
 import { runCluster, type RunContext } from "../agents/sim/run.ts";
-import type { ClusterSettings } from "../agents/protocol/spec.ts";
+import { type ClusterSettings, describeSource } from "../agents/protocol/spec.ts";
 
 const ITERATIONS = 12;
 
@@ -65,8 +65,7 @@ async function assertExactResume(run: Run, machines = 4) {
   }
 }
 
-const sources = (report: ObservedRecovery) =>
-  report.machines.map((m) => m.source.from === "peer" ? `peer ${m.source.peer}` : m.source.from);
+const sources = (report: ObservedRecovery) => report.machines.map((m) => describeSource(m.source));
 
 Deno.test("a software failure: the machine restarts and restores from its own memory", async () => {
   const run = await train(({ cluster }) => cluster.inject([1], "software", { phase: "step", iteration: 8 }));

@@ -9,6 +9,7 @@ import type { RecoveryReport, RootEvent } from "../agents/protocol/root.ts";
 import {
   type ClusterSettings,
   defaultClusterSettings,
+  describeSource,
   type Heartbeat,
   type Machine,
   type MachineControl,
@@ -166,8 +167,7 @@ async function withRoot(story: (root: RootAgent, machines: StandInMachines, even
   }
 }
 
-const sources = (report: RecoveryReport) =>
-  report.machines.map(({ source }) => source.from === "peer" ? `peer ${source.peer}` : source.from);
+const sources = (report: RecoveryReport) => report.machines.map(({ source }) => describeSource(source));
 
 Deno.test("a machine that falls silent is declared failed one lease after its last heartbeat, then replaced from its peer", async () => {
   await withRoot(async (root, machines, events) => {

@@ -9,6 +9,7 @@
 
 import { css, html, LitElement } from "lit";
 import type { ReplicationPolicy } from "../agents/replication/interleaving.ts";
+import { describeSource } from "../agents/protocol/spec.ts";
 import { placementGroup } from "../agents/replication/placement.ts";
 import "./cluster-view.ts";
 import type { FailRequest } from "./cluster-view.ts";
@@ -193,9 +194,7 @@ export class GeminiLab extends LitElement {
             s.recoveries.map((r, i) =>
               html`<p data-field="recovery" data-index=${i}>Recovery ${i + 1}: rolled back to iteration ${r.iteration}
               (${r.lostIterations} lost); shards from ${
-                r.machines.map((m, rank) =>
-                  `${rank}: ${m.source.from === "peer" ? `peer ${m.source.peer}` : m.source.from}`
-                ).join(", ")
+                r.machines.map((m, rank) => `${rank}: ${describeSource(m.source)}`).join(", ")
               }; detected in ${r.detection.toFixed(0)} ms, resumed ${r.total.toFixed(0)} ms after the failure.</p>`
             )
           }`,

@@ -10,7 +10,7 @@
 
 import { Rng } from "../../core/random.ts";
 import type { RootEvent } from "../protocol/root.ts";
-import { type ClusterSettings, defaultClusterSettings, type FaultPoint } from "../protocol/spec.ts";
+import { type ClusterSettings, defaultClusterSettings, describeSource, type FaultPoint } from "../protocol/spec.ts";
 import { placementGroup, type PlacementPlan, placementPlan, type PlacementStrategy } from "../replication/placement.ts";
 import { RootAgent } from "../root-agent.ts";
 import type { FailureKind } from "./cluster.ts";
@@ -157,7 +157,7 @@ export async function trainInProcess(
     } else if (event.type === "recovering") {
       log(`recovery ${event.epoch} ${event.phase}`);
     } else {
-      const sources = event.machines.map((m) => m.source.from === "peer" ? `peer ${m.source.peer}` : m.source.from);
+      const sources = event.machines.map((m) => describeSource(m.source));
       const passedOver = event.skipped.length ? `; passed over: ${event.skipped.join("; ")}` : "";
       log(`recovered to ${event.iteration} (${event.lostIterations} lost) from ${sources.join(", ")}${passedOver}`);
     }
