@@ -316,7 +316,7 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     }
     return {
       owner,
-      iteration: this.#f64[base / 8 + 3],
+      iteration: this.#iteration(index, slot),
       bytes: this.#f64[base / 8 + 1],
       savedAt: this.#f64[base / 8 + 2],
       kind: owner === this.node ? "own" : "replica",
@@ -483,9 +483,8 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   keep(iteration: number) {
     for (let index = 0; index < this.#i32[C_OWNERS_USED]; index++) {
       for (let slot = 0; slot < this.#i32[C_SLOTS]; slot++) {
-        const base = this.#slotBase(index, slot) / 4;
-        const match = this.#version(index, slot) % 2 === 0 && this.#f64[base / 2 + 3] === iteration;
-        Atomics.store(this.#i32, base + 1, match ? 1 : 0);
+        const match = this.#version(index, slot) % 2 === 0 && this.#iteration(index, slot) === iteration;
+        Atomics.store(this.#i32, this.#slotBase(index, slot) / 4 + 1, match ? 1 : 0);
       }
     }
   }
