@@ -3,7 +3,7 @@
 // recovery epoch: after `abort(epoch)`, pending receives fail and messages sent before the sender knew of
 // that epoch are dropped, so nothing of an abandoned iteration or recovery leaks into the next.
 
-import { AbortedError, type Delivery, type TrafficKind } from "./transport.ts";
+import { AbortedError, type Delivery, type TrafficKind, type Transport } from "./transport.ts";
 
 export class Mailbox {
   readonly rank: number;
@@ -55,6 +55,15 @@ export class Mailbox {
     }
   }
 
+  /** Fails the pending receives from `from`: its link is lost, so what they wait for will not come. */
+  fail(from: number, error: Error) {
+    for (const [key, { reject }] of this.#waiting) {
+      if (!key.startsWith(`${from}/`)) continue;
+      this.#waiting.delete(key);
+      reject(error);
+    }
+  }
+
   /** A message arrives. */
   arrive(delivery: Delivery) {
     if (delivery.epoch < this.#epoch) return;
@@ -69,4 +78,48 @@ export class Mailbox {
       this.#arrived.set(key, [...(this.#arrived.get(key) ?? []), delivery]);
     }
   }
+}
+
+/**
+ * The receiving half every transport shares: a mailbox that its arrivals go to. A transport adds how it
+ * sends and closes.
+ */
+export abstract class MailboxTransport implements Transport {
+  protected readonly mailbox: Mailbox;
+
+  constructor(rank: number, epoch = 0) {
+    this.mailbox = new Mailbox(rank, epoch);
+  }
+
+  get rank(): number {
+    return this.mailbox.rank;
+  }
+
+  get epoch(): number {
+    return this.mailbox.epoch;
+  }
+
+  receive(from: number, tag: string, epoch?: number): Promise<Delivery> {
+    return this.mailbox.receive(from, tag, epoch);
+  }
+
+  handle(kind: TrafficKind, handler: (delivery: Delivery) => void) {
+    this.mailbox.handle(kind, handler);
+  }
+
+  abort(epoch: number) {
+    this.mailbox.abort(epoch);
+  }
+
+  abstract send(
+    to: number,
+    kind: TrafficKind,
+    label: string,
+    tag: string,
+    bytes: Uint8Array,
+    info?: unknown,
+    onSent?: () => void,
+  ): void;
+
+  abstract close(): void;
 }

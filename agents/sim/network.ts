@@ -14,8 +14,8 @@
 
 import { type Clock, WallClock } from "../protocol/clock.ts";
 import type { NetworkSettings } from "../protocol/spec.ts";
-import { Mailbox } from "../protocol/mailbox.ts";
-import type { Delivery, TrafficKind, Transport } from "../protocol/transport.ts";
+import { MailboxTransport } from "../protocol/mailbox.ts";
+import type { Delivery, TrafficKind } from "../protocol/transport.ts";
 
 /** One message on the timeline. Times are milliseconds since the network started. */
 export interface TransferRecord {
@@ -231,31 +231,22 @@ export function directChannel(): [Port, Port] {
  * A machine's side of the network (see `Transport`): what it sends goes to the switch through its port;
  * what arrives goes to its mailbox, which matches messages to receivers.
  */
-export class NetworkEndpoint implements Transport {
+export class NetworkEndpoint extends MailboxTransport {
   readonly #port: Port;
-  readonly #mailbox: Mailbox;
   readonly #sending = new Map<number, () => void>();
   #nextSequence = 0;
 
   constructor(rank: number, port: Port, epoch = 0) {
+    super(rank, epoch);
     this.#port = port;
-    this.#mailbox = new Mailbox(rank, epoch);
     port.onmessage = ({ data }: MessageEvent<Delivery | { sent: number }>) => {
       if ("sent" in data) {
         this.#sending.get(data.sent)?.();
         this.#sending.delete(data.sent);
       } else {
-        this.#mailbox.arrive(data);
+        this.mailbox.arrive(data);
       }
     };
-  }
-
-  get rank(): number {
-    return this.#mailbox.rank;
-  }
-
-  get epoch(): number {
-    return this.#mailbox.epoch;
   }
 
   /** See `Transport.send`: the notice that the last byte has left comes from the switch, at its time. */
@@ -276,18 +267,6 @@ export class NetworkEndpoint implements Transport {
     const copy = bytes.slice().buffer;
     const message: Outgoing = { sequence, to, kind, label, tag, epoch: this.epoch, bytes: copy, info };
     this.#port.postMessage(message, [copy]);
-  }
-
-  receive(from: number, tag: string, epoch?: number): Promise<Delivery> {
-    return this.#mailbox.receive(from, tag, epoch);
-  }
-
-  handle(kind: TrafficKind, handler: (delivery: Delivery) => void) {
-    this.#mailbox.handle(kind, handler);
-  }
-
-  abort(epoch: number) {
-    this.#mailbox.abort(epoch);
   }
 
   close() {
