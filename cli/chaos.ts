@@ -58,6 +58,13 @@ async function main(args: string[]): Promise<number> {
       `${report.lostIterations} iterations lost; shards restored from ${list(report.restored)}; ` +
       `${report.passedOver} corrupt or missing copies passed over`,
   );
+  const { pairs } = report;
+  console.log(
+    `pairs of hardware failures: ${pairs.fromMemory} of ${pairs.failures} recovered from memory; the placement's ` +
+      `exact probability ${pairs.exact.toFixed(3)}, the 99% interval of the share [${
+        pairs.interval.map((x) => x.toFixed(3)).join(", ")
+      }]`,
+  );
   console.log(`history hash ${report.hash} (${report.history.length} events)`);
   if (out) {
     await Deno.mkdir(out, { recursive: true });

@@ -118,6 +118,8 @@ export interface MemoryStoreOptions {
    * replicas of them (each slot has a bit for each). Default 32.
    */
   machines?: number;
+  /** Where the arena is, for reports and errors, when it is not a machine's host memory. */
+  place?: string;
 }
 
 export interface AttachOptions {
@@ -163,6 +165,8 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   readonly #incarnation: number;
   /** What the lock word holds while this view holds the lock: its incarnation and its number. */
   readonly #holder: bigint;
+  /** Where the arena is, when it is not a machine's host memory (see `MemoryStoreOptions.place`). */
+  readonly #place: string | null;
 
   /** Allocates an arena of `arenaBytes` for machine `node`; this view joins its first incarnation, 0. */
   static create(node: number, arenaBytes: number, options: MemoryStoreOptions = {}): InMemoryCheckpointStore {
@@ -203,7 +207,7 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     // page faults: measured here, a first write into untouched memory took ten times as long.
     new Uint8Array(buffer, dataStart).fill(0);
     Atomics.store(i32, C_MAGIC, MAGIC);
-    return new InMemoryCheckpointStore(memory);
+    return new InMemoryCheckpointStore(memory, undefined, options.place);
   }
 
   /**
@@ -218,7 +222,8 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     return new InMemoryCheckpointStore(memory, options.incarnation);
   }
 
-  private constructor(memory: WebAssembly.Memory | SharedArrayBuffer, incarnation?: number) {
+  private constructor(memory: WebAssembly.Memory | SharedArrayBuffer, incarnation?: number, place?: string) {
+    this.#place = place ?? null;
     const buffer = bytesOf(memory);
     this.memory = memory;
     this.buffer = buffer;
@@ -262,7 +267,7 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   }
 
   get description(): string {
-    return `host memory of machine ${this.node}`;
+    return this.#place ?? `host memory of machine ${this.node}`;
   }
 
   get arenaBytes(): number {
@@ -569,7 +574,9 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   }
 
   #source(entry: Pick<StoredEntry, "owner" | "iteration">): string {
-    return `checkpoint ${entry.iteration} of machine ${entry.owner} in machine ${this.node}'s memory`;
+    return `checkpoint ${entry.iteration} of machine ${entry.owner} in ${
+      this.#place ?? `machine ${this.node}'s memory`
+    }`;
   }
 
   /** The newest complete, valid checkpoint of `owner` (a copy), falling back past corrupt or torn ones. */

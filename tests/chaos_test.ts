@@ -1,6 +1,6 @@
 // The chaos soak (agents/sim/chaos.ts): a hundred seeded failures against the real agents in one thread on a
-// virtual clock, every invariant held; the same seed gives the same history, event for event; and a planted
-// bug (a restore that loads the checkpoint before the one asked for) is caught.
+// virtual clock, every invariant held; the same seed gives the same history, event for event; and planted
+// bugs (a restore that loads the checkpoint before the one asked for, a silently bad copy) are caught.
 
 import assert from "node:assert/strict";
 import type { EngineSetup } from "../agents/engine.ts";
@@ -18,7 +18,13 @@ Deno.test("chaos: a hundred seeded failures on eight machines, every invariant h
   assert.ok(first.recoveries > 20, `${first.recoveries} recoveries`);
   assert.ok(first.restored.peer > 0 && first.restored.persistent > 0, JSON.stringify(first.restored));
   assert.ok(first.injected.slow > 0 && first.injected.corrupt > 0, JSON.stringify(first.injected));
+  assert.ok(first.injected["persist-fail"] > 0 && first.injected["persist-torn"] > 0, JSON.stringify(first.injected));
   assert.ok(first.passedOver > 0, "a corrupt replica was passed over");
+  assert.ok(
+    first.history.some((line) => line.includes("passed over: machine") && line.includes("in the persistent store")),
+    "a torn persisted copy was passed over",
+  );
+  assert.ok(first.pairs.failures > 0, "pairs of machines drawn uniformly failed");
   const again = await runChaos(SOAK);
   assert.equal(again.hash, first.hash, "the same seed, the same history");
   const other = await runChaos({ ...SOAK, seed: 4, failures: 10 });

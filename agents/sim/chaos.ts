@@ -10,8 +10,20 @@
 
 import { Rng } from "../../core/random.ts";
 import type { RootEvent } from "../protocol/root.ts";
-import { type ClusterSettings, defaultClusterSettings, describeSource, type FaultPoint } from "../protocol/spec.ts";
-import { placementGroup, type PlacementPlan, placementPlan, type PlacementStrategy } from "../replication/placement.ts";
+import {
+  type ClusterSettings,
+  defaultClusterSettings,
+  describeSource,
+  type FaultPoint,
+  largestCheckpointBytes,
+} from "../protocol/spec.ts";
+import {
+  placementGroup,
+  type PlacementPlan,
+  placementPlan,
+  type PlacementStrategy,
+  recoveryProbability,
+} from "../replication/placement.ts";
 import { RootAgent } from "../root-agent.ts";
 import type { FailureKind } from "./cluster.ts";
 import { type EngineFactory, InProcessCluster } from "./in-process.ts";
@@ -26,18 +38,24 @@ export interface ChaosOptions {
 }
 
 /**
- * A fault as the seed draws it: machines, kind, and where it strikes. Besides failures: a machine whose
- * heartbeats stop reaching the root for a while though it works on ("slow": the root suspects it wrongly and
- * must fence it), and a replica corrupted in a machine's memory just before its owner's hardware fails
- * ("corrupt": the recovery must pass it over and fall back to another copy).
+ * A fault as the seed draws it: machines, kind, and where it strikes. Besides failures:
+ * - "slow": a machine whose heartbeats stop reaching the root for a while though it works on (the root
+ *   suspects it wrongly and must fence it);
+ * - "corrupt": a replica corrupted in a machine's memory just before its owner's hardware fails (the recovery
+ *   must pass it over and fall back to another copy);
+ * - "persist-fail": a machine's next write to the persistent store fails (its older persisted copy stays);
+ * - "persist-torn": a machine's newest persisted copy torn, just before its whole placement group is lost (the
+ *   recovery must detect it and fall back to an older checkpoint complete for every shard).
  */
 export interface Fault {
   /** Injected before this iteration begins. */
   iteration: number;
   ranks: number[];
-  kind: FailureKind | "slow" | "corrupt";
+  kind: FailureKind | "slow" | "corrupt" | "persist-fail" | "persist-torn";
   /** Where in the iteration (or the next recovery) it strikes; at once when absent. */
   point?: FaultPoint;
+  /** Two machines drawn uniformly (not a placement group): the recovery probability's own experiment. */
+  uniformPair?: boolean;
 }
 
 export interface ChaosReport {
@@ -46,7 +64,7 @@ export interface ChaosReport {
   /** Every event, one line each, with its virtual time: what the hash is of. */
   history: string[];
   hash: string;
-  /** Machines failed, by the kind of fault. */
+  /** Faults injected, by kind: machines failed or fenced (a torn copy's whole group), writes made to fail. */
   injected: Record<string, number>;
   /** Shards restored, by source. */
   restored: Record<string, number>;
@@ -57,6 +75,11 @@ export interface ChaosReport {
   /** Virtual time the run took (ms), and the mean from a failure's detection to training resumed. */
   virtualMs: number;
   meanRecoveryMs: number;
+  /**
+   * Two machines' hardware lost at once (drawn uniformly): how many, how many recovered from memory alone, the
+   * placement's exact probability of that, and the 99% confidence interval of the share observed.
+   */
+  pairs: { failures: number; fromMemory: number; exact: number; interval: [number, number] };
   /** The invariants that broke, each with the first event where it did (none: the run passed). */
   violations: string[];
 }
@@ -93,21 +116,24 @@ export function drawFaults(options: ChaosOptions, plan: PlacementPlan): Fault[] 
   while (injected < options.failures) {
     iteration += 1 + rng.below(3);
     const first = rng.below(options.machines), draw = rng.uniform();
+    const uniformPair = draw >= 0.1 && draw < 0.25 && options.machines > 1;
     const ranks = draw < 0.1
       ? placementGroup(plan, first)
-      : draw < 0.25 && options.machines > 1
+      : uniformPair
       ? [first, (first + 1 + rng.below(options.machines - 1)) % options.machines]
       : [first];
     const odd = rng.uniform();
-    if (odd < 0.1) {
-      faults.push({ iteration, ranks: [first], kind: odd < 0.05 ? "slow" : "corrupt" });
-      injected += 1; // a slow machine is fenced; a corrupt replica's owner fails
+    if (odd < 0.16) {
+      const kind = (["slow", "corrupt", "persist-fail", "persist-torn"] as const)[Math.floor(odd / 0.04)];
+      faults.push({ iteration, ranks: [first], kind });
+      // A slow machine is fenced; a corrupt replica's owner fails; a torn copy's whole group is lost.
+      injected += kind === "persist-torn" ? placementGroup(plan, first).length : kind === "persist-fail" ? 0 : 1;
       continue;
     }
     const kind: FailureKind = rng.uniform() < 0.5 ? "software" : "hardware";
     const where = rng.below(POINTS.length + 1);
     const point = where < POINTS.length ? { phase: POINTS[where], iteration } : undefined;
-    faults.push({ iteration, ranks, kind, point });
+    faults.push({ iteration, ranks, kind, point, ...(uniformPair ? { uniformPair } : {}) });
     // A failure in the recovery this one starts, now and then: a second failure cancelling the first attempt.
     if (rng.uniform() < 0.1) {
       const other = (first + 1 + rng.below(Math.max(1, options.machines - 1))) % options.machines;
@@ -128,6 +154,10 @@ export interface InProcessRun {
   virtualMs: number;
   events: RootEvent[];
   injected: Record<string, number>;
+  /** The first time a machine's host memory held more than its budget or what it should not hold; null if never. */
+  memoryViolation: string | null;
+  /** Failures of two machines' hardware at once, each with whether the recovery that followed used only memory. */
+  pairs: { ranks: number[]; fromMemory: boolean }[];
 }
 
 /**
@@ -147,8 +177,19 @@ export async function trainInProcess(
   const history: string[] = [], events: RootEvent[] = [], losses = new Map<number, number>();
   const injected: Record<string, number> = {};
   const log = (line: string) => history.push(`${clock.now().toFixed(3)} ${line}`);
+  let memoryViolation: string | null = null;
+  const pairs: InProcessRun["pairs"] = [];
+  let pair: number[] | null = null;
   root.onEvent((event) => {
     events.push(event);
+    if (event.type !== "failure" && event.type !== "recovering") {
+      memoryViolation ??= checkMemory(cluster, root.plan, event.type);
+    }
+    if (event.type === "recovery" && pair) {
+      const detected = event.detections.map((d) => d.rank).sort((a, b) => a - b);
+      if (detected.join() === pair.join()) pairs.push({ ranks: pair, fromMemory: event.fromPersistent === 0 });
+      pair = null;
+    }
     if (event.type === "iteration") {
       losses.set(event.iteration, event.loss);
       log(`iteration ${event.iteration} loss ${event.loss}`);
@@ -172,16 +213,28 @@ export async function trainInProcess(
           ? `${fault.point.phase}${"iteration" in fault.point ? ` ${fault.point.iteration}` : ""}`
           : "at once";
         log(`inject ${fault.kind} into ${up.join(", ")} ${where}`);
-        const label = fault.kind === "slow" || fault.kind === "corrupt"
-          ? fault.kind
-          : `${fault.kind} ${fault.point?.phase ?? "at once"}`;
-        injected[label] = (injected[label] ?? 0) + up.length;
+        const label = fault.kind === "software" || fault.kind === "hardware"
+          ? `${fault.kind} ${fault.point?.phase ?? "at once"}`
+          : fault.kind;
+        injected[label] = (injected[label] ?? 0) +
+          (fault.kind === "persist-torn" ? placementGroup(root.plan, up[0]).length : up.length);
         if (fault.kind === "slow") cluster.slow(up[0], SLOW_MS);
-        else if (fault.kind !== "corrupt") cluster.inject(up, fault.kind, fault.point);
-        else {
+        else if (fault.kind === "persist-fail") cluster.failPersist(up[0]);
+        else if (fault.kind === "corrupt") {
           // The replica is needed at once: its owner's hardware fails.
           const owner = cluster.corrupt(up[0]);
           if (owner !== null && cluster.isRunning(owner)) cluster.inject([owner], "hardware");
+        } else if (fault.kind === "persist-torn") {
+          // The persisted copy is needed at once: every machine that holds the shard in memory is lost.
+          const torn = cluster.tearPersisted(up[0]);
+          if (torn !== null) log(`tore machine ${up[0]}'s persisted checkpoint ${torn}`);
+          cluster.inject(placementGroup(root.plan, up[0]).filter((rank) => cluster.isRunning(rank)), "hardware");
+        } else {
+          cluster.inject(up, fault.kind, fault.point);
+          const alone = faults.filter((f) => f.iteration === fault.iteration).length === 1;
+          if (fault.kind === "hardware" && fault.uniformPair && up.length === 2 && alone) {
+            pair = [...up].sort((a, b) => a - b);
+          }
         }
       }
       try {
@@ -189,14 +242,56 @@ export async function trainInProcess(
       } catch (error) {
         const stopped = `the advance after iteration ${root.iteration} failed: ${(error as Error).message}`;
         log(stopped);
-        return { losses, history, state: null, stopped, virtualMs: clock.now(), events, injected };
+        return {
+          losses,
+          history,
+          state: null,
+          stopped,
+          virtualMs: clock.now(),
+          events,
+          injected,
+          memoryViolation,
+          pairs,
+        };
       }
     }
     const state = await clock.until(root.state());
-    return { losses, history, state, stopped: null, virtualMs: clock.now(), events, injected };
+    return { losses, history, state, stopped: null, virtualMs: clock.now(), events, injected, memoryViolation, pairs };
   } finally {
     await root.close();
   }
+}
+
+/**
+ * Whether every machine's host memory holds only what it should, within its budget: its own checkpoints and
+ * the replicas of the peers that the placement sends to it, each in no more than its slots (so nothing
+ * leaks across recoveries). The first breach, named after the event it followed; null if none.
+ */
+function checkMemory(cluster: InProcessCluster, plan: PlacementPlan, after: string): string | null {
+  const budget = cluster.settings.checkpoint.slotsPerOwner * largestCheckpointBytes(cluster.settings);
+  for (let rank = 0; rank < plan.machines; rank++) {
+    const stats = cluster.memoryStats(rank);
+    if (!stats) continue;
+    const allowed = new Set([rank, ...plan.holders.flatMap((holders, owner) => holders.includes(rank) ? [owner] : [])]);
+    const where = `machine ${rank}'s memory, after an ${after} event at ${cluster.clock.now().toFixed(3)} ms`;
+    if (stats.allocatedBytes > stats.arenaBytes) {
+      return `${where}: ${stats.allocatedBytes} bytes allocated in an arena of ${stats.arenaBytes}`;
+    }
+    for (const [owner, held] of stats.byOwner) {
+      if (!allowed.has(owner)) return `${where}: holds machine ${owner}'s checkpoint, not placed there`;
+      if (held.bytes > budget) return `${where}: machine ${owner}'s checkpoints take ${held.bytes} bytes`;
+    }
+  }
+  return null;
+}
+
+/** The Wilson score interval at 99% for `successes` of `trials` (all of [0, 1] without trials). */
+function wilsonInterval(successes: number, trials: number): [number, number] {
+  if (!trials) return [0, 1];
+  const z = 2.576, p = successes / trials, z2n = (z * z) / trials;
+  const centre = (p + z2n / 2) / (1 + z2n);
+  const half = (z / (1 + z2n)) * Math.sqrt((p * (1 - p)) / trials + z2n / (4 * trials));
+  return [Math.max(0, centre - half), Math.min(1, centre + half)];
 }
 
 async function sha256(text: string): Promise<string> {
@@ -210,7 +305,8 @@ async function sha256(text: string): Promise<string> {
  */
 export async function runChaos(options: ChaosOptions, planted?: EngineFactory): Promise<ChaosReport> {
   const settings = chaosSettings(options);
-  const faults = drawFaults(options, placementPlan(options.placement, options.machines, options.replicas));
+  const plan = placementPlan(options.placement, options.machines, options.replicas);
+  const faults = drawFaults(options, plan);
   const iterations = faults.at(-1)!.iteration + 3;
   const run = await trainInProcess(settings, iterations, faults, planted);
   const reference = await trainInProcess(settings, iterations, []);
@@ -240,6 +336,21 @@ export async function runChaos(options: ChaosOptions, planted?: EngineFactory): 
       );
     }
   }
+  if (run.memoryViolation) violations.push(run.memoryViolation);
+  const pairs = {
+    failures: run.pairs.length,
+    fromMemory: run.pairs.filter((pair) => pair.fromMemory).length,
+    exact: options.machines >= 2 ? recoveryProbability(plan, 2) : 1,
+    interval: wilsonInterval(run.pairs.filter((pair) => pair.fromMemory).length, run.pairs.length),
+  };
+  if (pairs.exact < pairs.interval[0] || pairs.exact > pairs.interval[1]) {
+    violations.push(
+      `${pairs.fromMemory} of ${pairs.failures} pairs of hardware failures recovered from memory: the 99% interval ` +
+        `[${pairs.interval.map((x) => x.toFixed(3)).join(", ")}] excludes the placement's exact ${
+          pairs.exact.toFixed(3)
+        }`,
+    );
+  }
   const restored: Record<string, number> = {};
   for (const recovery of recoveries) {
     for (const { source } of recovery.machines) restored[source.from] = (restored[source.from] ?? 0) + 1;
@@ -256,6 +367,7 @@ export async function runChaos(options: ChaosOptions, planted?: EngineFactory): 
     lostIterations: recoveries.reduce((sum, r) => sum + r.lostIterations, 0),
     passedOver: recoveries.reduce((sum, r) => sum + r.skipped.length, 0),
     virtualMs: run.virtualMs,
+    pairs,
     meanRecoveryMs: recoveryMs.length ? recoveryMs.reduce((a, b) => a + b, 0) / recoveryMs.length : 0,
     violations,
   };

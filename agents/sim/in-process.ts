@@ -10,6 +10,7 @@
 import { type CheckpointedState, Checkpointer } from "../../core/checkpointing.ts";
 import type { ShardTensors } from "../../core/checkpoint.ts";
 import type { Batch } from "../../core/data.ts";
+import type { CheckpointStore } from "../../core/store.ts";
 import { InMemoryCheckpointStore } from "../../core/memory-store.ts";
 import { type GPT2Config, initialParameters, parameterLayout } from "../../core/model.ts";
 import type { ShardRange } from "../../core/shard.ts";
@@ -171,6 +172,8 @@ interface Slot {
   lastFailure: FailureRecord | null;
   /** Until this time (virtual ms) its heartbeats do not reach the root: a slow machine, or a slow link. */
   silentUntil: number;
+  /** Its next write to the persistent store fails (a full disk, a lost connection to the store). */
+  persistFails: boolean;
 }
 
 /** A cluster of worker agents in this thread, with the stand-in engine, on a virtual clock. */
@@ -200,7 +203,7 @@ export class InProcessCluster implements Machines {
     this.persistent = InMemoryCheckpointStore.create(
       0,
       (1 << 16) + settings.machines * 3 * (totalFloats * 12 + (64 << 10)),
-      { slotsPerOwner: 3, maxOwners: settings.machines, machines: settings.machines },
+      { slotsPerOwner: 3, maxOwners: settings.machines, machines: settings.machines, place: "the persistent store" },
     );
     this.#slots = Array.from({ length: settings.machines }, () => ({
       memory: null,
@@ -209,6 +212,7 @@ export class InProcessCluster implements Machines {
       armedKind: "software",
       lastFailure: null,
       silentUntil: 0,
+      persistFails: false,
     }));
   }
 
@@ -237,7 +241,7 @@ export class InProcessCluster implements Machines {
       transport: new NetworkEndpoint(rank, machineSide, epoch),
       clock,
       store: InMemoryCheckpointStore.attach(slot.memory, { incarnation }),
-      persistent: this.persistent,
+      persistent: this.#persistentFor(slot),
       adapter: "a deterministic stand-in",
       progress: (reached) => iteration = reached,
       died: (where) => this.#fail(rank, slot.armedKind, where),
@@ -295,6 +299,31 @@ export class InProcessCluster implements Machines {
     return flipped ? owner : null;
   }
 
+  /** Machine `rank`'s next write to the persistent store fails: the checkpoint is not persisted. */
+  failPersist(rank: number) {
+    this.#slots[rank].persistFails = true;
+  }
+
+  /**
+   * Zeroes the second half of machine `rank`'s newest checkpoint in the persistent store, as a write torn by a
+   * crash leaves it; returns its iteration (none stored: null). A restore must detect it and fall back.
+   */
+  tearPersisted(rank: number): number | null {
+    const newest = this.persistent.stats().byOwner.get(rank)?.newest;
+    if (newest === undefined) return null;
+    const torn = this.persistent.withCheckpoint(rank, newest, (bytes) => {
+      bytes.fill(0, bytes.length >> 1);
+      return true;
+    });
+    return torn ? newest : null;
+  }
+
+  /** What machine `rank`'s host memory holds (none while its hardware is lost). */
+  memoryStats(rank: number): ReturnType<InMemoryCheckpointStore["stats"]> | null {
+    const memory = this.#slots[rank].memory;
+    return memory && InMemoryCheckpointStore.attach(memory).stats();
+  }
+
   isRunning(rank: number): boolean {
     return this.#slots[rank].agent !== null;
   }
@@ -314,6 +343,21 @@ export class InProcessCluster implements Machines {
     }
     this.network.close();
     return Promise.resolve();
+  }
+
+  /** The persistent store as machine `slot` writes to it: its save fails once when a fault is armed. */
+  #persistentFor(slot: Slot): CheckpointStore {
+    const store = this.persistent;
+    return {
+      description: store.description,
+      save(owner, iteration, shard) {
+        if (!slot.persistFails) return store.save(owner, iteration, shard);
+        slot.persistFails = false;
+        return Promise.reject(new Error("the persistent store refused the write (an injected fault)"));
+      },
+      load: (owner, expect) => store.load(owner, expect),
+      entries: (owner) => store.entries(owner),
+    };
   }
 
   #fail(rank: number, kind: FailureKind, where: string) {
