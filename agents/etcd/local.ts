@@ -1,0 +1,203 @@
+// A local etcd for tests and for a cluster started on one computer: Debian's `etcd-server` (installed
+// when missing, as root on Debian, the way the browser tests install Chromium), run as our own process
+// on 127.0.0.1 with free ports in a temporary data folder. It can be stopped and started again on the
+// same folder and ports, as an etcd outage the cluster must wait out. The package's own system service,
+// if the install starts one, is never used.
+
+import { ensureProgram, type SystemProgram } from "../../core/system-package.ts";
+
+export const ETCD: SystemProgram = {
+  name: "etcd",
+  envVar: "ETCD_PATH",
+  envHint: "an etcd 3.4+ executable",
+  candidates: ["/usr/bin/etcd", "/usr/local/bin/etcd", "/opt/homebrew/bin/etcd"],
+  installCommand: "apt-get update && apt-get install -y --no-install-recommends etcd-server",
+};
+
+/** How long, at most, a start waits for etcd to answer its health check: attempts, and the pause between. */
+const HEALTH_ATTEMPTS = 600, HEALTH_PAUSE_MS = 100;
+/** How long a stop waits for etcd to exit after SIGTERM before it kills it. */
+const STOP_ATTEMPTS = 100, STOP_PAUSE_MS = 100;
+/** Starts retried with other ports when a port was taken between choosing it and etcd binding it. */
+const PORT_ATTEMPTS = 3;
+/** The end of etcd's log kept for an error message. */
+const LOG_TAIL_BYTES = 8 << 10;
+
+/** The etcd to run; on Debian or Ubuntu as root it installs Debian's `etcd-server` when none is found. */
+export function ensureEtcd(): Promise<string> {
+  return ensureProgram(ETCD);
+}
+
+/** A port on 127.0.0.1 that was free a moment ago (etcd binds it next; a lost race is retried). */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** etcd's environment: ours without ETCD_* (they would shadow our flags), and the arch opt-in it needs off amd64. */
+function etcdEnv(): Record<string, string> {
+  const env = Object.fromEntries(Object.entries(Deno.env.toObject()).filter(([name]) => !name.startsWith("ETCD_")));
+  if (Deno.build.arch === "aarch64") env.ETCD_UNSUPPORTED_ARCH = "arm64";
+  return env;
+}
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export interface LocalEtcdOptions {
+  /** The etcd executable (default: found, or installed, by `ensureEtcd`). */
+  binary?: string;
+  /** Passed to etcd as --name, and in the folder's name. */
+  name?: string;
+}
+
+/** One etcd process of our own, a single-member cluster on 127.0.0.1. */
+export class LocalEtcd {
+  readonly binary: string;
+  readonly name: string;
+  readonly dataDir: string;
+  #clientPort: number;
+  #peerPort: number;
+  #process: Deno.ChildProcess | null = null;
+  #exited: Promise<Deno.CommandStatus> | null = null;
+  #log = "";
+
+  private constructor(binary: string, name: string, dataDir: string) {
+    this.binary = binary;
+    this.name = name;
+    this.dataDir = dataDir;
+    this.#clientPort = freePort();
+    this.#peerPort = freePort();
+  }
+
+  /** Starts an etcd in a new temporary folder and waits until it is healthy. */
+  static async start(options: LocalEtcdOptions = {}): Promise<LocalEtcd> {
+    const binary = options.binary ?? await ensureEtcd(), name = options.name ?? "gemini";
+    const etcd = new LocalEtcd(binary, name, await Deno.makeTempDir({ prefix: `etcd-${name}-` }));
+    try {
+      for (let attempt = 1;; attempt++) {
+        try {
+          await etcd.#launch();
+          return etcd;
+        } catch (error) {
+          // A port taken by someone else since we chose it: the same start on other ports. Nothing was
+          // written yet that names the old ones (a fresh member's folder is made by its first start).
+          if (attempt >= PORT_ATTEMPTS || !/address already in use/.test(etcd.#log)) throw error;
+          await Deno.remove(etcd.dataDir, { recursive: true });
+          await Deno.mkdir(etcd.dataDir);
+          etcd.#clientPort = freePort();
+          etcd.#peerPort = freePort();
+        }
+      }
+    } catch (error) {
+      await etcd.close();
+      throw error;
+    }
+  }
+
+  /** The URL clients connect to. */
+  get clientUrl(): string {
+    return `http://127.0.0.1:${this.#clientPort}`;
+  }
+
+  get peerUrl(): string {
+    return `http://127.0.0.1:${this.#peerPort}`;
+  }
+
+  /** The process's id while it runs, else null. */
+  get pid(): number | null {
+    return this.#process?.pid ?? null;
+  }
+
+  /** Stops the process (SIGTERM, then SIGKILL if it lingers), keeping its data folder and ports. */
+  async stop(): Promise<void> {
+    const process = this.#process, exited = this.#exited;
+    if (!process || !exited) return;
+    this.#process = this.#exited = null;
+    let done = false;
+    exited.finally(() => done = true);
+    try {
+      process.kill("SIGTERM");
+    } catch {
+      // it has exited already
+    }
+    for (let i = 0; i < STOP_ATTEMPTS && !done; i++) await pause(STOP_PAUSE_MS);
+    if (!done) process.kill("SIGKILL");
+    await exited;
+  }
+
+  /** Starts the process again on the same data folder and ports, once it was stopped. */
+  async restart(): Promise<void> {
+    if (this.#process) throw new Error("etcd is still running: stop it before restarting it");
+    await this.#launch();
+  }
+
+  /** Stops the process and removes its data folder. */
+  async close(): Promise<void> {
+    await this.stop();
+    await Deno.remove(this.dataDir, { recursive: true }).catch(() => {});
+  }
+
+  /** The end of what etcd has logged. */
+  get log(): string {
+    return this.#log;
+  }
+
+  async #launch(): Promise<void> {
+    const client = this.clientUrl, peer = this.peerUrl;
+    const process = new Deno.Command(this.binary, {
+      args: [
+        `--name=${this.name}`,
+        `--data-dir=${this.dataDir}`,
+        `--listen-client-urls=${client}`,
+        `--advertise-client-urls=${client}`,
+        `--listen-peer-urls=${peer}`,
+        `--initial-advertise-peer-urls=${peer}`,
+        `--initial-cluster=${this.name}=${peer}`,
+        "--initial-cluster-state=new",
+      ],
+      env: etcdEnv(),
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#process = process;
+    this.#exited = process.status;
+    this.#drain(process.stdout);
+    this.#drain(process.stderr);
+    let exited: Deno.CommandStatus | null = null;
+    process.status.then((status) => exited = status);
+    for (let attempt = 0; attempt < HEALTH_ATTEMPTS; attempt++) {
+      if (exited) break;
+      if (await this.#healthy()) return;
+      await pause(HEALTH_PAUSE_MS);
+    }
+    const status = exited as Deno.CommandStatus | null;
+    if (!status) await this.stop();
+    else this.#process = this.#exited = null;
+    throw new Error(
+      `etcd (${this.binary}) ${
+        status ? `exited with code ${status.code}` : `was not healthy after ${HEALTH_ATTEMPTS} checks`
+      } on ${client}; its log ends:\n${this.#log.slice(-2000)}`,
+    );
+  }
+
+  async #healthy(): Promise<boolean> {
+    try {
+      const response = await fetch(`${this.clientUrl}/health`, { signal: AbortSignal.timeout(2000) });
+      const body = await response.json();
+      return response.ok && body?.health === "true";
+    } catch {
+      return false;
+    }
+  }
+
+  async #drain(stream: ReadableStream<Uint8Array>) {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      this.#log = (this.#log + decoder.decode(chunk, { stream: true })).slice(-LOG_TAIL_BYTES);
+    }
+  }
+}

@@ -1,0 +1,197 @@
+// The cluster's state in etcd, what a standby root needs to take over: the members, the epoch, the newest
+// complete iteration of every shard, who holds which replica, and the recovery in progress. Keys live
+// under `gemini/<cluster>/state/`, values are JSON.
+//
+// Fencing: every write is one etcd transaction that first compares the epoch key with the writer's epoch.
+// A root (or machine) from an older epoch has its write refused by etcd itself, and gets a `FencedError`;
+// nothing it wrote after it was superseded is ever read. `advanceEpoch` moves the epoch on the same way,
+// so of two roots that both think they lead, only one advances it.
+
+import type { Namespace } from "etcd3";
+import type { RecoveryPhase } from "../protocol/root.ts";
+import { clusterPrefix, type Etcd } from "./client.ts";
+
+/** A machine process known to the cluster; a spare has no rank. */
+export interface MemberRecord {
+  /** Where its peers reach it (host:port). */
+  address: string;
+  rank: number | null;
+  /** Which start of this rank it is: a machine fenced out has an older one. */
+  incarnation: number;
+}
+
+/** A copy of an owner's shard in some member's memory. */
+export interface ReplicaRecord {
+  member: string;
+  iteration: number;
+}
+
+export interface RecoveryRecord {
+  /** The epoch the recovery runs in. */
+  epoch: number;
+  phase: RecoveryPhase;
+  /** The ranks being recovered. */
+  failed: number[];
+  /** The iteration the cluster rolls back to, once planned. */
+  iteration: number | null;
+}
+
+export interface ClusterState {
+  epoch: number;
+  /** By member id. */
+  members: Map<string, MemberRecord>;
+  /** The newest complete iteration of each rank's shard. */
+  shards: Map<number, number>;
+  /** Each owner rank's replicas. */
+  replicas: Map<number, ReplicaRecord[]>;
+  recovery: RecoveryRecord | null;
+}
+
+/** One change to the state; `null` removes the entry. */
+export type StateChange =
+  | { kind: "member"; id: string; member: MemberRecord | null }
+  | { kind: "shard"; rank: number; iteration: number }
+  | { kind: "replicas"; rank: number; replicas: ReplicaRecord[] | null }
+  | { kind: "recovery"; recovery: RecoveryRecord | null };
+
+/** A write from an epoch that is no longer the cluster's. */
+export class FencedError extends Error {
+  constructor(readonly writerEpoch: number, readonly currentEpoch: number) {
+    super(`fenced: this write is from epoch ${writerEpoch}, and the cluster is at epoch ${currentEpoch}`);
+    this.name = "FencedError";
+  }
+}
+
+const EPOCH = "epoch";
+/** Who last advanced the epoch: a retried advance whose first try went through knows it was its own. */
+const ADVANCED_BY = "epoch-advanced-by";
+
+function keyOf(change: StateChange): string {
+  switch (change.kind) {
+    case "member":
+      if (!/^[A-Za-z0-9._:-]{1,128}$/.test(change.id)) {
+        throw new Error(`a member id is 1 to 128 letters, digits, ".", "_", ":" or "-", got "${change.id}"`);
+      }
+      return `members/${change.id}`;
+    case "shard":
+    case "replicas":
+      if (!Number.isInteger(change.rank) || change.rank < 0) {
+        throw new Error(`a rank is a non-negative integer, got ${change.rank}`);
+      }
+      return `${change.kind === "shard" ? "shards" : "replicas"}/${change.rank}`;
+    case "recovery":
+      return "recovery";
+  }
+}
+
+function valueOf(change: StateChange): unknown {
+  switch (change.kind) {
+    case "member":
+      return change.member;
+    case "shard":
+      return change.iteration;
+    case "replicas":
+      return change.replicas;
+    case "recovery":
+      return change.recovery;
+  }
+}
+
+function parseEpoch(text: string | null): number {
+  const epoch = text === null ? NaN : Number(text);
+  if (!Number.isSafeInteger(epoch) || epoch < 0) throw new Error(`the cluster's epoch key holds "${text}"`);
+  return epoch;
+}
+
+export class ClusterStateStore {
+  readonly #etcd: Etcd;
+  readonly #space: Namespace;
+
+  private constructor(etcd: Etcd, space: Namespace) {
+    this.#etcd = etcd;
+    this.#space = space;
+  }
+
+  /** The state of `cluster`; the first to open it sets its epoch to 0. */
+  static async open(etcd: Etcd, cluster: string): Promise<ClusterStateStore> {
+    const space = etcd.client.namespace(`${clusterPrefix(cluster)}state/`);
+    await etcd.call(
+      "creating the epoch",
+      () => space.if(EPOCH, "Create", "==", 0).then(space.put(EPOCH).value("0")).commit(),
+    );
+    return new ClusterStateStore(etcd, space);
+  }
+
+  /** Everything, read at one revision. */
+  async read(): Promise<ClusterState> {
+    const found = await this.#etcd.call("reading the cluster state", () => this.#space.getAll().strings());
+    const state: ClusterState = {
+      epoch: parseEpoch(found[EPOCH] ?? null),
+      members: new Map(),
+      shards: new Map(),
+      replicas: new Map(),
+      recovery: null,
+    };
+    for (const [key, json] of Object.entries(found)) {
+      if (key === EPOCH || key === ADVANCED_BY) continue;
+      let value: unknown;
+      try {
+        value = JSON.parse(json);
+      } catch {
+        throw new Error(`the cluster state's key ${key} holds a value that is not JSON: ${json.slice(0, 80)}`);
+      }
+      const [kind, name] = key.split("/", 2);
+      if (kind === "members") state.members.set(name, value as MemberRecord);
+      else if (kind === "shards") state.shards.set(Number(name), value as number);
+      else if (kind === "replicas") state.replicas.set(Number(name), value as ReplicaRecord[]);
+      else if (kind === "recovery") state.recovery = value as RecoveryRecord;
+    }
+    return state;
+  }
+
+  /** The cluster's epoch now. */
+  async epoch(): Promise<number> {
+    return parseEpoch(await this.#etcd.call("reading the epoch", () => this.#space.get(EPOCH).string()));
+  }
+
+  /**
+   * Makes every change at once if the cluster is still at `epoch`; otherwise changes nothing and throws a
+   * `FencedError`. Tried again after a lost answer, it changes the same keys to the same values.
+   */
+  async write(epoch: number, changes: StateChange[]): Promise<void> {
+    const operations = changes.map((change) => {
+      const key = keyOf(change), value = valueOf(change);
+      return value === null ? this.#space.delete().key(key) : this.#space.put(key).value(JSON.stringify(value));
+    });
+    const result = await this.#etcd.call(
+      "a fenced write of the cluster state",
+      () =>
+        this.#space.if(EPOCH, "Value", "==", String(epoch)).then(...operations).else(this.#space.get(EPOCH))
+          .commit(),
+    );
+    if (!result.succeeded) throw new FencedError(epoch, currentEpochOf(result));
+  }
+
+  /**
+   * Moves the epoch from `from` to `from + 1` and returns it, if the cluster is still at `from`;
+   * otherwise (another root or recovery moved it first) throws a `FencedError`.
+   */
+  async advanceEpoch(from: number): Promise<number> {
+    const to = from + 1, token = crypto.randomUUID();
+    const result = await this.#etcd.call("advancing the epoch", () =>
+      this.#space.if(EPOCH, "Value", "==", String(from))
+        .then(this.#space.put(EPOCH).value(String(to)), this.#space.put(ADVANCED_BY).value(token))
+        .else(this.#space.get(EPOCH), this.#space.get(ADVANCED_BY))
+        .commit());
+    if (result.succeeded) return to;
+    const current = currentEpochOf(result);
+    // Our first try went through and only its answer was lost: the epoch is ours.
+    if (current === to && result.responses[1]?.response_range?.kvs[0]?.value.toString() === token) return to;
+    throw new FencedError(from, current);
+  }
+}
+
+/** The epoch a refused transaction read in its else branch. */
+function currentEpochOf(result: { responses: { response_range?: { kvs: { value: { toString(): string } }[] } }[] }) {
+  return parseEpoch(result.responses[0]?.response_range?.kvs[0]?.value.toString() ?? null);
+}

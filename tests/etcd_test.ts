@@ -1,0 +1,308 @@
+// The etcd layer against a real etcd that this test starts (Debian's etcd-server, installed as root on
+// Debian when missing; elsewhere the test fails with the command to run): the health store's leases and
+// watches, fenced writes of the cluster state, root election and failover, and an etcd stopped and
+// started again. Waits are on events, each bounded; nothing sleeps in the hope that something happened.
+
+import assert from "node:assert/strict";
+import { Etcd, EtcdUnavailableError } from "../agents/etcd/client.ts";
+import { RootElection } from "../agents/etcd/election.ts";
+import { EtcdHealthStore, leaseSeconds } from "../agents/etcd/health.ts";
+import { ensureEtcd, LocalEtcd } from "../agents/etcd/local.ts";
+import { ClusterStateStore, FencedError, type StateChange } from "../agents/etcd/state.ts";
+import type { HealthEvent } from "../agents/protocol/health.ts";
+
+/** Generous bounds: etcd and this test share two busy cores with others. */
+const BOUND_MS = 60_000;
+
+/** `work`, or a clear failure if it has not settled within `ms`. */
+async function within<T>(work: Promise<T>, what: string, ms = BOUND_MS): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bound = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, bound]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Events seen by a watch, and a way to wait for the one that matches. */
+function recorder() {
+  const events: string[] = [], waiters: { match: string; resolve: () => void }[] = [];
+  return {
+    events,
+    listener: (event: HealthEvent) => {
+      events.push(`${event.type} ${event.key}${event.value === undefined ? "" : ` ${JSON.stringify(event.value)}`}`);
+      for (const waiter of waiters.splice(0)) {
+        if (events.includes(waiter.match)) waiter.resolve();
+        else waiters.push(waiter);
+      }
+    },
+    seen: (match: string) =>
+      within(
+        new Promise<void>((resolve) => events.includes(match) ? resolve() : waiters.push({ match, resolve })),
+        `the watch seeing "${match}" (seen: ${events.join(", ")})`,
+      ),
+  };
+}
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+Deno.test("etcd options: bad endpoints and half-given credentials get one clear error each", () => {
+  const bad: [object, RegExp][] = [
+    [{ endpoints: [] }, /at least one endpoint/],
+    [{ endpoints: ["127.0.0.1:2379"] }, /should be http:\/\/host:port/],
+    [{ endpoints: ["ftp://127.0.0.1:2379"] }, /should be http:\/\/host:port/],
+    [{ endpoints: ["http://127.0.0.1:2379"], certFile: "c.pem" }, /needs its key/],
+    [{ endpoints: ["http://127.0.0.1:2379"], certFile: "c.pem", keyFile: "k.pem" }, /CA file/],
+    [{ endpoints: ["http://127.0.0.1:2379"], user: "root" }, /needs a password/],
+    [{ endpoints: ["https://127.0.0.1:2379"], caFile: "/nonexistent/ca.pem" }, /cannot read the etcd CA file/],
+    [{ endpoints: ["http://127.0.0.1:2379"], unavailableMs: -1 }, /positive number/],
+  ];
+  for (const [options, error] of bad) assert.throws(() => new Etcd(options as never), error);
+  assert.equal(leaseSeconds(1), 1);
+  assert.equal(leaseSeconds(1000), 1);
+  assert.equal(leaseSeconds(1001), 2);
+});
+
+Deno.test("an ETCD_PATH that names no file is one clear error, not a search elsewhere", async () => {
+  const before = Deno.env.get("ETCD_PATH");
+  Deno.env.set("ETCD_PATH", "/nonexistent/etcd");
+  try {
+    await assert.rejects(() => ensureEtcd(), /ETCD_PATH is set to "\/nonexistent\/etcd", which is not a file/);
+  } finally {
+    if (before === undefined) Deno.env.delete("ETCD_PATH");
+    else Deno.env.set("ETCD_PATH", before);
+  }
+});
+
+Deno.test({
+  name: "etcd: health leases and watches, fenced state, root failover, and an etcd restart",
+  // etcd3's gRPC channels close after a test's end: the sanitizers would count them as leaks.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const etcd = await LocalEtcd.start({ name: "etcd-test" });
+    const clients: Etcd[] = [];
+    const connect = (unavailableMs?: number) => {
+      const client = new Etcd({ endpoints: [etcd.clientUrl], unavailableMs });
+      clients.push(client);
+      return client;
+    };
+    try {
+      await t.step(
+        "a lease left alone expires and deletes its key, which a watch sees; one kept alive stays",
+        async () => {
+          const store = new EtcdHealthStore(connect(), "health");
+          const seen = recorder();
+          store.watch("machines/", seen.listener);
+          await within(store.watching(), "the watch starting");
+          const kept = await store.grant(1500), left = await store.grant(1500);
+          const ttlMs = store.grantedTtlMs(left)!;
+          assert.ok(ttlMs >= 2000 && ttlMs % 1000 === 0, `etcd grants whole seconds, at least 2: ${ttlMs} ms`);
+          await store.put("machines/0", { incarnation: 0 }, kept);
+          await store.put("machines/1", { incarnation: 3 }, left);
+          await store.put("other/x", 1);
+          assert.deepEqual(
+            await store.get("machines/"),
+            new Map<string, unknown>([["machines/0", { incarnation: 0 }], ["machines/1", { incarnation: 3 }]]),
+          );
+          // Heartbeats for `kept` until `left` has expired, and then for longer than a lease lives.
+          const expiry = seen.seen("delete machines/1").then(() => true);
+          do assert.equal(await store.keepAlive(kept), true); while (
+            !await Promise.race([
+              expiry,
+              pause(250).then(() => false),
+            ])
+          );
+          for (let beat = 0; beat < (2 * ttlMs) / 250; beat++) {
+            assert.equal(await store.keepAlive(kept), true);
+            await pause(250);
+          }
+          assert.deepEqual([...(await store.get("machines/")).keys()], ["machines/0"], "the kept lease's key stays");
+          assert.equal(await store.keepAlive(left), false, "an expired lease cannot be renewed");
+          await assert.rejects(() => store.put("machines/2", 0, left), /lease \d+ has expired/);
+          await store.revoke(kept);
+          await seen.seen("delete machines/0");
+          assert.deepEqual(seen.events, [
+            'put machines/0 {"incarnation":0}',
+            'put machines/1 {"incarnation":3}',
+            "delete machines/1",
+            "delete machines/0",
+          ]);
+          assert.equal((await store.get("machines/")).size, 0);
+          assert.deepEqual(await store.get("other/"), new Map([["other/x", 1]]));
+          await store.close();
+        },
+      );
+
+      await t.step("a write from an older epoch is refused by etcd, and so is a second advance from it", async () => {
+        const root = await ClusterStateStore.open(connect(), "fencing");
+        const other = await ClusterStateStore.open(connect(), "fencing");
+        assert.equal(await root.epoch(), 0, "a new cluster starts at epoch 0");
+        await root.write(0, [
+          { kind: "member", id: "m-a", member: { address: "127.0.0.1:7001", rank: 0, incarnation: 0 } },
+          { kind: "shard", rank: 0, iteration: 4 },
+        ]);
+        assert.equal(await other.advanceEpoch(0), 1);
+        const refused = await root.write(0, [{ kind: "shard", rank: 0, iteration: 5 }]).catch((error) => error);
+        assert.ok(refused instanceof FencedError, `expected a FencedError, got ${refused}`);
+        assert.equal(refused.writerEpoch, 0);
+        assert.equal(refused.currentEpoch, 1);
+        await assert.rejects(() => root.advanceEpoch(0), FencedError);
+        const state = await other.read();
+        assert.equal(state.epoch, 1);
+        assert.deepEqual(state.shards, new Map([[0, 4]]), "the fenced write changed nothing");
+        // Two roots that both think they lead at epoch 1: exactly one moves it on.
+        const raced = await Promise.allSettled([root.advanceEpoch(1), other.advanceEpoch(1)]);
+        assert.deepEqual(raced.map((r) => r.status).sort(), ["fulfilled", "rejected"]);
+        assert.equal(await root.epoch(), 2);
+        assert.equal(
+          await ClusterStateStore.open(connect(), "fencing").then((again) => again.epoch()),
+          2,
+          "opening an existing cluster keeps its epoch",
+        );
+      });
+
+      await t.step(
+        "the leader's lease revoked, or its process killed: a standby wins and reads the state back",
+        async () => {
+          const cluster = "failover", admin = connect();
+          const candidates = () => admin.client.getAll().prefix(`gemini/${cluster}/election/root/`).keys();
+          /** Waits (a bounded number of looks) until `count` candidates have their keys, so they queue in order. */
+          const queued = async (count: number) => {
+            for (let look = 0; (await candidates()).length < count; look++) {
+              assert.ok(look < 600, `${count} candidates did not queue`);
+              await pause(50);
+            }
+          };
+          const [a, c] = ["root-a", "root-c"].map((id) => ({ id, client: connect() }));
+          const leaderA = await within(new RootElection(a.client, cluster, 2).campaign(a.id), "root-a's election");
+          const stateA = await ClusterStateStore.open(a.client, cluster);
+          const epochA = await stateA.advanceEpoch(await stateA.epoch());
+          const written: StateChange[] = [
+            { kind: "member", id: "m-0", member: { address: "127.0.0.1:7000", rank: 0, incarnation: 1 } },
+            { kind: "member", id: "m-9", member: { address: "127.0.0.1:7009", rank: null, incarnation: 0 } },
+            { kind: "shard", rank: 0, iteration: 7 },
+            { kind: "shard", rank: 1, iteration: 7 },
+            { kind: "replicas", rank: 0, replicas: [{ member: "m-1", iteration: 7 }] },
+            { kind: "recovery", recovery: { epoch: epochA, phase: "retrieve", failed: [1], iteration: 7 } },
+          ];
+          await stateA.write(epochA, written);
+
+          // root-b, a process of its own, queues behind root-a; root-c, here, behind root-b.
+          const child = new URL("./etcd_root_child.ts", import.meta.url).pathname;
+          const b = new Deno.Command(Deno.execPath(), {
+            args: ["run", "--allow-all", child, etcd.clientUrl, cluster, "root-b", "2"],
+            stdout: "piped",
+            stderr: "inherit",
+          }).spawn();
+          try {
+            await queued(2);
+            const electionC = new RootElection(c.client, cluster, 2);
+            const leaderC = electionC.campaign(c.id);
+            await queued(3);
+            assert.equal(await electionC.leader(), "root-a");
+
+            // Someone ends root-a's lease (as etcd does when it stops hearing from it): root-b is elected,
+            // reads the state root-a wrote, advances the epoch and writes under it.
+            await admin.client.leaseClient.leaseRevoke({ ID: await leaderA.lease() });
+            assert.match((await within(leaderA.lost, "root-a hearing that it lost")).message, /lease/i);
+            const reader = b.stdout.pipeThrough(new TextDecoderStream()).getReader();
+            let line = "";
+            while (!line.includes("\n")) {
+              const { value, done } = await within(reader.read(), "root-b's report after its election");
+              assert.ok(!done, "root-b ended before it was elected");
+              line += value;
+            }
+            const report = JSON.parse(line);
+            assert.equal(report.elected, "root-b");
+            assert.equal(report.read.epoch, epochA);
+            assert.deepEqual(report.read.members, [
+              ["m-0", { address: "127.0.0.1:7000", rank: 0, incarnation: 1 }],
+              ["m-9", { address: "127.0.0.1:7009", rank: null, incarnation: 0 }],
+            ]);
+            assert.deepEqual(report.read.shards, [[0, 7], [1, 7]]);
+            assert.deepEqual(report.read.replicas, [[0, [{ member: "m-1", iteration: 7 }]]]);
+            assert.deepEqual(report.read.recovery, { epoch: epochA, phase: "retrieve", failed: [1], iteration: 7 });
+            assert.equal(report.epoch, epochA + 1);
+            assert.equal(await electionC.leader(), "root-b");
+            await assert.rejects(
+              () => stateA.write(epochA, [{ kind: "shard", rank: 1, iteration: 99 }]),
+              FencedError,
+              "the old root is fenced",
+            );
+
+            // root-b is killed: its lease runs out, and root-c is elected and reads what root-b wrote.
+            b.kill("SIGKILL");
+            await b.status;
+            const leadershipC = await within(leaderC, "root-c's election after root-b's lease ran out");
+            const final = await (await ClusterStateStore.open(c.client, cluster)).read();
+            assert.equal(final.epoch, epochA + 1);
+            assert.equal(final.recovery, null);
+            assert.deepEqual([...final.shards], [[0, 7], [1, 8]]);
+            await leadershipC.resign();
+            assert.equal(await electionC.leader(), undefined, "a resigned leader leaves no leader");
+          } finally {
+            try {
+              b.kill("SIGKILL");
+            } catch {
+              // it was killed above
+            }
+            await b.status;
+          }
+        },
+      );
+
+      await t.step("etcd stopped and started again: calls made meanwhile wait, then the store continues", async () => {
+        const client = connect(BOUND_MS);
+        const store = new EtcdHealthStore(client, "restart");
+        const state = await ClusterStateStore.open(client, "restart");
+        const seen = recorder();
+        store.watch("machines/", seen.listener);
+        await within(store.watching(), "the watch starting");
+        const lease = await store.grant(5000);
+        await store.put("machines/0", { incarnation: 0 }, lease);
+        await seen.seen('put machines/0 {"incarnation":0}');
+
+        await etcd.stop();
+        // Made while etcd is down: each waits (retrying) instead of failing, as etcd3 alone would.
+        const put = store.put("machines/1", { incarnation: 1 }, lease);
+        const write = state.write(0, [{ kind: "shard", rank: 0, iteration: 3 }]);
+        const keptAlive = store.keepAlive(lease);
+        for (let look = 0; client.waiting < 3; look++) {
+          assert.ok(look < 1200, `the three calls did not all find etcd away (${client.waiting} waiting)`);
+          await pause(25);
+        }
+        await etcd.restart();
+
+        await within(Promise.all([put, write]), "the calls made during the outage");
+        assert.equal(await within(keptAlive, "the keep-alive made during the outage"), true);
+        await seen.seen('put machines/1 {"incarnation":1}');
+        await store.put("machines/2", { incarnation: 2 }, lease);
+        await seen.seen('put machines/2 {"incarnation":2}');
+        assert.deepEqual([...(await store.get("machines/")).keys()], ["machines/0", "machines/1", "machines/2"]);
+        assert.deepEqual((await state.read()).shards, new Map([[0, 3]]));
+        await store.revoke(lease);
+        await seen.seen("delete machines/2");
+        await store.close();
+      });
+
+      await t.step("with etcd gone for longer than allowed, a call fails with one clear error", async () => {
+        const store = new EtcdHealthStore(connect(300), "gone");
+        await etcd.stop();
+        try {
+          const error = await store.get("machines/").catch((error) => error);
+          assert.ok(error instanceof EtcdUnavailableError, `expected EtcdUnavailableError, got ${error}`);
+          assert.match(error.message, /etcd at http:\/\/127\.0\.0\.1:\d+ did not answer a get for \d+ ms/);
+        } finally {
+          await etcd.restart();
+        }
+      });
+    } finally {
+      for (const client of clients) client.close();
+      await etcd.close();
+    }
+  },
+});
