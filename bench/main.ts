@@ -4,10 +4,12 @@
 // memcpy for memory traffic and checkpoints, TensorFlow.js for kernels and training, a file with fsync for
 // in-memory checkpoints, training without checkpoints for replication under each policy (and the
 // simulation's replay of each run), the persistent store for recovery from memory; placement's exact
-// probabilities against a Monte Carlo count; the paper-scale simulation against the paper's numbers.
+// probabilities against a Monte Carlo count; the paper-scale simulation against the paper's numbers; the
+// chaos soak's invariants against the failure-free run.
 
 import { parseOptions, runCommand, UserError } from "../cli/args.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
+import { chaosSection } from "./chaos.ts";
 import { checkpointSection } from "./checkpoint.ts";
 import { interleavingSection } from "./interleaving.ts";
 import { kernelsSection } from "./kernels.ts";
@@ -27,6 +29,7 @@ const SECTIONS: Section[] = [
   recoverySection,
   placementSection,
   paperSection,
+  chaosSection,
 ];
 const USAGE = `usage: deno task bench [--quick] [--sections ${
   SECTIONS.map((s) => s.name).join(",")

@@ -8,15 +8,16 @@ import { PLACEMENT_STRATEGIES, placementPlan, type PlacementStrategy } from "../
 import { numberOption, parseOptions, runCommand, UserError } from "./args.ts";
 
 const USAGE =
-  "usage: deno task chaos [--seed S] [--machines N] [--failures F] [--placement group|ring|mixed] [--replicas M] [--out DIR]";
+  "usage: deno task chaos [--seed S] [--machines N] [--failures F] [--placement group|ring|mixed] [--replicas M] [--live] [--out DIR]";
 
-function readOptions(args: string[]): ChaosOptions & { out?: string } {
+function readOptions(args: string[]): ChaosOptions & { live: boolean; out?: string } {
   const values = parseOptions(args, {
     seed: { type: "string", default: "1" },
     machines: { type: "string", default: "16" },
     failures: { type: "string", default: "100" },
     placement: { type: "string", default: "group" },
     replicas: { type: "string", default: "2" },
+    live: { type: "boolean", default: false },
     out: { type: "string" },
   }, USAGE);
   const placement = values.placement as PlacementStrategy;
@@ -29,6 +30,7 @@ function readOptions(args: string[]): ChaosOptions & { out?: string } {
     failures: numberOption("failures", values.failures, { integer: true, positive: true }),
     placement,
     replicas: numberOption("replicas", values.replicas, { integer: true, positive: true }),
+    live: values.live,
     out: values.out,
   };
   try {
@@ -40,17 +42,20 @@ function readOptions(args: string[]): ChaosOptions & { out?: string } {
 }
 
 async function main(args: string[]): Promise<number> {
-  const { out, ...options } = readOptions(args);
+  const { out, live, ...options } = readOptions(args);
   const started = performance.now();
-  const report = await runChaos(options);
+  // The live cluster's modules load only when asked for: they start Workers with GPU devices.
+  const report = live
+    ? await (await import("../agents/sim/live-chaos.ts")).runLiveChaos(options)
+    : await runChaos(options);
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   const list = (counts: Record<string, number>) =>
     Object.entries(counts).sort().map(([name, count]) => `${name} ${count}`).join(", ");
   console.log(
     `seed ${options.seed}: ${options.machines} machines, ${options.placement} placement, m = ${options.replicas}; ` +
-      `${report.iterations} iterations in ${
-        (report.virtualMs / 1000).toFixed(1)
-      } s of virtual time (${seconds} s here)`,
+      `${report.iterations} iterations in ${(report.virtualMs / 1000).toFixed(1)} s of ${
+        live ? "the live cluster's" : "virtual"
+      } time (${seconds} s here)`,
   );
   console.log(`injected: ${list(report.injected)}`);
   console.log(
@@ -65,7 +70,8 @@ async function main(args: string[]): Promise<number> {
         pairs.interval.map((x) => x.toFixed(3)).join(", ")
       }]`,
   );
-  console.log(`history hash ${report.hash} (${report.history.length} events)`);
+  // A live run's history carries wall-clock times: its hash names this run only.
+  console.log(`history hash ${report.hash} (${report.history.length} events${live ? ", wall-clock times" : ""})`);
   if (out) {
     await Deno.mkdir(out, { recursive: true });
     const path = `${out}/chaos-seed-${options.seed}.log`;
@@ -79,7 +85,7 @@ async function main(args: string[]): Promise<number> {
   for (const violation of report.violations) console.log(`VIOLATED: ${violation}`);
   console.log(
     `reproduce: deno task chaos --seed ${options.seed} --machines ${options.machines} --failures ${options.failures} ` +
-      `--placement ${options.placement} --replicas ${options.replicas}`,
+      `--placement ${options.placement} --replicas ${options.replicas}${live ? " --live" : ""}`,
   );
   return 1;
 }

@@ -7,6 +7,7 @@ import type { EngineSetup } from "../agents/engine.ts";
 import type { VirtualClock } from "../agents/protocol/clock.ts";
 import { type ChaosOptions, runChaos } from "../agents/sim/chaos.ts";
 import { StandInEngine } from "../agents/sim/in-process.ts";
+import { runLiveChaos } from "../agents/sim/live-chaos.ts";
 
 const SOAK: ChaosOptions = { seed: 3, machines: 8, failures: 100, placement: "group", replicas: 2 };
 
@@ -76,6 +77,19 @@ Deno.test("chaos: the checks catch planted bugs: a restore from the wrong iterat
   );
   // One bit of one parameter: the state after training is no longer the failure-free run's.
   assert.match(nudged.violations.join("\n"), /the final (params|m|v) differ from the failure-free run's/);
+});
+
+Deno.test("chaos --live: the same seeded schedule struck into the Worker cluster on WebGPU, bit for bit", async () => {
+  const options: ChaosOptions = { seed: 2, machines: 4, failures: 6, placement: "group", replicas: 2 };
+  const report = await runLiveChaos(options);
+  assert.deepEqual(report.violations, []);
+  const injected = Object.values(report.injected).reduce((a, b) => a + b, 0);
+  assert.ok(injected >= 6 && report.recoveries > 0, `${injected} faults, ${report.recoveries} recoveries`);
+  // The schedule is the deterministic mode's, from the same seed (later faults may find their machines down).
+  const schedule = (history: string[]) =>
+    history.filter((line) => / (inject|skip) /.test(line)).map((line) => line.slice(line.indexOf(" ") + 1));
+  const simulated = await runChaos(options);
+  assert.equal(schedule(report.history)[0], schedule(simulated.history)[0]);
 });
 
 Deno.test("deno task chaos answers a bad option, or a shape it cannot place, with one line and exit code 2", async () => {

@@ -25,7 +25,9 @@ import {
   recoveryProbability,
 } from "../replication/placement.ts";
 import { RootAgent } from "../root-agent.ts";
+import { type Clock, VirtualClock } from "../protocol/clock.ts";
 import type { FailureKind } from "./cluster.ts";
+import type { MemoryStats } from "./host-faults.ts";
 import { type EngineFactory, InProcessCluster } from "./in-process.ts";
 
 export interface ChaosOptions {
@@ -161,6 +163,22 @@ export interface InProcessRun {
 }
 
 /**
+ * What the soak drives: the in-process cluster (every fault), or the Worker cluster of `--live` (whose
+ * network, heartbeats and persistent files run on the wall clock: no slow machines or persistent faults).
+ */
+export interface ChaosCluster {
+  readonly clock: Clock;
+  isRunning(rank: number): boolean;
+  inject(ranks: number[], kind: FailureKind, point?: FaultPoint): Promise<void> | void;
+  /** Corrupts the newest replica machine `rank` holds; returns its owner (none held: null). */
+  corrupt(rank: number): number | null;
+  memoryStats(rank: number): MemoryStats | null;
+  slow?(rank: number, ms: number): void;
+  failPersist?(rank: number): void;
+  tearPersisted?(rank: number): number | null;
+}
+
+/**
  * Trains `iterations` iterations on an in-process cluster, injecting `faults` on the way (each before its
  * iteration begins), with every event in the history; `engine` replaces the stand-in.
  */
@@ -174,16 +192,32 @@ export async function trainInProcess(
   const root = await clock.until(
     RootAgent.start(cluster, { heartbeatTimeoutMs: LEASE_MS, persistent: cluster.persistent }),
   );
+  try {
+    return await drive(root, cluster, iterations, faults);
+  } finally {
+    await root.close();
+  }
+}
+
+/** Advances `root` to `iterations`, injecting `faults` into `cluster` on the way, with every event in the history. */
+export async function drive(
+  root: RootAgent,
+  cluster: ChaosCluster,
+  iterations: number,
+  faults: Fault[],
+): Promise<InProcessRun> {
+  const { clock } = cluster;
+  const settle = <T>(work: Promise<T>) => clock instanceof VirtualClock ? clock.until(work) : work;
   const history: string[] = [], events: RootEvent[] = [], losses = new Map<number, number>();
   const injected: Record<string, number> = {};
   const log = (line: string) => history.push(`${clock.now().toFixed(3)} ${line}`);
   let memoryViolation: string | null = null;
   const pairs: InProcessRun["pairs"] = [];
   let pair: number[] | null = null;
-  root.onEvent((event) => {
+  const stop = root.onEvent((event) => {
     events.push(event);
     if (event.type !== "failure" && event.type !== "recovering") {
-      memoryViolation ??= checkMemory(cluster, root.plan, event.type);
+      memoryViolation ??= checkMemory(cluster, root, event.type);
     }
     if (event.type === "recovery" && pair) {
       const detected = event.detections.map((d) => d.rank).sort((a, b) => a - b);
@@ -203,63 +237,60 @@ export async function trainInProcess(
       log(`recovered to ${event.iteration} (${event.lostIterations} lost) from ${sources.join(", ")}${passedOver}`);
     }
   });
-  try {
-    let next = 0;
-    while (root.iteration < iterations) {
-      for (; next < faults.length && faults[next].iteration <= root.iteration + 1; next++) {
-        const fault = faults[next], up = fault.ranks.filter((rank) => cluster.isRunning(rank));
-        if (!up.length) continue; // an earlier fault took them down already
-        const where = fault.point
-          ? `${fault.point.phase}${"iteration" in fault.point ? ` ${fault.point.iteration}` : ""}`
-          : "at once";
-        log(`inject ${fault.kind} into ${up.join(", ")} ${where}`);
-        const label = fault.kind === "software" || fault.kind === "hardware"
-          ? `${fault.kind} ${fault.point?.phase ?? "at once"}`
-          : fault.kind;
-        injected[label] = (injected[label] ?? 0) +
-          (fault.kind === "persist-torn" ? placementGroup(root.plan, up[0]).length : up.length);
-        if (fault.kind === "slow") cluster.slow(up[0], SLOW_MS);
-        else if (fault.kind === "persist-fail") cluster.failPersist(up[0]);
-        else if (fault.kind === "corrupt") {
-          // The replica is needed at once: its owner's hardware fails.
-          const owner = cluster.corrupt(up[0]);
-          if (owner !== null && cluster.isRunning(owner)) cluster.inject([owner], "hardware");
-        } else if (fault.kind === "persist-torn") {
-          // The persisted copy is needed at once: every machine that holds the shard in memory is lost.
-          const torn = cluster.tearPersisted(up[0]);
-          if (torn !== null) log(`tore machine ${up[0]}'s persisted checkpoint ${torn}`);
-          cluster.inject(placementGroup(root.plan, up[0]).filter((rank) => cluster.isRunning(rank)), "hardware");
-        } else {
-          cluster.inject(up, fault.kind, fault.point);
-          const alone = faults.filter((f) => f.iteration === fault.iteration).length === 1;
-          if (fault.kind === "hardware" && fault.uniformPair && up.length === 2 && alone) {
-            pair = [...up].sort((a, b) => a - b);
-          }
+  const ended = (state: InProcessRun["state"], stopped: string | null): InProcessRun => {
+    stop();
+    return { losses, history, state, stopped, virtualMs: clock.now(), events, injected, memoryViolation, pairs };
+  };
+  let next = 0;
+  while (root.iteration < iterations) {
+    for (; next < faults.length && faults[next].iteration <= root.iteration + 1; next++) {
+      const fault = faults[next], up = fault.ranks.filter((rank) => cluster.isRunning(rank));
+      if (!up.length) continue; // an earlier fault took them down already
+      const where = fault.point
+        ? `${fault.point.phase}${"iteration" in fault.point ? ` ${fault.point.iteration}` : ""}`
+        : "at once";
+      const label = fault.kind === "software" || fault.kind === "hardware"
+        ? `${fault.kind} ${fault.point?.phase ?? "at once"}`
+        : fault.kind;
+      const { slow, failPersist, tearPersisted } = cluster;
+      if (
+        (fault.kind === "slow" && !slow) || (fault.kind === "persist-fail" && !failPersist) ||
+        (fault.kind === "persist-torn" && !tearPersisted)
+      ) {
+        log(`skip ${fault.kind} into ${up.join(", ")}: the deterministic mode's only`);
+        continue;
+      }
+      log(`inject ${fault.kind} into ${up.join(", ")} ${where}`);
+      injected[label] = (injected[label] ?? 0) +
+        (fault.kind === "persist-torn" ? placementGroup(root.plan, up[0]).length : up.length);
+      if (fault.kind === "slow") slow!.call(cluster, up[0], SLOW_MS);
+      else if (fault.kind === "persist-fail") failPersist!.call(cluster, up[0]);
+      else if (fault.kind === "corrupt") {
+        // The replica is needed at once: its owner's hardware fails.
+        const owner = cluster.corrupt(up[0]);
+        if (owner !== null && cluster.isRunning(owner)) await cluster.inject([owner], "hardware");
+      } else if (fault.kind === "persist-torn") {
+        // The persisted copy is needed at once: every machine that holds the shard in memory is lost.
+        const torn = tearPersisted!.call(cluster, up[0]);
+        if (torn !== null) log(`tore machine ${up[0]}'s persisted checkpoint ${torn}`);
+        await cluster.inject(placementGroup(root.plan, up[0]).filter((rank) => cluster.isRunning(rank)), "hardware");
+      } else {
+        await cluster.inject(up, fault.kind, fault.point);
+        const alone = faults.filter((f) => f.iteration === fault.iteration).length === 1;
+        if (fault.kind === "hardware" && fault.uniformPair && up.length === 2 && alone) {
+          pair = [...up].sort((a, b) => a - b);
         }
       }
-      try {
-        await clock.until(root.advance());
-      } catch (error) {
-        const stopped = `the advance after iteration ${root.iteration} failed: ${(error as Error).message}`;
-        log(stopped);
-        return {
-          losses,
-          history,
-          state: null,
-          stopped,
-          virtualMs: clock.now(),
-          events,
-          injected,
-          memoryViolation,
-          pairs,
-        };
-      }
     }
-    const state = await clock.until(root.state());
-    return { losses, history, state, stopped: null, virtualMs: clock.now(), events, injected, memoryViolation, pairs };
-  } finally {
-    await root.close();
+    try {
+      await settle(root.advance());
+    } catch (error) {
+      const stopped = `the advance after iteration ${root.iteration} failed: ${(error as Error).message}`;
+      log(stopped);
+      return ended(null, stopped);
+    }
   }
+  return ended(await settle(root.state()), null);
 }
 
 /**
@@ -267,8 +298,9 @@ export async function trainInProcess(
  * the replicas of the peers that the placement sends to it, each in no more than its slots (so nothing
  * leaks across recoveries). The first breach, named after the event it followed; null if none.
  */
-function checkMemory(cluster: InProcessCluster, plan: PlacementPlan, after: string): string | null {
-  const budget = cluster.settings.checkpoint.slotsPerOwner * largestCheckpointBytes(cluster.settings);
+function checkMemory(cluster: ChaosCluster, root: RootAgent, after: string): string | null {
+  const { plan } = root, settings = root.machines.settings;
+  const budget = settings.checkpoint.slotsPerOwner * largestCheckpointBytes(settings);
   for (let rank = 0; rank < plan.machines; rank++) {
     const stats = cluster.memoryStats(rank);
     if (!stats) continue;
@@ -305,11 +337,22 @@ async function sha256(text: string): Promise<string> {
  */
 export async function runChaos(options: ChaosOptions, planted?: EngineFactory): Promise<ChaosReport> {
   const settings = chaosSettings(options);
-  const plan = placementPlan(options.placement, options.machines, options.replicas);
-  const faults = drawFaults(options, plan);
+  const faults = drawFaults(options, placementPlan(options.placement, options.machines, options.replicas));
   const iterations = faults.at(-1)!.iteration + 3;
   const run = await trainInProcess(settings, iterations, faults, planted);
   const reference = await trainInProcess(settings, iterations, []);
+  return checkRun(options, settings, iterations, run, reference);
+}
+
+/** The report on `run`, with every invariant checked against `reference`, the same cluster without failures. */
+export async function checkRun(
+  options: ChaosOptions,
+  settings: ClusterSettings,
+  iterations: number,
+  run: InProcessRun,
+  reference: InProcessRun,
+): Promise<ChaosReport> {
+  const plan = placementPlan(options.placement, options.machines, options.replicas);
   const violations: string[] = run.stopped ? [run.stopped] : [];
   for (const [iteration, loss] of run.losses) {
     if (!Object.is(loss, reference.losses.get(iteration))) {

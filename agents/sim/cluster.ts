@@ -10,6 +10,7 @@ import * as Comlink from "comlink";
 import { Rng } from "../../core/random.ts";
 import type { Clock } from "../protocol/clock.ts";
 import { validateInterleaving } from "../replication/interleaving.ts";
+import { corruptNewestReplica, type MemoryStats, memoryStats } from "./host-faults.ts";
 import { Network } from "./network.ts";
 import {
   type ClusterSettings,
@@ -179,6 +180,16 @@ export class SimulatedCluster implements Machines {
 
   fence(rank: number) {
     this.#fail(rank, "software", "fenced: declared failed while it still ran");
+  }
+
+  /** Corrupts the newest replica machine `rank` holds for a peer (see `corruptNewestReplica`). */
+  corrupt(rank: number): number | null {
+    return corruptNewestReplica(this.#slots[rank].memory, rank);
+  }
+
+  /** What machine `rank`'s host memory holds (none while its hardware is lost). */
+  memoryStats(rank: number): MemoryStats | null {
+    return memoryStats(this.#slots[rank].memory);
   }
 
   /** Whether machine `rank` is running. */

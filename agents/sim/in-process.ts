@@ -27,6 +27,7 @@ import {
 } from "../protocol/spec.ts";
 import { MachineAgent, silence } from "../worker-agent.ts";
 import type { FailureKind, FailureRecord } from "./cluster.ts";
+import { corruptNewestReplica, type MemoryStats, memoryStats } from "./host-faults.ts";
 import { directChannel, Network, NetworkEndpoint } from "./network.ts";
 
 /** The stand-in's parameters, m and v in host memory, checkpointed through the one checkpoint path. */
@@ -282,21 +283,9 @@ export class InProcessCluster implements Machines {
     this.#slots[rank].silentUntil = this.clock.now() + ms;
   }
 
-  /**
-   * Flips a byte in the middle of the newest replica machine `rank` holds for a peer; returns that peer (none
-   * held: null). A restore must never use the replica: its checksums no longer match.
-   */
+  /** Corrupts the newest replica machine `rank` holds for a peer (see `corruptNewestReplica`). */
   corrupt(rank: number): number | null {
-    const memory = this.#slots[rank].memory;
-    if (!memory) return null;
-    const store = InMemoryCheckpointStore.attach(memory);
-    const [owner, { newest }] = [...store.stats().byOwner].find(([owner]) => owner !== rank) ?? [-1, { newest: -1 }];
-    if (owner < 0) return null;
-    const flipped = store.withCheckpoint(owner, newest, (bytes) => {
-      bytes[bytes.length >> 1] ^= 0xff;
-      return true;
-    });
-    return flipped ? owner : null;
+    return corruptNewestReplica(this.#slots[rank].memory, rank);
   }
 
   /** Machine `rank`'s next write to the persistent store fails: the checkpoint is not persisted. */
@@ -319,9 +308,8 @@ export class InProcessCluster implements Machines {
   }
 
   /** What machine `rank`'s host memory holds (none while its hardware is lost). */
-  memoryStats(rank: number): ReturnType<InMemoryCheckpointStore["stats"]> | null {
-    const memory = this.#slots[rank].memory;
-    return memory && InMemoryCheckpointStore.attach(memory).stats();
+  memoryStats(rank: number): MemoryStats | null {
+    return memoryStats(this.#slots[rank].memory);
   }
 
   isRunning(rank: number): boolean {
