@@ -16,6 +16,7 @@ import { RootAgent } from "../agents/root-agent.ts";
 import { defaultClusterSettings } from "../agents/protocol/spec.ts";
 import type { StoredEntry } from "../core/store.ts";
 import { MODEL_PRESETS } from "../core/model.ts";
+import { explainRecovery, type RecoveryWhy } from "./recovery-why.ts";
 
 export interface LabSettings {
   machines: number;
@@ -143,6 +144,22 @@ export interface IterationSpan {
   compute: number[];
 }
 
+/** A policy's iterations so far: how many, their total time and the checkpoint bytes sent meanwhile. */
+export interface PolicyStats {
+  iterations: number;
+  milliseconds: number;
+  checkpointBytes: number;
+}
+
+/** From a failure to training resumed (null: not yet), on the network's clock and in iterations. */
+export interface FaultPeriod {
+  start: number;
+  end: number | null;
+  /** The iteration the failure struck in, and the one the recovery rolled back to (null: not yet). */
+  iteration: number;
+  rolledBackTo: number | null;
+}
+
 export interface LabState {
   status: "idle" | "starting" | "running" | "paused" | "recovering" | "done" | "error";
   message: string;
@@ -163,12 +180,20 @@ export interface LabState {
   mismatches: number[];
   failures: (FailureReport & { iteration: number })[];
   recoveries: ObservedRecovery[];
+  /** Why each recovery took each shard from where it did, by recovery. */
+  explanations: RecoveryWhy[];
+  /** Every failure of the run to its recovery (failures recovered together share one). */
+  faults: FaultPeriod[];
+  /** The iterations of each replication policy the run has used. */
+  policies: Partial<Record<ReplicationPolicy, PolicyStats>>;
   /** The network's recent transfers and its clock. */
   transfers: TransferRecord[];
   now: number;
 }
 
 const TRANSFER_WINDOW_MS = 4000;
+/** The recording keeps this many of the newest states (a run of the lab makes a few thousand). */
+const HISTORY_LIMIT = 20_000;
 
 export class LabSession extends EventTarget {
   #state: LabState;
@@ -179,6 +204,10 @@ export class LabSession extends EventTarget {
   #closed = false;
   #loop: Promise<void> = Promise.resolve();
   readonly #heartbeats = new Map<number, number>();
+  /** Every state the run has been in, oldest first: the views can show any earlier moment. */
+  readonly history: LabState[] = [];
+  /** Checkpoint bytes queued since the last iteration was reported. */
+  #checkpointBytes = 0;
 
   constructor(settings: LabSettings) {
     super();
@@ -197,9 +226,13 @@ export class LabSession extends EventTarget {
       mismatches: [],
       failures: [],
       recoveries: [],
+      explanations: [],
+      faults: [],
+      policies: {},
       transfers: [],
       now: 0,
     };
+    this.history.push(this.#state);
   }
 
   get state(): LabState {
@@ -307,7 +340,10 @@ export class LabSession extends EventTarget {
     const observer = new FailureObserver(cluster);
     this.#root.onEvent((event) => this.#onEvent(observer.event(event)));
     this.#root.onHeartbeat((rank) => this.#heartbeats.set(rank, performance.now()));
-    cluster.network.onTransfer(() => this.#refreshSoon());
+    cluster.network.onTransfer((record) => {
+      if (record.kind === "checkpoint") this.#checkpointBytes += record.bytes;
+      this.#refreshSoon();
+    });
     cluster.onFailure(() => this.#refresh());
     this.#update({ plan: this.#root.plan, message: "" });
     await this.#refresh();
@@ -345,7 +381,18 @@ export class LabSession extends EventTarget {
         start: end - event.milliseconds,
         compute: event.machines.map((m) => m.compute),
       };
+      const policy = state.settings.replication, stats = state.policies[policy];
+      const policies = {
+        ...state.policies,
+        [policy]: {
+          iterations: (stats?.iterations ?? 0) + 1,
+          milliseconds: (stats?.milliseconds ?? 0) + event.milliseconds,
+          checkpointBytes: (stats?.checkpointBytes ?? 0) + this.#checkpointBytes,
+        },
+      };
+      this.#checkpointBytes = 0;
       this.#update({
+        policies,
         iterations: [...state.iterations.slice(-60), span],
         iterationMs: (state.iterationMs * count + event.milliseconds) / (count + 1),
         iteration: event.iteration,
@@ -354,13 +401,23 @@ export class LabSession extends EventTarget {
         status: this.#running ? "running" : state.status,
       });
     } else if (event.type === "failure") {
-      this.#update({ failures: [...state.failures, { ...event.failure, iteration: state.iteration }] });
+      const open = state.faults.find((fault) => fault.end === null);
+      const faults = open ? state.faults : [
+        ...state.faults,
+        { start: event.failure.failedAt, end: null, iteration: state.iteration, rolledBackTo: null },
+      ];
+      this.#update({ faults, failures: [...state.failures, { ...event.failure, iteration: state.iteration }] });
       this.#refresh();
     } else if (event.type === "recovering") {
       this.#update({ status: "recovering", message: `recovery ${event.epoch}: ${event.phase}` });
       this.#refresh();
     } else {
+      const faults = state.faults.map((fault) =>
+        fault.end === null ? { ...fault, end: event.resumedAt, rolledBackTo: event.iteration } : fault
+      );
       this.#update({
+        faults,
+        explanations: [...state.explanations, explainRecovery(event, state.machines, state.settings)],
         recoveries: [...state.recoveries, event],
         iteration: event.iteration,
         status: this.#running ? "running" : "paused",
@@ -417,6 +474,7 @@ export class LabSession extends EventTarget {
     const now = network?.now() ?? 0;
     const transfers = network ? network.timeline.filter((record) => record.end > now - TRANSFER_WINDOW_MS) : [];
     this.#state = { ...this.#state, ...change, transfers, now };
+    if (this.history.push(this.#state) > HISTORY_LIMIT) this.history.shift();
     this.dispatchEvent(new Event("change"));
   }
 }

@@ -1,0 +1,116 @@
+// Why a recovery used each source (web/recovery-why.ts), without a browser: the copies that outlived the
+// failure and what each would have cost at the lab's speeds; and a lesson's moments read from the state.
+
+import assert from "node:assert/strict";
+import type { ObservedRecovery } from "../agents/sim/observer.ts";
+import type { StoredEntry } from "../core/store.ts";
+import { lessonSteps } from "../web/lessons.ts";
+import { describeShard, explainRecovery } from "../web/recovery-why.ts";
+import { DEFAULT_LAB_SETTINGS, LabSession, type LabState, type MachineView } from "../web/session.ts";
+
+const BYTES = 4e6;
+
+function entry(owner: number, iteration: number, kind: StoredEntry["kind"]): StoredEntry {
+  return { owner, iteration, bytes: BYTES, savedAt: 0, kind, replicatedTo: [] };
+}
+
+function machine(rank: number, memory: StoredEntry[]): MachineView {
+  return {
+    rank,
+    phase: "running",
+    incarnation: 0,
+    failure: null,
+    iteration: 7,
+    heartbeatAge: 0,
+    memory,
+    arenaBytes: 4 * BYTES,
+    persisted: 1,
+    persistSkipped: 0,
+    adapter: "",
+  };
+}
+
+/** Machine 1 failed in hardware; the recovery took its shard of iteration 7 from `source`. */
+function recovery(iteration: number, source: ObservedRecovery["machines"][number]["source"]): ObservedRecovery {
+  const restored = (from: typeof source) => ({
+    source: from,
+    iteration,
+    bytes: BYTES,
+    retrieveMilliseconds: 0,
+    loadMilliseconds: 0,
+  });
+  return {
+    type: "recovery",
+    epoch: 1,
+    detections: [{ rank: 1, incarnation: 0, detectedAt: 100 }],
+    failures: [{ rank: 1, incarnation: 0, detectedAt: 100, kind: "hardware", where: "at once", failedAt: 50 }],
+    iteration,
+    lostIterations: 1,
+    machines: [restored({ from: "local" }), restored(source), restored({ from: "local" }), restored({ from: "local" })],
+    replacement: 0,
+    retrieval: 0,
+    load: 0,
+    synchronize: 0,
+    resumedAt: 200,
+    fromPersistent: source.from === "persistent" ? 1 : 0,
+    skipped: [],
+    choice: { candidates: [], reason: "the newest iteration every shard has (7) resumes soonest" },
+    detection: 50,
+    total: 150,
+  };
+}
+
+// Groups {0, 1} and {2, 3}; machine 1's memory is gone with its hardware (the page shows it empty, but a
+// replacement may already hold the fetched shard: it must not count as a copy that survived).
+const machines = [
+  machine(0, [entry(0, 7, "own"), entry(1, 7, "replica")]),
+  machine(1, [entry(1, 7, "own")]),
+  machine(2, [entry(2, 7, "own"), entry(3, 7, "replica")]),
+  machine(3, [entry(3, 7, "own"), entry(2, 7, "replica")]),
+];
+
+Deno.test("a shard served by a peer: the peer's copy and its cost at the link's speed; the failed machine's is gone", () => {
+  const settings = { ...DEFAULT_LAB_SETTINGS, networkMBps: 400, storageMBps: 20, persistEvery: 5 };
+  const why = explainRecovery(recovery(7, { from: "peer", peer: 0 }), machines, settings);
+  assert.deepEqual(why.shards[1], {
+    owner: 1,
+    used: "peer 0",
+    copies: [{ where: "machine 0's memory", ms: 10 }],
+  });
+  assert.deepEqual(why.shards[0].copies, [{ where: "local memory", ms: 0 }]);
+  assert.equal(describeShard(why.shards[1]), "shard 1: from peer 0 (survived: machine 0's memory 10 ms)");
+  assert.equal(why.rollback, "the newest iteration every shard has (7) resumes soonest");
+});
+
+Deno.test("on a persistence boundary the store's copy is listed with its cost, cheapest copy first", () => {
+  const settings = { ...DEFAULT_LAB_SETTINGS, networkMBps: 400, storageMBps: 20, persistEvery: 7 };
+  const why = explainRecovery(recovery(7, { from: "peer", peer: 0 }), machines, settings);
+  assert.deepEqual(why.shards[1].copies, [
+    { where: "machine 0's memory", ms: 10 },
+    { where: "persistent storage", ms: 200 },
+  ]);
+});
+
+Deno.test("a software failure keeps the machine's own copy: it is local and free", () => {
+  const settings = { ...DEFAULT_LAB_SETTINGS, persistEvery: 5 };
+  const software = recovery(7, { from: "local" });
+  software.failures = [{ ...software.failures[0], kind: "software" }];
+  const why = explainRecovery(software, machines, settings);
+  assert.deepEqual(why.shards[1].copies[0], { where: "local memory", ms: 0 });
+  assert.equal(why.shards[1].used, "local");
+});
+
+Deno.test("a lesson's steps: the first waits for the start, the moments are read from the state", () => {
+  const steps = lessonSteps("machine-lost");
+  const idle: LabState = new LabSession(DEFAULT_LAB_SETTINGS).state;
+  assert.equal(steps.length, 5);
+  assert.ok(steps[0].reached(idle));
+  assert.ok(!steps[1].reached(idle));
+  const training: LabState = { ...idle, status: "running", iteration: 3, machines };
+  assert.ok(steps[1].reached(training));
+  assert.ok(!steps[2].reached(training));
+  const failed = { ...training, machines: machines.map((m) => m.rank === 1 ? { ...m, phase: "failed" as const } : m) };
+  assert.ok(steps[2].reached(failed));
+  assert.deepEqual(steps[2].highlight(failed), [1]);
+  assert.match(steps[2].say(failed), /^machine 1: a hardware failure/);
+});
