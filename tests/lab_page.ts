@@ -43,6 +43,15 @@ export function labState(page: Page): Promise<LabState> {
   return page.evaluate(() => (document.querySelector("gemini-lab") as GeminiLab).state);
 }
 
+/** Waits for the run's status to be one of `statuses`. */
+export async function waitForStatus(page: Page, ...statuses: string[]) {
+  await page.waitForFunction(
+    (wanted) => wanted.includes((document.querySelector("gemini-lab") as GeminiLab).state.status),
+    statuses,
+    LONG,
+  );
+}
+
 /** Every accessibility violation axe-core finds on the page as it is now, whatever its impact. */
 export async function accessibilityViolations(page: Page): Promise<string[]> {
   const { violations } = await new AxeBuilder({ page }).analyze();

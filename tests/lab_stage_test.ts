@@ -9,16 +9,7 @@ import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
 import type { GeminiLab } from "../web/lab-app.ts";
 import { type PresetName, PRESETS } from "../web/presets.ts";
-import { accessibilityViolations, labState, LONG, screenshot, withLab } from "./lab_page.ts";
-
-/** Waits for the run's status to be one of `statuses`. */
-async function waitForStatus(page: Page, ...statuses: string[]) {
-  await page.waitForFunction(
-    (wanted) => wanted.includes((document.querySelector("gemini-lab") as GeminiLab).state.status),
-    statuses,
-    LONG,
-  );
-}
+import { accessibilityViolations, labState, LONG, screenshot, waitForStatus, withLab } from "./lab_page.ts";
 
 /**
  * Runs preset `name` from its button, with `meanwhile` before its recovery; returns where the first

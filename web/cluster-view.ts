@@ -3,9 +3,11 @@
 // them the network with every transfer in flight drawn as a dot moving from sender to receiver (a still
 // line where the reader asks for reduced motion). A software failure ends the Worker and leaves the memory,
 // so its card keeps the bar; a hardware failure takes both. Data in as properties; "fail" out as an event
-// ({ ranks, kind }).
+// ({ ranks, kind }). A lesson highlights the machines it is about and the kind of transfer to look at (the
+// others are dimmed).
 
 import { css, html, LitElement, svg } from "lit";
+import { ifDefined } from "lit/directives/if-defined.js";
 import type { TransferRecord } from "../agents/sim/network.ts";
 import { placementGroup, type PlacementPlan } from "../agents/replication/placement.ts";
 import { ownerColor, textColorOn, TRAFFIC_COLORS } from "./colors.ts";
@@ -25,6 +27,8 @@ export class ClusterView extends LitElement {
     status: { type: String },
     canFail: { type: Boolean },
     compact: { type: Boolean, reflect: true },
+    highlight: { attribute: false },
+    highlightTransfer: { type: String },
   };
 
   static override styles = css`
@@ -47,12 +51,19 @@ export class ClusterView extends LitElement {
     :host([compact]) .detail {
       display: none;
     }
+    :host([compact]) svg {
+      height: 3rem;
+    }
 
     article {
       border: 2px solid #d0d7de;
       border-radius: 0.5rem;
       padding: 0.6rem 0.75rem;
       background: #fff;
+    }
+    article[data-highlight] {
+      outline: 0.25rem solid #0550ae;
+      outline-offset: 0.1rem;
     }
     article[data-phase="failed"] {
       border-color: #a40e26;
@@ -130,6 +141,9 @@ export class ClusterView extends LitElement {
   declare canFail: boolean;
   /** Only what a class reads from afar: no heartbeat, persistence or group lines. */
   declare compact: boolean;
+  declare highlight: number[];
+  /** The kind of transfer to pick out ("": none). */
+  declare highlightTransfer: string;
 
   constructor() {
     super();
@@ -140,6 +154,8 @@ export class ClusterView extends LitElement {
     this.status = "idle";
     this.canFail = false;
     this.compact = false;
+    this.highlight = [];
+    this.highlightTransfer = "";
   }
 
   /**
@@ -184,10 +200,12 @@ export class ClusterView extends LitElement {
         `
       )}
       ${inFlight.map((t) => {
+        const opacity = this.highlightTransfer && t.kind !== this.highlightTransfer ? 0.25 : 1;
         if (this.#still.matches) {
           return svg`
             <line class="chunk" data-kind=${t.kind} x1=${this.#x(t.from)} x2=${this.#x(t.to)} y1="30" y2="30"
-              stroke=${TRAFFIC_COLORS[t.kind]} stroke-width=${t.kind === "training" ? 2 : 4}></line>
+              stroke=${TRAFFIC_COLORS[t.kind]} stroke-width=${t.kind === "training" ? 2 : 4}
+              opacity=${opacity}></line>
           `;
         }
         const progress = Math.min(1, (this.now - t.start) / Math.max(t.end - t.start, 1e-3));
@@ -195,7 +213,7 @@ export class ClusterView extends LitElement {
         const x = x1 + (x2 - x1) * progress, y = 55 - (1 - (2 * progress - 1) ** 2) * (55 - arc);
         return svg`
           <circle class="chunk" data-kind=${t.kind} cx=${x} cy=${y} r=${t.kind === "training" ? 3 : 5}
-            fill=${TRAFFIC_COLORS[t.kind]}></circle>
+            fill=${TRAFFIC_COLORS[t.kind]} opacity=${opacity}></circle>
         `;
       })}
     `;
@@ -220,6 +238,7 @@ export class ClusterView extends LitElement {
       : `${Math.round(machine.heartbeatAge)} ms ago`;
     return html`
       <article data-rank=${machine.rank} data-phase=${phase} data-failure=${machine.failure ?? ""}
+        data-highlight=${ifDefined(this.highlight.includes(machine.rank) ? "" : undefined)}
         aria-label="machine ${machine.rank}">
         <h3><span>machine ${machine.rank}</span><span data-field="phase">${failed
           ? `${machine.failure} failure`

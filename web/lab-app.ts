@@ -4,7 +4,10 @@
 // ended, a preset chosen or a setting changed gets a fresh session (the old cluster closed first). Keyboard,
 // unless a control has the focus and wants the key: space start/pause, s single step, g fail machine 0's
 // group, c compare with a failure-free run, p presentation mode, 0-7 a machine's hardware failure,
-// shift+0-7 its software failure. The URL holds the valid settings, the preset, presentation mode (one
+// shift+0-7 its software failure. In a lesson (a preset), space, the arrows, page up and down and "."
+// (what a presenter's clicker sends) step the narration instead, and the stage holds at each step's
+// moment. The stage can be slowed and rewound: the views render the recorded state at the moment shown.
+// The URL holds the valid settings, the preset, presentation mode (one
 // screen for a projector) and `hide`: the sections and controls a lesson leaves out (hide=compare,timeline).
 
 import { css, html, LitElement } from "lit";
@@ -20,18 +23,39 @@ import "./machine-timeline.ts";
 import "./paper-scale-panel.ts";
 import "./probability-panel.ts";
 import "./recovery-chart.ts";
+import "./lesson-narration.ts";
+import type { LessonNarration } from "./lesson-narration.ts";
+import "./time-control.ts";
+import { lessonSteps } from "./lessons.ts";
 import { isPresetName, type PresetName, PRESETS, readyToStrike } from "./presets.ts";
-import { LabSession, type LabSettings, type LabState, settingsFromQuery, settingsToQuery } from "./session.ts";
+import { describeShard, type RecoveryWhy } from "./recovery-why.ts";
+import type { ObservedRecovery } from "../agents/sim/observer.ts";
+import {
+  LabSession,
+  type LabSettings,
+  type LabState,
+  type PolicyStats,
+  settingsFromQuery,
+  settingsToQuery,
+} from "./session.ts";
 
 /** Controls whose own keys a shortcut must leave alone: all of them for text and menus. */
 const TEXT_CONTROLS = "input:not([type=checkbox], [type=radio], [type=button]), select, textarea, [contenteditable]";
 /** Controls that Space and Enter press. */
 const PRESSABLE = "button, a[href], summary, input, [role=button]";
+/** A presenter's keys: on (a clicker's "next", space, the arrows, ".") and back. */
+const LESSON_NEXT = new Set([" ", "ArrowRight", "ArrowDown", "PageDown", "."]);
+const LESSON_BACK = new Set(["ArrowLeft", "ArrowUp", "PageUp"]);
+/** How often a slowed or rewound stage moves on (ms). */
+const PLAYBACK_TICK_MS = 100;
 
 export class GeminiLab extends LitElement {
   static override properties = {
     softwareAdapter: { type: Boolean },
     state: { state: true },
+    at: { state: true },
+    speed: { state: true },
+    lessonStep: { state: true },
     presentation: { type: Boolean, reflect: true },
     hide: { attribute: false },
   };
@@ -63,6 +87,20 @@ export class GeminiLab extends LitElement {
       border-radius: 0.3rem;
       background: #f6f8fa;
     }
+    /* The status and the stage's time share a row where there is room. */
+    .bar {
+      display: flex;
+      flex-wrap: wrap;
+      gap: 0.3rem 1rem;
+      align-items: center;
+    }
+    .bar .status {
+      flex: 1 1 20rem;
+      margin: 0;
+    }
+    .bar time-control {
+      flex: 1 1 26rem;
+    }
     .status[data-status="recovering"] {
       background: #fff8c5;
     }
@@ -77,7 +115,8 @@ export class GeminiLab extends LitElement {
     :host([presentation]) {
       font-size: clamp(13px, 1.75vh, 24px);
       --gap: 0.5rem;
-      --chart-max-height: 16vh;
+      --chart-max-height: 14vh;
+      --chart-text: 1.4;
     }
     :host([presentation]) .layout {
       grid-template-columns: 1fr 1fr;
@@ -90,13 +129,20 @@ export class GeminiLab extends LitElement {
       font-size: 1em;
     }
     :host([presentation]) .status {
-      margin: 0.3rem 0 0;
       padding: 0.2rem 0.6rem;
+    }
+    :host([presentation]) .bar {
+      margin-top: 0.3rem;
+    }
+    :host([presentation]) p[data-field="policies"],
+    :host([presentation]) p[data-field="why"] {
+      font-size: 0.85em;
+      margin: 0.1rem 0 0;
     }
     :host([presentation]) [data-area="probability"],
     :host([presentation]) [data-area="paper-scale"],
     :host([presentation]) .notice,
-    :host([presentation]) p[data-field="recovery"]:not(:last-of-type) {
+    :host([presentation]) .recovery-item:not(:last-of-type) {
       display: none;
     }
     :host([presentation]) p[data-field="recovery"] {
@@ -109,6 +155,18 @@ export class GeminiLab extends LitElement {
   declare presentation: boolean;
   /** What the URL's `hide` names: sections of the page and controls of the panel to leave out. */
   declare hide: string[];
+  /** The moment the stage shows, on the network's clock (null: live), and how fast it plays. */
+  declare at: number | null;
+  declare speed: number;
+  /** The lesson's step shown (with a preset). */
+  declare lessonStep: number;
+  /** The stage stays at `at` (rewound, or held by the lesson) instead of playing on. */
+  #still = false;
+  /** The lesson steps whose moment the stage has held at already. */
+  #heldSteps = new Set<number>();
+  /** The lesson paused the run (to hold at a moment): stepping on resumes it. */
+  #lessonPaused = false;
+  #ticker: ReturnType<typeof setInterval> | undefined;
   #session: LabSession;
   #preset: PresetName | null = null;
   #presetDone = false;
@@ -122,6 +180,9 @@ export class GeminiLab extends LitElement {
     this.#preset = isPresetName(preset) ? preset : null;
     this.presentation = params.has("presentation");
     this.hide = params.get("hide")?.split(",").filter(Boolean) ?? [];
+    this.at = null;
+    this.speed = 1;
+    this.lessonStep = 0;
     this.#session = this.#newSession(settingsFromQuery(location.search));
     this.state = this.#session.state;
   }
@@ -136,6 +197,7 @@ export class GeminiLab extends LitElement {
   override disconnectedCallback() {
     super.disconnectedCallback();
     removeEventListener("keydown", this.#onKey);
+    clearInterval(this.#ticker);
     this.#session.close();
   }
 
@@ -147,7 +209,8 @@ export class GeminiLab extends LitElement {
   }
 
   override render() {
-    const s = this.state, actions = this.#actions();
+    const s = this.#view(), live = this.state, actions = this.#actions();
+    const lesson = this.#lesson(s);
     return html`
       ${this.softwareAdapter
         ? html`<p class="notice" data-field="software-adapter">This page runs on a software WebGPU adapter: the tiny
@@ -155,7 +218,7 @@ export class GeminiLab extends LitElement {
         : ""}
       <div class="layout">
         <section data-area="controls">
-          <control-panel .settings=${s.settings} .actions=${actions} preset=${this.#preset ?? ""} .hide=${this.hide}
+          <control-panel .settings=${live.settings} .actions=${actions} preset=${this.#preset ?? ""} .hide=${this.hide}
             ?softwareAdapter=${this.softwareAdapter} ?presentation=${this.presentation}
             @start=${() => this.#primary()} @pause=${() => this.#primary()} @step=${() => this.#step()}
             @fail-group=${() => this.#failGroup()} @compare=${() => this.#compare()} @presentation=${() =>
@@ -165,15 +228,36 @@ export class GeminiLab extends LitElement {
               this.#changeReplication(e.detail.policy)}
             @preset=${(e: CustomEvent<{ name: PresetName | null }>) => this.#choosePreset(e.detail.name)}>
           </control-panel>
-          <p class="status" role="status" data-field="status" data-status=${s.status}>
-            ${this.#statusText(s)}</p>
+          <div class="bar">
+            <p class="status" role="status" data-field="status" data-status=${live.status}>
+              ${this.#statusText(live)}</p>
+            ${this.hide.includes("time") ? "" : html`
+              <time-control start="0" end=${live.now} .at=${this.at} speed=${this.speed}
+                @scrub=${(e: CustomEvent<{ at: number }>) => this.#scrub(e.detail.at)}
+                @speed=${(e: CustomEvent<{ speed: number }>) => this.#setSpeed(e.detail.speed)}
+                @live=${() => this.#goLive()}></time-control>
+            `}
+          </div>
         </section>
+        ${lesson
+          ? html`
+            <section data-area="narration">
+              <lesson-narration lesson=${lesson.title} step=${this.lessonStep}
+                steps=${lesson.steps.length} heading=${lesson.step.title} cue=${lesson.step.cue}
+                ?reached=${lesson.reached} text=${lesson.reached ? lesson.step.say(s) : ""}
+                notice=${lesson.reached ? lesson.step.notice(s) : ""} @lesson-next=${() => this.#lessonNext()}
+                @lesson-back=${() => this.#lessonBack()}></lesson-narration>
+            </section>
+          `
+          : ""}
         ${this.#section(
           "cluster",
           "Machines and network",
           html`
             <cluster-view .machines=${s.machines} .plan=${s.plan} .transfers=${s.transfers} now=${s.now}
-              status=${s.status} ?canFail=${this.#live()} ?compact=${this.presentation}
+              status=${s.status} ?canFail=${this.#live() && this.at === null} ?compact=${this.presentation}
+              .highlight=${lesson?.reached ? lesson.step.highlight(s) : []}
+              highlightTransfer=${lesson?.reached ? lesson.step.transfer ?? "" : ""}
               @fail=${(e: CustomEvent<FailRequest>) =>
                 this.#session.fail(e.detail.ranks, e.detail.kind)}></cluster-view>
           `,
@@ -183,28 +267,24 @@ export class GeminiLab extends LitElement {
           "Loss, with the failure-free run",
           html`
             <loss-chart .reference=${s.reference} referenceStatus=${s.referenceStatus} .losses=${s.losses}
-              .failures=${s.failures} .recoveries=${s.recoveries} .mismatches=${s.mismatches}></loss-chart>
+              .failures=${s.failures} .recoveries=${s.recoveries} .mismatches=${s.mismatches}
+              .faults=${s.faults}></loss-chart>
           `,
         )}
         ${this.#section(
           "recoveries",
           "Recoveries: from memory and from persistent storage",
           html`<recovery-chart .recoveries=${s.recoveries} iterationMs=${s.iterationMs}></recovery-chart>
-          ${
-            s.recoveries.map((r, i) =>
-              html`<p data-field="recovery" data-index=${i}>Recovery ${i + 1}: rolled back to iteration ${r.iteration}
-              (${r.lostIterations} lost); shards from ${
-                r.machines.map((m, rank) => `${rank}: ${describeSource(m.source)}`).join(", ")
-              }; detected in ${r.detection.toFixed(0)} ms, resumed ${r.total.toFixed(0)} ms after the failure.</p>`
-            )
-          }`,
+          ${s.recoveries.map((r, i) => this.#recoveryItem(r, s.explanations[i], i))}`,
         )}
         ${this.#section(
           "timeline",
-          "Timeline, last 4 seconds",
+          "Timeline, last 4 seconds, and the whole run",
           html`
             <machine-timeline machines=${s.settings.machines} now=${s.now} .transfers=${s.transfers}
-              .iterations=${s.iterations} .failures=${s.failures} .recoveries=${s.recoveries}></machine-timeline>
+              .iterations=${s.iterations} .failures=${s.failures} .recoveries=${s.recoveries}
+              .faults=${s.faults}></machine-timeline>
+            ${this.#policies(s)}
           `,
         )}
         ${this.#section(
@@ -218,6 +298,130 @@ export class GeminiLab extends LitElement {
         ${this.#section("paper-scale", "At the paper's scale", html`<paper-scale-panel></paper-scale-panel>`)}
       </div>
     `;
+  }
+
+  /** A recovery in words: what it restored from where, how long it took, and why. */
+  #recoveryItem(r: ObservedRecovery, why: RecoveryWhy, i: number) {
+    const sources = r.machines.map((m, rank) => `${rank}: ${describeSource(m.source)}`).join(", ");
+    const failed = why.shards.filter((shard) => r.failures.some((f) => f.rank === shard.owner));
+    return html`
+      <div class="recovery-item">
+        <p data-field="recovery" data-index=${i}>Recovery ${i + 1}: rolled back to iteration ${r.iteration}
+              (${r.lostIterations} lost); shards from ${sources}; detected in ${r.detection.toFixed(0)} ms, resumed
+              ${r.total.toFixed(0)} ms after the failure.</p>
+        <p data-field="why" data-index=${i}>Why: ${why.rollback}. ${failed.map(describeShard).join("; ")}.</p>
+      </div>
+    `;
+  }
+
+  /** Each replication policy's mean iteration time and checkpoint traffic so far, with the overhead over none. */
+  #policies(s: LabState) {
+    const entries = Object.entries(s.policies) as [string, PolicyStats][];
+    if (!entries.length) return "";
+    const mean = (p: PolicyStats) => p.milliseconds / p.iterations;
+    const none = s.policies.none;
+    return html`<p data-field="policies">Iteration time by replication: ${
+      entries.map(([policy, p]) =>
+        html`
+          <span
+            data-policy=${policy}><b>${policy}</b> ${mean(p).toFixed(0)} ms${none && policy !== "none"
+              ? ` (${((mean(p) / mean(none) - 1) * 100).toFixed(0)}% over none)`
+              : ""}, ${(p.checkpointBytes / p.iterations / 1e6).toFixed(
+                2,
+              )} MB of checkpoints an iteration${policy === s.settings.replication ? " (now)" : ""}</span>
+        `
+      ).map((part, i) => i ? html`; ${part}` : part)
+    }.</p>`;
+  }
+
+  /** The state at the moment the stage shows: the recording's, or the live one. */
+  #view(): LabState {
+    const at = this.at;
+    if (at === null) return this.state;
+    const history = this.#session.history;
+    // The last state recorded at or before `at` (the recording is in time order).
+    let low = 0, high = history.length - 1;
+    while (low < high) {
+      const mid = Math.ceil((low + high) / 2);
+      if (history[mid].now <= at) low = mid;
+      else high = mid - 1;
+    }
+    return { ...history[low], now: at };
+  }
+
+  /** The lesson of the active preset, its step, and whether the stage has reached that step's moment. */
+  #lesson(s: LabState) {
+    if (!this.#preset || this.hide.includes("narration")) return null;
+    const steps = lessonSteps(this.#preset), step = steps[this.lessonStep];
+    // A moment once held stays reached live (the failed machine is soon replaced); rewound before it, it is not.
+    const reached = step.reached(s) || (this.at === null && this.#heldSteps.has(this.lessonStep));
+    return { title: PRESETS[this.#preset].title, steps, step, reached };
+  }
+
+  /** Holds the stage at the lesson step's moment, once: the run pauses and the recording stops playing. */
+  #followLesson() {
+    if (this.lessonStep === 0 && this.state.status !== "idle") this.lessonStep = 1;
+    const lesson = this.#lesson(this.#view());
+    if (!lesson?.reached || this.#heldSteps.has(this.lessonStep)) return;
+    this.#heldSteps.add(this.lessonStep);
+    if (this.lessonStep === 0 || this.lessonStep === lesson.steps.length - 1) return;
+    if (this.state.status === "running" || this.state.status === "recovering") {
+      this.#session.pause();
+      this.#lessonPaused = true;
+    }
+    if (this.at !== null) this.#still = true;
+  }
+
+  #lessonNext() {
+    const lesson = this.#lesson(this.#view());
+    if (!lesson?.reached || this.lessonStep >= lesson.steps.length - 1) return;
+    // The run goes on to a moment not yet shown; stepping back and on again only rereads.
+    if (this.lessonStep === 0) this.#start();
+    else if (this.#lessonPaused && !this.#heldSteps.has(this.lessonStep + 1)) {
+      this.#lessonPaused = false;
+      this.#whenClosed((session) => session.start());
+    }
+    this.lessonStep++;
+    this.#still = false;
+    this.#followLesson();
+  }
+
+  #lessonBack() {
+    if (this.lessonStep > 0) this.lessonStep--;
+  }
+
+  /** Shows the run as it was at `at`, and stays there. */
+  #scrub(at: number) {
+    this.at = Math.min(at, this.state.now);
+    this.#still = true;
+    this.#play();
+  }
+
+  /** Plays the recording at `speed` from the moment shown (now, if live). */
+  #setSpeed(speed: number) {
+    this.speed = speed;
+    if (speed < 1 && this.at === null) this.at = this.state.now;
+    this.#still = false;
+    this.#play();
+  }
+
+  #goLive() {
+    this.at = null;
+    this.#still = false;
+    this.#play();
+  }
+
+  /** Moves a playing recording on at its speed; it goes live once it catches up. */
+  #play() {
+    clearInterval(this.#ticker);
+    if (this.at === null || this.#still) return;
+    this.#ticker = setInterval(() => {
+      if (this.at === null || this.#still) return clearInterval(this.#ticker);
+      const at = this.at + PLAYBACK_TICK_MS * this.speed;
+      if (at >= this.state.now && this.speed === 1) this.#goLive();
+      else this.at = Math.min(at, this.state.now);
+      this.#followLesson();
+    }, PLAYBACK_TICK_MS);
   }
 
   /** A section of the page, unless the URL's `hide` names it; the loss and the recoveries share a row. */
@@ -276,6 +480,7 @@ export class GeminiLab extends LitElement {
       if (session !== this.#session) return;
       this.state = session.state;
       this.#maybeStrike();
+      this.#followLesson();
     });
     return session;
   }
@@ -287,6 +492,10 @@ export class GeminiLab extends LitElement {
     this.#presetDone = false;
     this.#session = this.#newSession(settings);
     this.state = this.#session.state;
+    this.lessonStep = 0;
+    this.#heldSteps = new Set();
+    this.#lessonPaused = false;
+    this.#goLive();
     this.#showInUrl();
   }
 
@@ -327,6 +536,8 @@ export class GeminiLab extends LitElement {
     if (name) {
       this.#renew(this.state.settings);
       this.#start();
+      // Space (a clicker) steps the lesson from its "next" button.
+      this.updateComplete.then(() => this.renderRoot.querySelector<LessonNarration>("lesson-narration")?.focusNext());
     } else {
       this.#presetDone = true;
       this.#showInUrl();
@@ -377,7 +588,11 @@ export class GeminiLab extends LitElement {
       if (origin.closest(TEXT_CONTROLS)) return;
       if ((event.key === " " || event.key === "Enter") && origin.closest(PRESSABLE)) return;
     }
-    if (event.key === " ") {
+    if (this.#lesson(this.#view()) && (LESSON_NEXT.has(event.key) || LESSON_BACK.has(event.key))) {
+      event.preventDefault();
+      if (LESSON_NEXT.has(event.key)) this.#lessonNext();
+      else this.#lessonBack();
+    } else if (event.key === " ") {
       event.preventDefault();
       this.#primary();
     } else if (event.key === "s") this.#step();

@@ -12,6 +12,8 @@ export const chartStyles = css`
     width: 100%;
     height: auto;
     max-height: var(--chart-max-height, none);
+    /* Presentation mode enlarges the charts' text (the stage sets the factor). */
+    font-size: calc(var(--chart-font, 11px) * var(--chart-text, 1));
   }
   ul.legend {
     display: flex;

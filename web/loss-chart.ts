@@ -1,14 +1,15 @@
 // <loss-chart>: the loss by iteration. The dots are every computation of this run in order; iterations
 // computed again after a rollback are ringed. The grey line is the same seeded run without failures, once
 // it has been trained for comparison: after an exact resume every dot lies on it, bit for bit. Red lines
-// mark failures, dashed ones the iteration each recovery rolled back to.
+// mark failures, dashed ones the iteration each recovery rolled back to; the iterations each fault cost
+// (from the one rolled back to, to the one it struck in) are shaded.
 
 import { css, html, LitElement, svg } from "lit";
 import { chartStyles } from "./legend.ts";
 import type { ObservedRecovery } from "../agents/sim/observer.ts";
-import type { LossPoint } from "./session.ts";
+import type { FaultPeriod, LossPoint } from "./session.ts";
 
-const WIDTH = 640, HEIGHT = 220, PAD = { left: 60, right: 12, top: 10, bottom: 26 };
+const WIDTH = 640, HEIGHT = 170, PAD = { left: 60, right: 12, top: 10, bottom: 26 };
 
 export class LossChart extends LitElement {
   static override properties = {
@@ -18,14 +19,12 @@ export class LossChart extends LitElement {
     failures: { attribute: false },
     recoveries: { attribute: false },
     mismatches: { attribute: false },
+    faults: { attribute: false },
   };
 
   static override styles = [
     chartStyles,
     css`
-      svg {
-        font-size: 11px;
-      }
       p {
         margin: 0.2rem 0 0;
       }
@@ -44,6 +43,7 @@ export class LossChart extends LitElement {
   declare failures: { iteration: number; rank: number }[];
   declare recoveries: ObservedRecovery[];
   declare mismatches: number[];
+  declare faults: FaultPeriod[];
 
   constructor() {
     super();
@@ -53,6 +53,7 @@ export class LossChart extends LitElement {
     this.failures = [];
     this.recoveries = [];
     this.mismatches = [];
+    this.faults = [];
   }
 
   override render() {
@@ -75,7 +76,16 @@ export class LossChart extends LitElement {
         )}
         <text x=${WIDTH / 2} y=${HEIGHT - 6} text-anchor="middle" fill="#57606a">iteration (1 to ${last})</text>
         <text transform="rotate(-90)" x=${-(PAD.top + HEIGHT - PAD.bottom) / 2} y="12" text-anchor="middle"
-          fill="#57606a">loss (cross-entropy, nats)</text>
+          fill="#57606a">loss (nats)</text>
+        ${this.faults.map((f) => {
+          const from = x(Math.max(1, f.rolledBackTo ?? f.iteration)), to = x(Math.min(last, f.iteration + 1));
+          return svg`
+            <rect data-field="fault" x=${from} width=${Math.max(to - from, 3)} y=${PAD.top}
+              height=${HEIGHT - PAD.top - PAD.bottom} fill="#a40e26" opacity="0.12">
+              <title>fault: iterations ${f.rolledBackTo ?? "?"} to ${f.iteration} done again</title>
+            </rect>
+          `;
+        })}
         ${this.failures.map((f) =>
           svg`
             <line class="failure" x1=${x(f.iteration + 0.5)} x2=${x(f.iteration + 0.5)} y1=${PAD.top}

@@ -1,12 +1,16 @@
 // <recovery-chart>: each recovery as a bar of its phases (detection, replacement, retrieval, load, the
 // parameters' all-gather) plus the work lost (iterations done again, at the mean iteration time), labelled
-// with where the shards came from: recovery from CPU memory beside recovery from the persistent store.
+// with where the shards came from: recovery from CPU memory beside recovery from the persistent store. Under
+// each, the same recovery at the paper's scale (agents/sim/paper-scale.ts: a 100B-parameter model on 16
+// machines), where detection takes seconds and retrieval from remote storage minutes; each bar has its own
+// scale, and each phase is named with its time, so that a 10 ms retrieval is read, not guessed.
 
-import { css, html, LitElement, svg } from "lit";
+import { html, LitElement, svg } from "lit";
 import { chartStyles, legend } from "./legend.ts";
 import type { ObservedRecovery } from "../agents/sim/observer.ts";
 import { describeSource } from "../agents/protocol/spec.ts";
-import { PHASE_COLORS } from "./colors.ts";
+import { PHASE_COLORS, textColorOn } from "./colors.ts";
+import { paperScaleRecovery } from "../agents/sim/paper-scale.ts";
 
 const PHASES = ["detection", "replacement", "retrieval", "load", "synchronize"] as const;
 
@@ -16,14 +20,7 @@ export class RecoveryChart extends LitElement {
     iterationMs: { type: Number },
   };
 
-  static override styles = [
-    chartStyles,
-    css`
-      svg {
-        font-size: 15px;
-      }
-    `,
-  ];
+  static override styles = chartStyles;
 
   declare recoveries: ObservedRecovery[];
   declare iterationMs: number;
@@ -36,39 +33,30 @@ export class RecoveryChart extends LitElement {
 
   override render() {
     if (!this.recoveries.length) return html`<p>No recovery yet: fail a machine.</p>`;
-    const rows = this.recoveries.map((r) => {
-      const parts = PHASES.map((phase) => [phase, r[phase]] as const);
-      return { r, parts: [...parts, ["lost", r.lostIterations * this.iterationMs] as const] };
-    });
-    const longest = Math.max(...rows.map(({ parts }) => parts.reduce((sum, [, ms]) => sum + ms, 0)), 1);
-    const rowHeight = 44, labelWidth = 230, width = 560, axis = rows.length * rowHeight + 8;
-    const scale = (ms: number) => labelWidth + (ms / longest) * (width - labelWidth - 4);
+    const rowHeight = 84, labelWidth = 200, width = 600, barWidth = width - labelWidth - 4;
     return html`
-      <svg viewBox="0 0 ${width} ${axis + 36}" role="img" aria-label="recovery time by phase">
-        <line x1=${labelWidth} x2=${width - 4} y1=${axis} y2=${axis} stroke="#57606a"></line>
-        ${[0, longest / 2, longest].map((ms, i) =>
-          svg`<text x=${scale(ms)} y=${axis + 16} text-anchor=${["start", "middle", "end"][i]} fill="#57606a">${
-            ms.toFixed(0)
-          }</text>`
-        )}
-        <text x=${labelWidth} y=${axis + 33} fill="#57606a">time after the failure (ms)</text>
-        ${rows.map(({ r, parts }, i) => {
-          let at = labelWidth;
+      <svg viewBox="0 0 ${width} ${this.recoveries.length * rowHeight}" role="img"
+        aria-label="recovery time by phase, here and at the paper's scale">
+        ${this.recoveries.map((r, i) => {
+          const here = [
+            ...PHASES.map((phase) => [phase, r[phase]] as const),
+            [
+              "lost",
+              r.lostIterations * this.iterationMs,
+            ] as const,
+          ];
+          const paper = paperScaleRecovery(r.fromPersistent ? "persistent" : "memory");
+          const there = (["detection", "retrieval", "load"] as const).map((phase) =>
+            [phase, paper[phase] * 1000] as const
+          );
+          const top = i * rowHeight;
           return svg`
             <g class="recovery" data-from=${this.#from(r)}>
-              <text x="0" y=${i * rowHeight + 17}>${i + 1}: from ${this.#from(r)}</text>
-              <text x="0" y=${i * rowHeight + 36} fill="#57606a">${r.total.toFixed(0)} ms, ${r
-                .lostIterations} lost</text>
-              ${parts.map(([phase, ms]) => {
-                const w = scale(ms) - labelWidth, x = at;
-                at += w;
-                return svg`
-                  <rect x=${x} y=${i * rowHeight + 6} width=${Math.max(w, 0)} height="30"
-                    fill=${PHASE_COLORS[phase]}>
-                    <title>${phase}: ${ms.toFixed(1)} ms</title>
-                  </rect>
-                `;
-              })}
+              <text x="0" y=${top + 16} font-weight="600">${i + 1}: from ${this.#from(r)}</text>
+              <text x="0" y=${top + 36}>here: ${this.#time(r.total)}</text>
+              <text x="0" y=${top + 62} fill="#57606a">paper's scale: ${this.#time(paper.total * 1000)}</text>
+              ${this.#bar(here, labelWidth, top + 22, barWidth, "here")}
+              ${this.#bar(there, labelWidth, top + 48, barWidth, "paper")}
             </g>
           `;
         })}
@@ -77,6 +65,35 @@ export class RecoveryChart extends LitElement {
         [...PHASES, "lost" as const].map((phase) => [phase === "lost" ? "work lost" : phase, PHASE_COLORS[phase]]),
       )}
     `;
+  }
+
+  /** Phases end to end across `width`, each labelled with its time where it has room. */
+  #bar(parts: (readonly [keyof typeof PHASE_COLORS, number])[], x0: number, y: number, width: number, scale: string) {
+    const total = Math.max(parts.reduce((sum, [, ms]) => sum + ms, 0), 1e-9);
+    let at = x0;
+    return parts.map(([phase, ms]) => {
+      const w = (ms / total) * width, x = at;
+      at += w;
+      return svg`
+        <rect data-scale=${scale} data-phase=${phase} x=${x} y=${y} width=${Math.max(w, 0)} height="20"
+          fill=${PHASE_COLORS[phase]}>
+          <title>${phase}: ${this.#time(ms)}</title>
+        </rect>
+        ${w > 60
+          ? svg`<text x=${x + 3} y=${y + 15} font-size="0.85em" fill=${textColorOn(PHASE_COLORS[phase])}>${
+            this.#time(ms)
+          }</text>`
+          : ""}
+      `;
+    });
+  }
+
+  #time(ms: number): string {
+    return ms >= 60_000
+      ? `${(ms / 60_000).toFixed(1)} min`
+      : ms >= 1000
+      ? `${(ms / 1000).toFixed(1)} s`
+      : `${ms.toFixed(0)} ms`;
   }
 
   /** "memory" when no shard came from the persistent store, else "persistent storage". */
