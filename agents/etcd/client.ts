@@ -59,6 +59,14 @@ function checkOptions(options: EtcdOptions): void {
     if (!URL.canParse(endpoint) || !["http:", "https:"].includes(new URL(endpoint).protocol)) {
       throw new Error(`etcd endpoint "${endpoint}" should be http://host:port or https://host:port`);
     }
+    // gRPC sends the host as TLS's server name, and Deno's TLS refuses one that is an IP address.
+    const { protocol, hostname } = new URL(endpoint);
+    if (protocol === "https:" && (/^[\d.]+$/.test(hostname) || hostname.startsWith("["))) {
+      throw new Error(
+        `etcd over TLS is reached by a host name its certificate names, not an IP address: "${endpoint}" ` +
+          `(Deno's TLS refuses an IP address as the server name; localhost or /etc/hosts can name it)`,
+      );
+    }
   }
   if ((options.certFile === undefined) !== (options.keyFile === undefined)) {
     throw new Error("an etcd client certificate needs its key, and a key its certificate");

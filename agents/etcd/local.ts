@@ -50,31 +50,44 @@ export interface LocalEtcdOptions {
   binary?: string;
   /** Passed to etcd as --name, and in the folder's name. */
   name?: string;
+  /**
+   * Serve clients over TLS with this certificate and key, and accept only clients whose certificates the
+   * CA signed. Health checks go to a plain metrics port on 127.0.0.1 instead.
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string };
 }
+
+/** The ports one etcd listens on: clients, its peers (none here, but etcd binds it), and /health. */
+interface Ports {
+  client: number;
+  peer: number;
+  metrics: number;
+}
+
+const freePorts = (): Ports => ({ client: freePort(), peer: freePort(), metrics: freePort() });
 
 /** One etcd process of our own, a single-member cluster on 127.0.0.1. */
 export class LocalEtcd {
   readonly binary: string;
   readonly name: string;
   readonly dataDir: string;
-  #clientPort: number;
-  #peerPort: number;
+  readonly tls: LocalEtcdOptions["tls"];
+  #ports = freePorts();
   #process: Deno.ChildProcess | null = null;
   #exited: Promise<Deno.CommandStatus> | null = null;
   #log = "";
 
-  private constructor(binary: string, name: string, dataDir: string) {
+  private constructor(binary: string, name: string, dataDir: string, tls: LocalEtcdOptions["tls"]) {
     this.binary = binary;
     this.name = name;
     this.dataDir = dataDir;
-    this.#clientPort = freePort();
-    this.#peerPort = freePort();
+    this.tls = tls;
   }
 
   /** Starts an etcd in a new temporary folder and waits until it is healthy. */
   static async start(options: LocalEtcdOptions = {}): Promise<LocalEtcd> {
     const binary = options.binary ?? await ensureEtcd(), name = options.name ?? "gemini";
-    const etcd = new LocalEtcd(binary, name, await Deno.makeTempDir({ prefix: `etcd-${name}-` }));
+    const etcd = new LocalEtcd(binary, name, await Deno.makeTempDir({ prefix: `etcd-${name}-` }), options.tls);
     try {
       for (let attempt = 1;; attempt++) {
         try {
@@ -86,8 +99,7 @@ export class LocalEtcd {
           if (attempt >= PORT_ATTEMPTS || !/address already in use/.test(etcd.#log)) throw error;
           await Deno.remove(etcd.dataDir, { recursive: true });
           await Deno.mkdir(etcd.dataDir);
-          etcd.#clientPort = freePort();
-          etcd.#peerPort = freePort();
+          etcd.#ports = freePorts();
         }
       }
     } catch (error) {
@@ -98,11 +110,12 @@ export class LocalEtcd {
 
   /** The URL clients connect to. */
   get clientUrl(): string {
-    return `http://127.0.0.1:${this.#clientPort}`;
+    // Over TLS by name: Deno's TLS refuses an IP address as the server name (see client.ts).
+    return this.tls ? `https://localhost:${this.#ports.client}` : `http://127.0.0.1:${this.#ports.client}`;
   }
 
   get peerUrl(): string {
-    return `http://127.0.0.1:${this.#peerPort}`;
+    return `http://127.0.0.1:${this.#ports.peer}`;
   }
 
   /** The process's id while it runs, else null. */
@@ -150,12 +163,21 @@ export class LocalEtcd {
       args: [
         `--name=${this.name}`,
         `--data-dir=${this.dataDir}`,
-        `--listen-client-urls=${client}`,
+        `--listen-client-urls=${this.tls ? "https" : "http"}://127.0.0.1:${this.#ports.client}`,
         `--advertise-client-urls=${client}`,
         `--listen-peer-urls=${peer}`,
         `--initial-advertise-peer-urls=${peer}`,
         `--initial-cluster=${this.name}=${peer}`,
         "--initial-cluster-state=new",
+        `--listen-metrics-urls=http://127.0.0.1:${this.#ports.metrics}`,
+        ...(this.tls
+          ? [
+            `--cert-file=${this.tls.certFile}`,
+            `--key-file=${this.tls.keyFile}`,
+            `--trusted-ca-file=${this.tls.caFile}`,
+            "--client-cert-auth",
+          ]
+          : []),
       ],
       env: etcdEnv(),
       clearEnv: true,
@@ -186,7 +208,9 @@ export class LocalEtcd {
 
   async #healthy(): Promise<boolean> {
     try {
-      const response = await fetch(`${this.clientUrl}/health`, { signal: AbortSignal.timeout(2000) });
+      const response = await fetch(`http://127.0.0.1:${this.#ports.metrics}/health`, {
+        signal: AbortSignal.timeout(2000),
+      });
       const body = await response.json();
       return response.ok && body?.health === "true";
     } catch {
