@@ -111,15 +111,7 @@ export abstract class MailboxTransport implements Transport {
     this.mailbox.abort(epoch);
   }
 
-  abstract send(
-    to: number,
-    kind: TrafficKind,
-    label: string,
-    tag: string,
-    bytes: Uint8Array,
-    info?: unknown,
-    onSent?: () => void,
-  ): void;
+  abstract send(...message: Parameters<Transport["send"]>): void;
 
   abstract close(): void;
 }
