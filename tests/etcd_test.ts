@@ -57,7 +57,8 @@ Deno.test("etcd options: bad endpoints and half-given credentials get one clear 
     [{ endpoints: ["http://127.0.0.1:2379"], certFile: "c.pem" }, /needs its key/],
     [{ endpoints: ["http://127.0.0.1:2379"], certFile: "c.pem", keyFile: "k.pem" }, /CA file/],
     [{ endpoints: ["http://127.0.0.1:2379"], user: "root" }, /needs a password/],
-    [{ endpoints: ["https://127.0.0.1:2379"], caFile: "/nonexistent/ca.pem" }, /cannot read the etcd CA file/],
+    [{ endpoints: ["https://localhost:2379"], caFile: "/nonexistent/ca.pem" }, /cannot read the etcd CA file/],
+    [{ endpoints: ["https://127.0.0.1:2379"] }, /a host name its certificate names, not an IP address/],
     [{ endpoints: ["http://127.0.0.1:2379"], unavailableMs: -1 }, /positive number/],
   ];
   for (const [options, error] of bad) assert.throws(() => new Etcd(options as never), error);
