@@ -13,14 +13,17 @@ import { type HealthStore, InMemoryHealthStore } from "./protocol/health.ts";
 import { type ReplicationPolicy, validatePolicy } from "./replication/interleaving.ts";
 import { type PlacementPlan, placementPlan, replicaPeers } from "./replication/placement.ts";
 import {
+  changedSavedState,
   initialRootState,
   type IterationReport,
   type RecoveryPlan,
   type RecoveryReport,
+  resumedRootState,
   type RootCommand,
   type RootEvent,
   type RootInput,
   type RootState,
+  type SavedRootState,
   transition,
   type UnusableCopy,
 } from "./protocol/root.ts";
@@ -31,6 +34,9 @@ import {
   openPersistentStore,
   type RestoreResult,
 } from "./protocol/spec.ts";
+
+/** Where a root keeps its epoch and iteration in the health store, for one that may take over from it. */
+const SAVED_KEY = "root/state";
 
 export interface RootSettings {
   /** A machine whose heartbeat is this late is declared failed. */
@@ -50,6 +56,12 @@ function guarded(what: string, body: () => void) {
   }
 }
 
+/** A machine's key in the health store: its incarnation, and the lease its heartbeats keep alive. */
+interface Registration {
+  incarnation: number;
+  lease: number;
+}
+
 /** A machine went down while a command needed it: the detection that follows supersedes the command. */
 class MachineDown extends Error {
   override name = "MachineDown";
@@ -66,7 +78,7 @@ export class RootAgent {
   #state: RootState;
   /** The running machine of each rank (null while it is down). */
   readonly #running: (Machine | null)[];
-  readonly #leases = new Map<number, { lease: number; incarnation: number }>();
+  readonly #leases = new Map<number, Registration>();
   readonly #launching = new Map<number, Promise<Machine>>();
   readonly #listeners = new Set<(event: RootEvent) => void>();
   readonly #heartbeatListeners = new Set<(rank: number) => void>();
@@ -87,7 +99,43 @@ export class RootAgent {
     return root;
   }
 
-  private constructor(machines: Machines, settings: RootSettings, persistent: CheckpointStore) {
+  /**
+   * Takes over the cluster a lost root left, from what it saved in the health store (`settings.health`, which
+   * must have outlived it): the machines it registered that still run are adopted, with new leases; those
+   * that do not are failures to recover from. The first advance rolls every machine back to the newest
+   * checkpoint complete for every shard, in a new epoch, so nothing of the lost root's last step or
+   * recovery is used.
+   */
+  static async takeOver(machines: Machines, settings: RootSettings & { health: HealthStore }): Promise<RootAgent> {
+    const { health } = settings, adopt = machines.adopt?.bind(machines);
+    if (!adopt) throw new Error("this cluster's machines cannot be adopted by another root");
+    const saved = (await health.get(SAVED_KEY)).get(SAVED_KEY) as SavedRootState | undefined;
+    if (!saved) throw new Error("the health store holds no root's state to take over from");
+    const registered = await health.get("machines/");
+    const persistent = settings.persistent ?? await openPersistentStore(machines.settings.persistent);
+    const root = new RootAgent(machines, settings, persistent, saved);
+    const lost: { rank: number; incarnation: number }[] = [];
+    await Promise.all(root.#running.map(async (_, rank) => {
+      const entry = registered.get(`machines/${rank}`) as Registration | undefined;
+      if (!entry) return lost.push({ rank, incarnation: -1 });
+      // The lost root's lease: nobody renews it any more.
+      await health.revoke(entry.lease);
+      const machine = await adopt(rank, entry.incarnation, (beat) => root.#heartbeat(beat.rank, beat.incarnation));
+      if (machine) await root.#enrol(machine);
+      else lost.push({ rank, incarnation: entry.incarnation });
+    }));
+    for (const { rank, incarnation } of lost) {
+      root.#dispatch({ type: "detected", rank, incarnation, at: root.clock.now() });
+    }
+    return root;
+  }
+
+  private constructor(
+    machines: Machines,
+    settings: RootSettings,
+    persistent: CheckpointStore,
+    saved?: SavedRootState,
+  ) {
     const { heartbeatMs, placement, replicas, checkpoint } = machines.settings, count = machines.settings.machines;
     if (!(settings.heartbeatTimeoutMs > heartbeatMs)) {
       throw new Error(
@@ -100,10 +148,11 @@ export class RootAgent {
     this.plan = placementPlan(placement, count, replicas);
     this.health = settings.health ?? new InMemoryHealthStore(this.clock);
     this.#persistent = persistent;
-    this.#state = initialRootState(count, { every: checkpoint.every, policy: checkpoint.replication.policy }, {
+    const initial = initialRootState(count, { every: checkpoint.every, policy: checkpoint.replication.policy }, {
       networkBytesPerSecond: machines.settings.network.bandwidth,
       persistentBytesPerSecond: machines.settings.persistent.bandwidth ?? null,
     });
+    this.#state = saved ? resumedRootState(initial, saved) : initial;
     this.#running = new Array(count).fill(null);
     this.#unwatch = this.health.watch("machines/", (event) => {
       if (event.type !== "delete") return;
@@ -187,6 +236,17 @@ export class RootAgent {
     return { params: states[0].params, m: concat(states.map((s) => s.m)), v: concat(states.map((s) => s.v)) };
   }
 
+  /**
+   * The root's process is lost: it acts on nothing more, and leaves the machines running and the health store
+   * as they are, for a root that takes over (an advance under way never settles).
+   */
+  lose() {
+    this.#state = { ...this.#state, mode: "closed", step: null, recovery: null };
+    this.#unwatch();
+    this.#leases.clear();
+    this.#advance = null;
+  }
+
   /** Stops the cluster. */
   async close() {
     this.#dispatch({ type: "close" });
@@ -199,7 +259,13 @@ export class RootAgent {
 
   #dispatch(input: RootInput) {
     const { state, commands } = transition(this.#state, input);
+    const saved = changedSavedState(this.#state, state);
     this.#state = state;
+    if (saved) {
+      this.health.put(SAVED_KEY, saved).catch((error) =>
+        console.error(`saving the root's state for a successor failed: ${error.message}`)
+      );
+    }
     for (const command of commands) this.#carryOut(command);
   }
 
@@ -358,10 +424,21 @@ export class RootAgent {
       replicaPeers(this.plan, rank),
       (heartbeat) => this.#heartbeat(heartbeat.rank, heartbeat.incarnation),
     );
+    return this.#enrol(machine);
+  }
+
+  /** Registers a running machine under a lease its heartbeats keep alive. */
+  async #enrol(machine: Machine): Promise<Machine> {
     const lease = await this.health.grant(this.settings.heartbeatTimeoutMs);
-    await this.health.put(`machines/${rank}`, { incarnation: machine.incarnation }, lease);
-    this.#leases.set(rank, { lease, incarnation: machine.incarnation });
-    this.#running[rank] = machine;
+    // A lost root's launch that finishes late registers nothing: the root that took over decides.
+    if (this.#state.mode === "closed") {
+      await this.health.revoke(lease);
+      throw new Error("the root agent has been closed");
+    }
+    const registration: Registration = { incarnation: machine.incarnation, lease };
+    await this.health.put(`machines/${machine.rank}`, registration, lease);
+    this.#leases.set(machine.rank, registration);
+    this.#running[machine.rank] = machine;
     return machine;
   }
 

@@ -26,6 +26,7 @@ Deno.test("chaos: a hundred seeded failures on eight machines, every invariant h
     "a torn persisted copy was passed over",
   );
   assert.ok(first.pairs.failures > 0, "pairs of machines drawn uniformly failed");
+  assert.ok(first.injected.root > 0 && first.history.some((line) => line.includes("a new root takes over")));
   const again = await runChaos(SOAK);
   assert.equal(again.hash, first.hash, "the same seed, the same history");
   const other = await runChaos({ ...SOAK, seed: 4, failures: 10 });

@@ -88,3 +88,22 @@ Deno.test("in one thread on a virtual clock, a replica corrupted in its peer's m
   );
   assertExactResume(failed, failureFree);
 });
+
+Deno.test("in one thread on a virtual clock, the root agent lost, between iterations or mid-step: a new root takes over from the health store, bit for bit", async () => {
+  const failureFree = await train();
+  const failed = await train([
+    { iteration: 5, ranks: [], kind: "root" },
+    { iteration: 9, ranks: [], kind: "root", point: { phase: "step", iteration: 9 } },
+    // The new root still detects and recovers a machine's failure.
+    { iteration: 12, ranks: [2], kind: "hardware", point: { phase: "step", iteration: 12 } },
+  ]);
+  const takeovers = failed.history.filter((line) => line.includes("a new root takes over"));
+  assert.equal(takeovers.length, 2, failed.history.join("\n"));
+  const recovered = recoveries(failed);
+  assert.equal(recovered.length, 3, recovered.join("\n"));
+  // Between iterations nothing is lost; mid-step, the step the lost root began is done again.
+  assert.match(recovered[0], / recovered to 4 \(0 lost\) from local, local, local, local$/);
+  assert.match(recovered[1], / recovered to 8 \(0 lost\) from local, local, local, local$/);
+  assert.match(recovered[2], / recovered to 11 \(0 lost\) from local, local, peer 3, local$/);
+  assertExactResume(failed, failureFree);
+});

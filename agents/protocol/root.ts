@@ -311,6 +311,28 @@ export function initialRootState(
   };
 }
 
+/** What a root keeps in the health store for the one that may take over from it. */
+export interface SavedRootState {
+  epoch: number;
+  iteration: number;
+}
+
+/**
+ * The state of a root taking over from a lost one that saved `saved`: its machines may be anywhere in an
+ * iteration or a recovery, so its first advance rolls every machine back to the newest checkpoint complete
+ * for every shard, in an epoch past any the lost root may have begun without saving it.
+ */
+export function resumedRootState(initial: RootState, saved: SavedRootState): RootState {
+  return { ...initial, epoch: saved.epoch + 1, iteration: saved.iteration, rollBack: true };
+}
+
+/** What to save for a successor, if `next` changed it (null: nothing changed). */
+export function changedSavedState(previous: RootState, next: RootState): SavedRootState | null {
+  return previous.epoch === next.epoch && previous.iteration === next.iteration
+    ? null
+    : { epoch: next.epoch, iteration: next.iteration };
+}
+
 /** Iterations whose times estimate the next one's. */
 const RECENT_ITERATIONS = 5;
 

@@ -294,6 +294,12 @@ export interface Machines {
     replicaPeers: number[],
     onHeartbeat: (heartbeat: Heartbeat) => void,
   ): Promise<Machine>;
+  /**
+   * The running machine `rank` of `incarnation`, its heartbeats now going to `onHeartbeat`: how a root that
+   * takes over from a lost one finds the machines it left (null if that incarnation no longer runs). A
+   * cluster without it cannot outlive its root.
+   */
+  adopt?(rank: number, incarnation: number, onHeartbeat: (heartbeat: Heartbeat) => void): Promise<Machine | null>;
   /** Stops machine `rank`, declared failed, if it is still running (a slow machine wrongly suspected). */
   fence(rank: number): void;
   /** Stops every machine. */

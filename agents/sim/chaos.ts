@@ -47,13 +47,15 @@ export interface ChaosOptions {
  *   must pass it over and fall back to another copy);
  * - "persist-fail": a machine's next write to the persistent store fails (its older persisted copy stays);
  * - "persist-torn": a machine's newest persisted copy torn, just before its whole placement group is lost (the
- *   recovery must detect it and fall back to an older checkpoint complete for every shard).
+ *   recovery must detect it and fall back to an older checkpoint complete for every shard);
+ * - "root": the root agent's process lost, between iterations or once a step has begun: a new root takes
+ *   over from what the health store kept (which stands for etcd here: it outlives the root).
  */
 export interface Fault {
   /** Injected before this iteration begins. */
   iteration: number;
   ranks: number[];
-  kind: FailureKind | "slow" | "corrupt" | "persist-fail" | "persist-torn";
+  kind: FailureKind | "slow" | "corrupt" | "persist-fail" | "persist-torn" | "root";
   /** Where in the iteration (or the next recovery) it strikes; at once when absent. */
   point?: FaultPoint;
   /** Two machines drawn uniformly (not a placement group): the recovery probability's own experiment. */
@@ -132,6 +134,16 @@ export function drawFaults(options: ChaosOptions, plan: PlacementPlan): Fault[] 
       injected += kind === "persist-torn" ? placementGroup(plan, first).length : kind === "persist-fail" ? 0 : 1;
       continue;
     }
+    if (odd < 0.18) {
+      // The root's loss fails no machine: it counts as none.
+      faults.push({
+        iteration,
+        ranks: [],
+        kind: "root",
+        ...(rng.uniform() < 0.5 ? { point: { phase: "step", iteration } } : {}),
+      });
+      continue;
+    }
     const kind: FailureKind = rng.uniform() < 0.5 ? "software" : "hardware";
     const where = rng.below(POINTS.length + 1);
     const point = where < POINTS.length ? { phase: POINTS[where], iteration } : undefined;
@@ -201,7 +213,7 @@ export async function trainInProcess(
 
 /** Advances `root` to `iterations`, injecting `faults` into `cluster` on the way, with every event in the history. */
 export async function drive(
-  root: RootAgent,
+  first: RootAgent,
   cluster: ChaosCluster,
   iterations: number,
   faults: Fault[],
@@ -213,30 +225,32 @@ export async function drive(
   const log = (line: string) => history.push(`${clock.now().toFixed(3)} ${line}`);
   let memoryViolation: string | null = null;
   const pairs: InProcessRun["pairs"] = [];
-  let pair: number[] | null = null;
-  const stop = root.onEvent((event) => {
-    events.push(event);
-    if (event.type !== "failure" && event.type !== "recovering") {
-      memoryViolation ??= checkMemory(cluster, root, event.type);
-    }
-    if (event.type === "recovery" && pair) {
-      const detected = event.detections.map((d) => d.rank).sort((a, b) => a - b);
-      if (detected.join() === pair.join()) pairs.push({ ranks: pair, fromMemory: event.fromPersistent === 0 });
-      pair = null;
-    }
-    if (event.type === "iteration") {
-      losses.set(event.iteration, event.loss);
-      log(`iteration ${event.iteration} loss ${event.loss}`);
-    } else if (event.type === "failure") {
-      log(`detected machine ${event.detection.rank}.${event.detection.incarnation}`);
-    } else if (event.type === "recovering") {
-      log(`recovery ${event.epoch} ${event.phase}`);
-    } else {
-      const sources = event.machines.map((m) => describeSource(m.source));
-      const passedOver = event.skipped.length ? `; passed over: ${event.skipped.join("; ")}` : "";
-      log(`recovered to ${event.iteration} (${event.lostIterations} lost) from ${sources.join(", ")}${passedOver}`);
-    }
-  });
+  let pair: number[] | null = null, root = first;
+  const listen = (root: RootAgent) =>
+    root.onEvent((event) => {
+      events.push(event);
+      if (event.type !== "failure" && event.type !== "recovering") {
+        memoryViolation ??= checkMemory(cluster, root, event.type);
+      }
+      if (event.type === "recovery" && pair) {
+        const detected = event.detections.map((d) => d.rank).sort((a, b) => a - b);
+        if (detected.join() === pair.join()) pairs.push({ ranks: pair, fromMemory: event.fromPersistent === 0 });
+        pair = null;
+      }
+      if (event.type === "iteration") {
+        losses.set(event.iteration, event.loss);
+        log(`iteration ${event.iteration} loss ${event.loss}`);
+      } else if (event.type === "failure") {
+        log(`detected machine ${event.detection.rank}.${event.detection.incarnation}`);
+      } else if (event.type === "recovering") {
+        log(`recovery ${event.epoch} ${event.phase}`);
+      } else {
+        const sources = event.machines.map((m) => describeSource(m.source));
+        const passedOver = event.skipped.length ? `; passed over: ${event.skipped.join("; ")}` : "";
+        log(`recovered to ${event.iteration} (${event.lostIterations} lost) from ${sources.join(", ")}${passedOver}`);
+      }
+    });
+  let stop = listen(root);
   const ended = (state: InProcessRun["state"], stopped: string | null): InProcessRun => {
     stop();
     return { losses, history, state, stopped, virtualMs: clock.now(), events, injected, memoryViolation, pairs };
@@ -245,6 +259,17 @@ export async function drive(
   while (root.iteration < iterations) {
     for (; next < faults.length && faults[next].iteration <= root.iteration + 1; next++) {
       const fault = faults[next], up = fault.ranks.filter((rank) => cluster.isRunning(rank));
+      if (fault.kind === "root") {
+        injected.root = (injected.root ?? 0) + 1;
+        // Once a step has begun, the machines are left part-way through it.
+        if (fault.point) root.advance().catch(() => {});
+        root.lose();
+        stop();
+        log(`root lost ${fault.point ? "in a step" : "between iterations"}; a new root takes over`);
+        root = await settle(RootAgent.takeOver(root.machines, { ...root.settings, health: root.health }));
+        stop = listen(root);
+        continue;
+      }
       if (!up.length) continue; // an earlier fault took them down already
       const where = fault.point
         ? `${fault.point.phase}${"iteration" in fault.point ? ` ${fault.point.iteration}` : ""}`
@@ -398,7 +423,10 @@ export async function checkRun(
   for (const recovery of recoveries) {
     for (const { source } of recovery.machines) restored[source.from] = (restored[source.from] ?? 0) + 1;
   }
-  const recoveryMs = recoveries.map((r) => r.resumedAt - Math.min(...r.detections.map((d) => d.detectedAt)));
+  // A recovery a new root began (after the old one's loss) had no failure to detect: it is not timed.
+  const recoveryMs = recoveries.filter((r) => r.detections.length).map((r) =>
+    r.resumedAt - Math.min(...r.detections.map((d) => d.detectedAt))
+  );
   return {
     options,
     iterations,

@@ -50,6 +50,8 @@ interface Slot {
   /** Settles when the running machine stops (a failed one never answers a call). */
   stopped: Promise<void>;
   markStopped: () => void;
+  /** Where its heartbeats go: the root that launched it, or one that took over. */
+  onHeartbeat: (heartbeat: Heartbeat) => void;
 }
 
 export class SimulatedCluster implements Machines {
@@ -78,6 +80,7 @@ export class SimulatedCluster implements Machines {
       api: null,
       stopped: Promise.resolve(),
       markStopped: () => {},
+      onHeartbeat: () => {},
     }));
   }
 
@@ -108,9 +111,10 @@ export class SimulatedCluster implements Machines {
     // The machine is up once its heartbeat thread is: the first heartbeat ends the launch.
     let beating!: () => void;
     const firstHeartbeat = new Promise<void>((resolve) => beating = resolve);
+    slot.onHeartbeat = onHeartbeat;
     rootChannel.port1.onmessage = ({ data }: MessageEvent<Heartbeat>) => {
       beating();
-      onHeartbeat(data);
+      slot.onHeartbeat(data);
     };
     life.port1.onmessage = ({ data }: MessageEvent<{ where: string }>) => this.#fail(rank, slot.armedKind, data.where);
     const api = Comlink.wrap<MachineApi>(worker);
@@ -150,6 +154,13 @@ export class SimulatedCluster implements Machines {
     started = true;
     slot.api = api;
     return { rank, incarnation: slot.incarnation, control: api, status };
+  }
+
+  async adopt(rank: number, incarnation: number, onHeartbeat: (heartbeat: Heartbeat) => void) {
+    const slot = this.#slots[rank], api = slot.api;
+    if (!api || slot.incarnation !== incarnation) return null;
+    slot.onHeartbeat = onHeartbeat;
+    return { rank, incarnation, control: api, status: await api.status() };
   }
 
   /**

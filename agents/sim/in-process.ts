@@ -175,6 +175,8 @@ interface Slot {
   silentUntil: number;
   /** Its next write to the persistent store fails (a full disk, a lost connection to the store). */
   persistFails: boolean;
+  /** Where its heartbeats go: the root that launched it, or one that took over. */
+  onHeartbeat: (heartbeat: Heartbeat) => void;
 }
 
 /** A cluster of worker agents in this thread, with the stand-in engine, on a virtual clock. */
@@ -214,6 +216,7 @@ export class InProcessCluster implements Machines {
       lastFailure: null,
       silentUntil: 0,
       persistFails: false,
+      onHeartbeat: () => {},
     }));
   }
 
@@ -249,13 +252,21 @@ export class InProcessCluster implements Machines {
       stop: () => beating = false,
     });
     slot.agent = agent;
+    slot.onHeartbeat = onHeartbeat;
     const beat = () => {
       if (!beating || slot.agent !== agent) return;
-      if (clock.now() >= slot.silentUntil) onHeartbeat({ rank, incarnation, iteration });
+      if (clock.now() >= slot.silentUntil) slot.onHeartbeat({ rank, incarnation, iteration });
       clock.setTimer(settings.heartbeatMs, beat);
     };
     beat();
     return agent.status().then((status): Machine => ({ rank, incarnation, control: answering(agent), status }));
+  }
+
+  adopt(rank: number, incarnation: number, onHeartbeat: (heartbeat: Heartbeat) => void): Promise<Machine | null> {
+    const slot = this.#slots[rank], agent = slot.agent;
+    if (!agent || slot.incarnation !== incarnation) return Promise.resolve(null);
+    slot.onHeartbeat = onHeartbeat;
+    return agent.status().then((status) => ({ rank, incarnation, control: answering(agent), status }));
   }
 
   /**
