@@ -103,6 +103,22 @@ function parseEpoch(text: string | null): number {
   return epoch;
 }
 
+const isCount = (value: unknown) => Number.isSafeInteger(value) && (value as number) >= 0;
+// deno-lint-ignore no-explicit-any
+type Loose = any;
+
+/** What each kind of key must hold: the state is read by a root that did not write it, and checked. */
+const SHAPES: Record<string, (value: Loose) => boolean> = {
+  members: (value) =>
+    typeof value?.address === "string" && (value.rank === null || isCount(value.rank)) && isCount(value.incarnation),
+  shards: isCount,
+  replicas: (value) =>
+    Array.isArray(value) && value.every((replica) => typeof replica?.member === "string" && isCount(replica.iteration)),
+  recovery: (value) =>
+    isCount(value?.epoch) && typeof value.phase === "string" && Array.isArray(value.failed) &&
+    value.failed.every(isCount) && (value.iteration === null || isCount(value.iteration)),
+};
+
 export class ClusterStateStore {
   readonly #etcd: Etcd;
   readonly #space: Namespace;
@@ -140,11 +156,15 @@ export class ClusterStateStore {
       } catch {
         throw new Error(`the cluster state's key ${key} holds a value that is not JSON: ${json.slice(0, 80)}`);
       }
-      const [kind, name] = key.split("/", 2);
+      const [kind, name] = key.split("/", 2), shape = SHAPES[kind];
+      if (!shape) continue; // a key a later version writes
+      if (!shape(value)) {
+        throw new Error(`the cluster state's key ${key} holds ${json.slice(0, 80)}: not a ${kind} entry`);
+      }
       if (kind === "members") state.members.set(name, value as MemberRecord);
       else if (kind === "shards") state.shards.set(Number(name), value as number);
       else if (kind === "replicas") state.replicas.set(Number(name), value as ReplicaRecord[]);
-      else if (kind === "recovery") state.recovery = value as RecoveryRecord;
+      else state.recovery = value as RecoveryRecord;
     }
     return state;
   }
