@@ -40,8 +40,10 @@ export class EtcdUnavailableError extends Error {
 
 const FIRST_PAUSE_MS = 50, LONGEST_PAUSE_MS = 1000;
 
+type FaultHandling = NonNullable<IOptions["faultHandling"]>;
+
 /** A policy that runs the call once: our own loop (`Etcd.call`) does the retrying. */
-const passThrough: NonNullable<IOptions["faultHandling"]>["global"] = {
+const passThrough: NonNullable<FaultHandling["global"]> = {
   _altReturn: undefined as never,
   onSuccess: () => ({ dispose() {} }),
   onFailure: () => ({ dispose() {} }),
@@ -49,7 +51,7 @@ const passThrough: NonNullable<IOptions["faultHandling"]>["global"] = {
 };
 
 /** A watch reconnects after 50 ms, then twice as long each time, at most a second (etcd3's waits up to 30 s). */
-function watchBackoff(ms = FIRST_PAUSE_MS): NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]> {
+function watchBackoff(ms = FIRST_PAUSE_MS): NonNullable<FaultHandling["watchBackoff"]> {
   return { duration: ms, next: () => watchBackoff(Math.min(ms * 2, LONGEST_PAUSE_MS)) };
 }
 
@@ -121,7 +123,7 @@ export class Etcd {
       // noticed instead of waited on forever.
       defaultCallOptions: (context) => context.isStream ? {} : { deadline: Date.now() + this.callTimeoutMs },
       dialTimeout: this.callTimeoutMs,
-      faultHandling: { global: passThrough, host: () => passThrough!, watchBackoff: watchBackoff() },
+      faultHandling: { global: passThrough, host: () => passThrough, watchBackoff: watchBackoff() },
     });
   }
 

@@ -17,7 +17,7 @@ export const ETCD: SystemProgram = {
 /** How long, at most, a start waits for etcd to answer its health check: attempts, and the pause between. */
 const HEALTH_ATTEMPTS = 600, HEALTH_PAUSE_MS = 100;
 /** How long a stop waits for etcd to exit after SIGTERM before it kills it. */
-const STOP_ATTEMPTS = 100, STOP_PAUSE_MS = 100;
+const STOP_GRACE_MS = 10_000;
 /** Starts retried with other ports when a port was taken between choosing it and etcd binding it. */
 const PORT_ATTEMPTS = 3;
 /** The end of etcd's log kept for an error message. */
@@ -114,30 +114,22 @@ export class LocalEtcd {
     return this.tls ? `https://localhost:${this.#ports.client}` : `http://127.0.0.1:${this.#ports.client}`;
   }
 
-  get peerUrl(): string {
-    return `http://127.0.0.1:${this.#ports.peer}`;
-  }
-
-  /** The process's id while it runs, else null. */
-  get pid(): number | null {
-    return this.#process?.pid ?? null;
-  }
-
   /** Stops the process (SIGTERM, then SIGKILL if it lingers), keeping its data folder and ports. */
   async stop(): Promise<void> {
     const process = this.#process, exited = this.#exited;
     if (!process || !exited) return;
     this.#process = this.#exited = null;
-    let done = false;
-    exited.finally(() => done = true);
-    try {
-      process.kill("SIGTERM");
-    } catch {
-      // it has exited already
-    }
-    for (let i = 0; i < STOP_ATTEMPTS && !done; i++) await pause(STOP_PAUSE_MS);
-    if (!done) process.kill("SIGKILL");
+    const signal = (name: Deno.Signal) => {
+      try {
+        process.kill(name);
+      } catch {
+        // it has exited already
+      }
+    };
+    const lingering = setTimeout(() => signal("SIGKILL"), STOP_GRACE_MS);
+    signal("SIGTERM");
     await exited;
+    clearTimeout(lingering);
   }
 
   /** Starts the process again on the same data folder and ports, once it was stopped. */
@@ -152,13 +144,8 @@ export class LocalEtcd {
     await Deno.remove(this.dataDir, { recursive: true }).catch(() => {});
   }
 
-  /** The end of what etcd has logged. */
-  get log(): string {
-    return this.#log;
-  }
-
   async #launch(): Promise<void> {
-    const client = this.clientUrl, peer = this.peerUrl;
+    const client = this.clientUrl, peer = `http://127.0.0.1:${this.#ports.peer}`;
     const process = new Deno.Command(this.binary, {
       args: [
         `--name=${this.name}`,
