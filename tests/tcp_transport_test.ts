@@ -140,6 +140,20 @@ Deno.test("a large transfer goes in chunks under the receiver's frame limit and 
   }
 });
 
+Deno.test("a sender's copies are reused once written: messages of one size with other bytes arrive as sent", async () => {
+  const { transports: [a, b], close } = await cluster([{ chunkBytes: 4096 }, {}]);
+  try {
+    const sent = (seed: number) =>
+      new Promise<void>((resolve) => a.send(1, "checkpoint", "replica", "same", pattern(50_000, seed), {}, resolve));
+    await sent(1);
+    const more = [sent(2), sent(3), sent(4)];
+    for (const seed of [1, 2, 3, 4]) assert.deepEqual((await b.receive(0, "same")).bytes, pattern(50_000, seed));
+    await Promise.all(more);
+  } finally {
+    await close();
+  }
+});
+
 Deno.test("receives match the sender and the tag; a kind with a handler goes to the handler", async () => {
   const { transports: [a, b, c], close } = await cluster([{}, {}, {}]);
   try {

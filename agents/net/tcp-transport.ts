@@ -16,6 +16,7 @@ import { type Clock, WallClock } from "../protocol/clock.ts";
 import { MailboxTransport } from "../protocol/mailbox.ts";
 import type { TrafficKind, Transport } from "../protocol/transport.ts";
 import { LinkSchedule } from "../sim/network.ts";
+import { CopyPool } from "./copy-pool.ts";
 import { ConnectionLost, DEFAULT_LIMITS, FRAME, type FrameLimits, FrameStream, ProtocolError } from "./frame.ts";
 import { acceptHandshake, type Credentials, dialHandshake, importSecret } from "./handshake.ts";
 
@@ -43,6 +44,8 @@ export interface TcpTransportOptions {
   /** The bytes of a message each data frame carries (at most the receiver's `dataFrameBytes`). */
   chunkBytes?: number;
   limits?: Partial<FrameLimits>;
+  /** How many bytes of written messages' copies to keep for reuse (256 MiB by default). */
+  sparePoolBytes?: number;
   /** Where the reasons for closed connections go (stderr by default). */
   log?: (line: string) => void;
 }
@@ -92,6 +95,7 @@ export class TcpTransport extends MailboxTransport {
   readonly #chunkBytes: number;
   readonly #limits: FrameLimits;
   readonly #pacing: LinkSchedule | undefined;
+  readonly #copies: CopyPool;
   readonly #log: (line: string) => void;
   readonly #directory = new Map<number, PeerAddress>();
   readonly #links = new Map<number, Link>();
@@ -130,6 +134,7 @@ export class TcpTransport extends MailboxTransport {
     this.#chunkBytes = chunkBytes;
     this.#limits = limits;
     this.#pacing = options.bandwidth === undefined ? undefined : new LinkSchedule(options.bandwidth);
+    this.#copies = new CopyPool(options.sparePoolBytes ?? 256 * 1024 * 1024);
     this.#log = options.log ?? ((line) => console.error(line));
     for (const [rank, address] of options.peers ?? []) this.#directory.set(rank, checkAddress(address));
     this.#listener = Deno.listen({
@@ -177,7 +182,7 @@ export class TcpTransport extends MailboxTransport {
     if (this.#closing.signal.aborted) return;
     const link = this.#links.get(to) ?? this.#dial(to);
     if (!link) return this.#log(`tcp transport ${this.rank}: dropped ${label} to rank ${to}: no address for it`);
-    link.queue.push({ header, bytes: bytes.slice(), onSent });
+    link.queue.push({ header, bytes: this.#copies.copy(bytes), onSent });
     if (link.stream && !link.pumping) this.#track(this.#pump(link));
   }
 
@@ -408,6 +413,7 @@ export class TcpTransport extends MailboxTransport {
       end = await this.#pace(link.to, chunk.length);
       await stream.write(FRAME.data, chunk);
     }
+    this.#copies.release(message.bytes);
     const onSent = message.onSent;
     if (!onSent) return;
     if (!this.#pacing) return onSent();
