@@ -4,10 +4,19 @@
 //
 // Leases: etcd counts a lease's time to live in whole seconds, and raises a short one to its own minimum
 // (1.5 times its election timeout: 2 s with etcd's defaults). `grant(ttlMs)` asks for ceil(ttlMs / 1000)
-// seconds, at least one, and `grantedTtlMs` says what etcd gave. A lease handle is a small number local to
-// this store (etcd's lease ids are 64-bit, past what a JavaScript number holds exactly).
+// seconds, at least one, and `grantedTtlMs` says what etcd gave. A lease's number is etcd's own lease id,
+// which we choose (at random, below 2^53, so that a JavaScript number holds it exactly): any process's
+// store can keep alive or revoke a lease another granted, as a root that takes over must.
 
-import { EtcdLeaseInvalidError, type IKeyValue, type Lease, type Namespace, type Watcher } from "etcd3";
+import {
+  castGrpcError,
+  EtcdLeaseInvalidError,
+  GRPCUnavailableError,
+  type IKeyValue,
+  type ILeaseKeepAliveResponse,
+  type Namespace,
+  type Watcher,
+} from "etcd3";
 import type { HealthEvent, HealthStore } from "../protocol/health.ts";
 import { clusterPrefix, type Etcd } from "./client.ts";
 
@@ -16,12 +25,18 @@ export function leaseSeconds(ttlMs: number): number {
   return Math.max(1, Math.ceil(ttlMs / 1000));
 }
 
+/** A lease id no one is likely to hold: 53 random bits (a clash is refused by etcd, and drawn again). */
+function randomLeaseId(): number {
+  const [high, low] = crypto.getRandomValues(new Uint32Array(2));
+  return (high & 0x1fffff) * 2 ** 32 + low || 1;
+}
+
 export class EtcdHealthStore implements HealthStore {
   readonly #etcd: Etcd;
   readonly #space: Namespace;
-  readonly #leases = new Map<number, { lease: Lease; ttlMs: number }>();
+  /** The leases this store granted, and the time to live etcd gave each. */
+  readonly #granted = new Map<number, number>();
   readonly #watchers = new Set<Watcher>();
-  #nextLease = 1;
 
   constructor(etcd: Etcd, cluster: string) {
     this.#etcd = etcd;
@@ -30,59 +45,50 @@ export class EtcdHealthStore implements HealthStore {
 
   async grant(ttlMs: number): Promise<number> {
     if (!(ttlMs > 0)) throw new Error(`a lease needs a positive time to live, got ${ttlMs}`);
-    const lease = await this.#etcd.call("a lease grant", async () => {
-      const lease = this.#space.lease(leaseSeconds(ttlMs), { autoKeepAlive: false });
-      await lease.grant();
-      return lease;
-    });
-    const id = await lease.grant();
-    const { grantedTTL } = await this.#etcd.call(
-      "a lease's time to live",
-      () => this.#etcd.client.leaseClient.leaseTimeToLive({ ID: id }),
-    );
-    const handle = this.#nextLease++;
-    this.#leases.set(handle, { lease, ttlMs: Number(grantedTTL) * 1000 });
-    return handle;
+    for (;;) {
+      const id = randomLeaseId();
+      try {
+        const { TTL } = await this.#etcd.call(
+          "a lease grant",
+          () => this.#etcd.client.leaseClient.leaseGrant({ TTL: leaseSeconds(ttlMs), ID: String(id) }),
+        );
+        this.#granted.set(id, Number(TTL) * 1000);
+        return id;
+      } catch (error) {
+        if (!/lease already exists/.test((error as Error).message)) throw error;
+      }
+    }
   }
 
-  /** The time to live etcd granted the lease, in milliseconds (whole seconds, at least etcd's minimum). */
+  /** The time to live etcd granted a lease this store granted, in milliseconds (whole seconds, at least etcd's minimum). */
   grantedTtlMs(lease: number): number | undefined {
-    return this.#leases.get(lease)?.ttlMs;
+    return this.#granted.get(lease);
   }
 
   async keepAlive(lease: number): Promise<boolean> {
-    const held = this.#leases.get(lease);
-    if (!held) return false;
-    try {
-      await this.#etcd.call("a lease keep-alive", () => held.lease.keepaliveOnce(this.#etcd.deadline()));
-      return true;
-    } catch (error) {
-      if (!(error instanceof EtcdLeaseInvalidError)) throw error;
-      this.#leases.delete(lease);
-      return false;
-    }
+    const { TTL } = await this.#etcd.call("a lease keep-alive", () => this.#keepAliveOnce(lease));
+    if (TTL !== "0") return true;
+    this.#granted.delete(lease);
+    return false;
   }
 
   async revoke(lease: number): Promise<void> {
-    const held = this.#leases.get(lease);
-    if (!held) return;
-    this.#leases.delete(lease);
-    await this.#etcd.call("a lease revoke", () => held.lease.revoke());
+    this.#granted.delete(lease);
+    try {
+      await this.#etcd.call("a lease revoke", () => this.#etcd.client.leaseClient.leaseRevoke({ ID: String(lease) }));
+    } catch (error) {
+      if (!(error instanceof EtcdLeaseInvalidError)) throw error; // already gone: that is what was asked
+    }
   }
 
   async put(key: string, value: unknown, lease?: number): Promise<void> {
-    const json = JSON.stringify(value);
-    if (lease === undefined) {
-      await this.#etcd.call("a put", () => this.#space.put(key).value(json).exec());
-      return;
-    }
-    const held = this.#leases.get(lease);
-    if (!held) throw new Error(`lease ${lease} has expired`);
+    const put = this.#space.put(key).value(JSON.stringify(value));
+    if (lease !== undefined) put.lease(String(lease));
     try {
-      await this.#etcd.call("a put", () => held.lease.put(key).value(json).exec());
+      await this.#etcd.call("a put", () => put.exec());
     } catch (error) {
       if (!(error instanceof EtcdLeaseInvalidError)) throw error;
-      this.#leases.delete(lease);
+      this.#granted.delete(lease!);
       throw new Error(`lease ${lease} has expired`);
     }
   }
@@ -127,9 +133,22 @@ export class EtcdHealthStore implements HealthStore {
   async close(): Promise<void> {
     for (const watcher of this.#watchers) await watcher.cancel().catch(() => {});
     this.#watchers.clear();
-    const leases = [...this.#leases.values()];
-    this.#leases.clear();
-    await Promise.all(leases.map(({ lease }) => lease.revoke().catch(() => {})));
+    await Promise.all([...this.#granted.keys()].map((lease) => this.revoke(lease).catch(() => {})));
+  }
+
+  /** One keep-alive on a stream of its own (etcd answers TTL "0" for a lease that has ended). */
+  async #keepAliveOnce(lease: number): Promise<ILeaseKeepAliveResponse> {
+    const stream = await this.#etcd.client.leaseClient.leaseKeepAlive(this.#etcd.deadline());
+    try {
+      return await new Promise((resolve, reject) => {
+        stream.on("data", resolve);
+        stream.on("error", (error: Error) => reject(castGrpcError(error)));
+        stream.on("end", () => reject(new GRPCUnavailableError("the keep-alive stream ended without an answer")));
+        stream.write({ ID: String(lease) });
+      });
+    } finally {
+      stream.end();
+    }
   }
 }
 
