@@ -7,8 +7,8 @@
 // shift+0-7 its software failure. In a lesson (a preset), space, the arrows, page up and down and "."
 // (what a presenter's clicker sends) step the narration instead, and the stage holds at each step's
 // moment. The stage can be slowed and rewound: the views render the recorded state at the moment shown.
-// The URL holds the valid settings, the preset, presentation mode (one
-// screen for a projector) and `hide`: the sections and controls a lesson leaves out (hide=compare,timeline).
+// The URL holds the valid settings, the preset, presentation mode (one screen for a projector) and `hide`:
+// the sections and controls a lesson leaves out (hide=compare,timeline; narration and time too).
 
 import { css, html, LitElement } from "lit";
 import type { ReplicationPolicy } from "../agents/replication/interleaving.ts";
@@ -320,17 +320,19 @@ export class GeminiLab extends LitElement {
     if (!entries.length) return "";
     const mean = (p: PolicyStats) => p.milliseconds / p.iterations;
     const none = s.policies.none;
+    const describe = (policy: string, p: PolicyStats) => {
+      const overhead = none && policy !== "none"
+        ? ` (${((mean(p) / mean(none) - 1) * 100).toFixed(0)}% over none)`
+        : "";
+      const traffic = (p.checkpointBytes / p.iterations / 1e6).toFixed(2);
+      const now = policy === s.settings.replication ? " (now)" : "";
+      return `${mean(p).toFixed(0)} ms${overhead}, ${traffic} MB of checkpoints an iteration${now}`;
+    };
+    const parts = entries.map(([policy, p]) =>
+      html`<span data-policy=${policy}><b>${policy}</b> ${describe(policy, p)}</span>`
+    );
     return html`<p data-field="policies">Iteration time by replication: ${
-      entries.map(([policy, p]) =>
-        html`
-          <span
-            data-policy=${policy}><b>${policy}</b> ${mean(p).toFixed(0)} ms${none && policy !== "none"
-              ? ` (${((mean(p) / mean(none) - 1) * 100).toFixed(0)}% over none)`
-              : ""}, ${(p.checkpointBytes / p.iterations / 1e6).toFixed(
-                2,
-              )} MB of checkpoints an iteration${policy === s.settings.replication ? " (now)" : ""}</span>
-        `
-      ).map((part, i) => i ? html`; ${part}` : part)
+      parts.map((part, i) => i ? html`; ${part}` : part)
     }.</p>`;
   }
 

@@ -184,7 +184,7 @@ export interface LabState {
   explanations: RecoveryWhy[];
   /** Every failure of the run to its recovery (failures recovered together share one). */
   faults: FaultPeriod[];
-  /** The iterations of each replication policy the run has used. */
+  /** The iterations of each replication policy the run has used (after its first). */
   policies: Partial<Record<ReplicationPolicy, PolicyStats>>;
   /** The network's recent transfers and its clock. */
   transfers: TransferRecord[];
@@ -382,7 +382,8 @@ export class LabSession extends EventTarget {
         compute: event.machines.map((m) => m.compute),
       };
       const policy = state.settings.replication, stats = state.policies[policy];
-      const policies = {
+      // The first iteration is left out: it also compiles every GPU pipeline.
+      const policies = count === 0 ? state.policies : {
         ...state.policies,
         [policy]: {
           iterations: (stats?.iterations ?? 0) + 1,
