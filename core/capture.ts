@@ -7,13 +7,16 @@
 
 import { ChunkChecksums } from "../kernels/checksum.ts";
 import { DEFAULT_CHUNK_BYTES, type ShardTensors } from "./checkpoint.ts";
-import { storageBuffer } from "./gpu.ts";
+import { PiecedBuffer, storageBuffer } from "./gpu.ts";
+
+/** A flat array on the GPU: one buffer, or a model's pieces. */
+type Flat = GPUBuffer | PiecedBuffer;
 
 /** The GPU buffers a shard is taken from (flat, the same layout) and the range of them it holds. */
 export interface CaptureSource {
-  params: GPUBuffer;
-  m: GPUBuffer;
-  v: GPUBuffer;
+  params: Flat;
+  m: Flat;
+  v: Flat;
   /** In floats: [start, end). */
   start: number;
   end: number;
@@ -81,11 +84,14 @@ export class CheckpointCapture {
     }));
   }
 
-  /** Whether the GPU checksums shards from these buffers: when asked to, and each fits one storage binding. */
-  #checksumsOnGpu(source: CaptureSource): boolean {
+  /** The buffers the GPU checksums shards from: when asked to, and each is in one piece that fits one binding. */
+  #checksumSources(flats: PiecedBuffer[]): GPUBuffer[] | null {
     const limit = this.#device.limits.maxStorageBufferBindingSize;
-    return this.#wantChecksumsOnGpu && ChunkChecksums.fits(this.#floats, this.#chunkWords) &&
-      [source.params, source.m, source.v].every((buffer) => buffer.size <= limit);
+    const buffers = flats.map((flat) => flat.pieces.length === 1 ? flat.pieces[0].buffer : null);
+    const fit = buffers.every((buffer) => buffer && buffer.size <= limit);
+    return this.#wantChecksumsOnGpu && ChunkChecksums.fits(this.#floats, this.#chunkWords) && fit
+      ? buffers as GPUBuffer[]
+      : null;
   }
 
   /** Queues the copy of `source`'s range; call it right after submitting the step whose state it is. */
@@ -100,15 +106,16 @@ export class CheckpointCapture {
     staging.free = new Promise((resolve) => release = resolve);
 
     const encoder = this.#device.createCommandEncoder({ label: "checkpoint capture" });
-    const withChecksums = this.#checksumsOnGpu(source);
-    if (withChecksums) {
+    const flats = [source.params, source.m, source.v].map((flat) =>
+      flat instanceof PiecedBuffer ? flat : PiecedBuffer.of(this.#device, flat)
+    );
+    const checksumSources = this.#checksumSources(flats), withChecksums = checksumSources !== null;
+    if (checksumSources) {
       const pass = encoder.beginComputePass({ label: "checkpoint checksums" });
       this.#checksumKernel.encode(
         pass,
         this.#checksums,
-        source.params,
-        source.m,
-        source.v,
+        ...checksumSources as [GPUBuffer, GPUBuffer, GPUBuffer],
         source.start,
         floats,
         this.#chunkWords,
@@ -116,9 +123,7 @@ export class CheckpointCapture {
       pass.end();
       encoder.copyBufferToBuffer(this.#checksums, 0, staging.buffer, 3 * floats * 4, this.#chunks * 4);
     }
-    [source.params, source.m, source.v].forEach((buffer, i) =>
-      encoder.copyBufferToBuffer(buffer, source.start * 4, staging.buffer, i * floats * 4, floats * 4)
-    );
+    flats.forEach((flat, i) => flat.encodeCopyTo(encoder, source.start, source.end, staging.buffer, i * floats * 4));
     this.#device.queue.submit([encoder.finish()]);
     const mapped = staging.buffer.mapAsync(GPUMapMode.READ).catch((error) => {
       release(); // a failed map (a lost device) must not keep the buffer busy forever

@@ -58,9 +58,9 @@ class TrainerState implements CheckpointedState {
   }
 
   write({ start }: ShardRange, tensors: ShardTensors) {
-    const { model, m, v, device } = this.#trainer;
-    for (const [buffer, values] of [[model.params, tensors.params], [m, tensors.m], [v, tensors.v]] as const) {
-      device.queue.writeBuffer(buffer, start * 4, values);
+    const { model, m, v } = this.#trainer;
+    for (const [flat, values] of [[model.params, tensors.params], [m, tensors.m], [v, tensors.v]] as const) {
+      flat.write(start, values);
     }
   }
 

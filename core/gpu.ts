@@ -160,3 +160,105 @@ export async function readBuffer(
 function alignTo4(byteLength: number): number {
   return Math.max(4, Math.ceil(byteLength / 4) * 4);
 }
+
+/** One piece of a `PiecedBuffer`: its own GPU buffer, holding [start, end) of the flat array (in floats). */
+export interface Piece {
+  buffer: GPUBuffer;
+  start: number;
+  end: number;
+}
+
+/** The part of a range inside one piece: [start, end) of the flat array, at `binding` in the piece's buffer. */
+export interface PiecePart {
+  start: number;
+  end: number;
+  binding: Required<GPUBufferBinding>;
+}
+
+/**
+ * A flat f32 array on the GPU (the parameters, their gradients, AdamW's m or v) in pieces that each fit one
+ * storage binding: the adapter's per-binding limit (128 MiB by default) is smaller than GPT-2's state. The
+ * logical layout stays one flat range of floats, as checkpoints and shards address it; a range may span
+ * pieces, and `parts` cuts it at their boundaries.
+ */
+export class PiecedBuffer {
+  readonly pieces: Piece[];
+  readonly floats: number;
+  readonly #device: GPUDevice;
+
+  constructor(device: GPUDevice, pieces: Piece[]) {
+    this.#device = device;
+    this.pieces = pieces;
+    this.floats = pieces.at(-1)!.end;
+  }
+
+  /** New zeroed pieces starting at each of `starts` (the first 0, each a multiple of 64 floats), up to `floats`. */
+  static allocate(device: GPUDevice, starts: readonly number[], floats: number, label: string): PiecedBuffer {
+    return new PiecedBuffer(
+      device,
+      starts.map((start, i) => {
+        const end = starts[i + 1] ?? floats;
+        return { buffer: storageBuffer(device, (end - start) * 4, `${label} [${start}, ${end})`), start, end };
+      }),
+    );
+  }
+
+  /** A flat array that is one whole buffer. */
+  static of(device: GPUDevice, buffer: GPUBuffer): PiecedBuffer {
+    return new PiecedBuffer(device, [{ buffer, start: 0, end: buffer.size / 4 }]);
+  }
+
+  /** The parts of [start, end) in each piece it touches, in order. */
+  parts(start: number, end: number): PiecePart[] {
+    return this.pieces.filter((piece) => piece.start < end && piece.end > start).map((piece) => {
+      const from = Math.max(start, piece.start), to = Math.min(end, piece.end);
+      return {
+        start: from,
+        end: to,
+        binding: { buffer: piece.buffer, offset: (from - piece.start) * 4, size: (to - from) * 4 },
+      };
+    });
+  }
+
+  /** A binding of [start, end), which must lie inside one piece (every tensor but a chunked one does). */
+  binding(start: number, end: number): GPUBufferBinding {
+    const parts = this.parts(start, end);
+    if (parts.length !== 1) {
+      throw new Error(`[${start}, ${end}) is not inside one piece of ${this.pieces[0].buffer.label}`);
+    }
+    return parts[0].binding;
+  }
+
+  /** Writes `values` at float `start` (queue.writeBuffer, piece by piece). */
+  write(start: number, values: Float32Array) {
+    for (const { binding, start: from, end: to } of this.parts(start, start + values.length)) {
+      this.#device.queue.writeBuffer(binding.buffer, binding.offset, values.subarray(from - start, to - start));
+    }
+  }
+
+  /** Records copies of [start, end) into `target` from byte `targetOffset` on. */
+  encodeCopyTo(encoder: GPUCommandEncoder, start: number, end: number, target: GPUBuffer, targetOffset: number) {
+    for (const { binding } of this.parts(start, end)) {
+      encoder.copyBufferToBuffer(binding.buffer, binding.offset, target, targetOffset, binding.size);
+      targetOffset += binding.size;
+    }
+  }
+
+  encodeClear(encoder: GPUCommandEncoder) {
+    for (const piece of this.pieces) encoder.clearBuffer(piece.buffer);
+  }
+
+  /** Reads [start, end) back to the host (waits for the queue). */
+  async read(start = 0, end = this.floats): Promise<Float32Array> {
+    const out = new Float32Array(end - start);
+    for (const { binding, start: from } of this.parts(start, end)) {
+      const bytes = await readBuffer(this.#device, binding.buffer, binding.size, binding.offset);
+      out.set(new Float32Array(bytes), from - start);
+    }
+    return out;
+  }
+
+  destroy() {
+    for (const piece of this.pieces) piece.buffer.destroy();
+  }
+}

@@ -3,18 +3,20 @@
 // lm_head tied to the token embedding. The forward and backward follow llm.c's gpt2_forward and
 // gpt2_backward step by step, on the kernels of kernels/.
 //
-// Parameters live in one flat f32 buffer (and the gradients in a second one of the same layout), under
-// Hugging Face's names and layouts, so GPT-2 weights load as they are: Conv1D weights are [in, out].
+// Parameters have one flat f32 layout (and the gradients the same), under Hugging Face's names and
+// layouts, so GPT-2 weights load as they are: Conv1D weights are [in, out]. On the GPU that flat array is
+// held in pieces that each fit one storage binding (`pieceStarts`): whole tensors, except wte, which
+// may be cut into pieces of rows; the encoder and the lm_head run piece by piece over it.
 
 import { Attention } from "../kernels/attention.ts";
 import { CrossEntropy } from "../kernels/crossentropy.ts";
-import { bucketTokens, Encoder } from "../kernels/encoder.ts";
+import { bucketTokens, Encoder, type WteRows } from "../kernels/encoder.ts";
 import { Gelu } from "../kernels/gelu.ts";
 import type { Binding } from "../kernels/kernel.ts";
 import { LayerNorm } from "../kernels/layernorm.ts";
 import { Matmul } from "../kernels/matmul.ts";
 import { Residual } from "../kernels/residual.ts";
-import { readBuffer, storageBuffer } from "./gpu.ts";
+import { PiecedBuffer, readBuffer, storageBuffer } from "./gpu.ts";
 import { Rng } from "./random.ts";
 import { STORAGE_ALIGNMENT_FLOATS } from "./shard.ts";
 
@@ -103,6 +105,38 @@ export function parameterLayout(config: GPT2Config): { specs: ParameterSpec[]; t
   return { specs, totalFloats: offset };
 }
 
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+/**
+ * Where the pieces of the flat parameters start (in floats) when each piece may hold at most `maxBytes`:
+ * as many whole tensors as fit, in layout order, and wte in pieces of whole rows when it alone is larger.
+ * Every start is a tensor's or a row's, on a storage-binding boundary, so tensors and shards bind in place.
+ */
+export function pieceStarts(config: GPT2Config, maxBytes: number): number[] {
+  const { specs, totalFloats } = parameterLayout(config);
+  const maxFloats = Math.floor(maxBytes / 4 / STORAGE_ALIGNMENT_FLOATS) * STORAGE_ALIGNMENT_FLOATS;
+  const cuts: number[] = [];
+  specs.forEach((spec, i) => {
+    cuts.push(spec.offset);
+    const end = specs[i + 1]?.offset ?? totalFloats;
+    if (end - spec.offset <= maxFloats) return;
+    const rowFloats = spec.shape[1];
+    if (spec.name !== "wte.weight") {
+      throw new Error(`${spec.name} (${spec.size * 4} bytes) does not fit one storage binding of ${maxBytes} bytes`);
+    }
+    const step = STORAGE_ALIGNMENT_FLOATS / gcd(rowFloats, STORAGE_ALIGNMENT_FLOATS); // rows to an aligned start
+    const rows = Math.floor(maxFloats / rowFloats / step) * step;
+    if (rows === 0) throw new Error(`not even ${step} rows of wte fit one storage binding of ${maxBytes} bytes`);
+    for (let row = rows; row < spec.shape[0]; row += rows) cuts.push(spec.offset + row * rowFloats);
+  });
+  cuts.push(totalFloats);
+  const starts = [0];
+  for (let i = 1; i < cuts.length; i++) if (cuts[i] - starts.at(-1)! > maxFloats) starts.push(cuts[i - 1]);
+  return starts;
+}
+
 /** The number of trainable parameters (without the alignment padding). */
 export function parameterCount(config: GPT2Config): number {
   return parameterLayout(config).specs.reduce((sum, spec) => sum + spec.size, 0);
@@ -132,25 +166,35 @@ export function initialParameters(config: GPT2Config, seed: number): Float32Arra
 /** One block's parameters, shaped as in `blockParameterShapes`. */
 type BlockParameters = Record<keyof ReturnType<typeof blockParameterShapes>, GPUBufferBinding>;
 
-/** The parameters (or their gradients) as ranges of one flat buffer, under llm.c's names. */
+/** A piece of wte: the binding of its rows. */
+interface WtePiece {
+  binding: GPUBufferBinding;
+  rows: WteRows;
+}
+
+/** The parameters (or their gradients) as ranges of the flat pieces, under llm.c's names. */
 interface ParameterTensors {
-  wte: GPUBufferBinding; // (V,C)
+  wte: WtePiece[]; // (V,C), in pieces of rows
   wpe: GPUBufferBinding; // (maxT,C)
   blocks: BlockParameters[];
   lnfw: GPUBufferBinding; // (C)
   lnfb: GPUBufferBinding; // (C)
 }
 
-/** The tensors of `flat`, a buffer in `parameterLayout(config)`. */
-function parameterTensors(config: GPT2Config, flat: GPUBuffer): ParameterTensors {
+/** The tensors of `flat`, in `parameterLayout(config)`. */
+function parameterTensors(config: GPT2Config, flat: PiecedBuffer): ParameterTensors {
   const specs = new Map(parameterLayout(config).specs.map((spec) => [spec.name, spec]));
   const tensor = (name: string): GPUBufferBinding => {
     const { offset, size } = specs.get(name)!;
-    return { buffer: flat, offset: offset * 4, size: size * 4 };
+    return flat.binding(offset, offset + size);
   };
   const blockNames = Object.entries(blockParameterShapes(config.n_embd)).map(([key, [name]]) => [key, name]);
+  const wte = specs.get("wte.weight")!, C = config.n_embd;
   return {
-    wte: tensor("wte.weight"),
+    wte: flat.parts(wte.offset, wte.offset + wte.size).map(({ binding, start, end }) => ({
+      binding,
+      rows: { start: (start - wte.offset) / C, end: (end - wte.offset) / C },
+    })),
     wpe: tensor("wpe.weight"),
     blocks: Array.from(
       { length: config.n_layer },
@@ -233,8 +277,10 @@ class Kernels {
   readonly linearInputGrad: Matmul;
   /** dW += xᵀ·dy */
   readonly linearWeightGrad: Matmul;
-  /** out += A·B: the lm_head's dx (dlogits·wte) and bias gradients (1ᵀ·dy) */
+  /** out += A·B: the bias gradients (1ᵀ·dy) */
   readonly accumulate: Matmul;
+  /** dx += dlogits·wte, the sum over the vocabulary carried on from one piece of wte to the next */
+  readonly lmHeadInputGrad: Matmul;
 
   constructor(device: GPUDevice) {
     this.encoder = new Encoder(device);
@@ -248,7 +294,21 @@ class Kernels {
     this.linearInputGrad = new Matmul(device, { transposeB: true, accumulate: true });
     this.linearWeightGrad = new Matmul(device, { transposeA: true, accumulate: true });
     this.accumulate = new Matmul(device, { accumulate: true });
+    this.lmHeadInputGrad = new Matmul(device, { accumulate: true, splitK: true });
   }
+}
+
+export interface GPT2Options {
+  /**
+   * The most bytes one piece of the parameters may hold, below the adapter's limit: tests lower it to
+   * cut the model into many pieces on any adapter.
+   */
+  maxBindingBytes?: number;
+}
+
+/** The largest storage binding (and buffer) this device allows, in bytes. */
+export function bindingLimit(device: GPUDevice): number {
+  return Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
 }
 
 /**
@@ -261,10 +321,12 @@ export class GPT2 {
   readonly time: number;
   readonly specs: ParameterSpec[];
   readonly totalFloats: number;
+  /** Where each piece of the flat parameters starts: params, grads and AdamW's m and v are all cut so. */
+  readonly pieceStarts: number[];
   /** All parameters, flat, in `specs` layout. */
-  readonly params: GPUBuffer;
+  readonly params: PiecedBuffer;
   /** Their gradients, same layout; zeroed and accumulated by every backward. */
-  readonly grads: GPUBuffer;
+  readonly grads: PiecedBuffer;
   /** The loss of every position, [B*T]. */
   readonly losses: GPUBuffer;
 
@@ -279,9 +341,11 @@ export class GPT2 {
   readonly #buckets: { starts: GPUBuffer; positions: GPUBuffer; tokens: GPUBuffer };
   #bucketCount = 0;
   readonly #ones: GPUBuffer;
+  /** dlnf's accumulators between the pieces of wte. */
+  readonly #lmHeadPartial: GPUBuffer;
   readonly #allBuffers: GPUBuffer[] = [];
 
-  constructor(device: GPUDevice, config: GPT2Config, batch: number, time: number) {
+  constructor(device: GPUDevice, config: GPT2Config, batch: number, time: number, options: GPT2Options = {}) {
     validateConfig(config);
     if (!Number.isInteger(batch) || batch <= 0) throw new Error(`batch size must be a positive integer, got ${batch}`);
     if (!Number.isInteger(time) || time <= 0 || time > config.n_ctx) {
@@ -292,23 +356,24 @@ export class GPT2 {
     this.batch = batch;
     this.time = time;
     ({ specs: this.specs, totalFloats: this.totalFloats } = parameterLayout(config));
-    const limit = device.limits.maxStorageBufferBindingSize;
-    if (this.totalFloats * 4 > limit) {
-      throw new Error(
-        `the model's ${this.totalFloats * 4} bytes of parameters exceed this adapter's largest storage binding ` +
-          `(${limit} bytes); choose a smaller model`,
-      );
-    }
+    const limit = bindingLimit(device);
+    this.pieceStarts = pieceStarts(config, Math.min(limit, options.maxBindingBytes ?? limit));
     this.#kernels = new Kernels(device);
 
     const { vocab_size: V, n_embd: C, n_head: NH, n_layer: L } = config, B = batch, T = time;
     const buffer = (shape: number[], label: string) => {
+      if (floats(shape) * 4 > limit) {
+        throw new Error(
+          `${label} (${floats(shape) * 4} bytes for batch ${B} x sequence ${T}) exceeds this adapter's largest ` +
+            `storage binding (${limit} bytes): choose a smaller batch or sequence`,
+        );
+      }
       const created = storageBuffer(device, floats(shape) * 4, label);
       this.#allBuffers.push(created);
       return created;
     };
-    this.params = buffer([this.totalFloats], "params");
-    this.grads = buffer([this.totalFloats], "grads");
+    this.params = this.flatBuffer("params");
+    this.grads = this.flatBuffer("grads");
     this.#paramTensors = parameterTensors(config, this.params);
     this.#gradTensors = parameterTensors(config, this.grads);
     this.losses = buffer([B, T], "losses");
@@ -320,6 +385,7 @@ export class GPT2 {
       tokens: buffer([B * T], "bucket tokens"),
     };
     this.#ones = buffer([B * T], "ones");
+    this.#lmHeadPartial = buffer([B, T, C], "lm_head dx partial");
     device.queue.writeBuffer(this.#ones, 0, new Float32Array(B * T).fill(1));
 
     const blockShapes = blockActivationShapes(B, T, C, NH);
@@ -345,20 +411,25 @@ export class GPT2 {
     };
   }
 
+  /** A zeroed flat array in the parameters' layout and pieces (AdamW's m and v are made so). */
+  flatBuffer(label: string): PiecedBuffer {
+    return PiecedBuffer.allocate(this.#device, this.pieceStarts, this.totalFloats, label);
+  }
+
   /** Uploads all parameters (flat, `specs` layout). */
   writeParameters(params: Float32Array) {
     if (params.length !== this.totalFloats) {
       throw new Error(`expected ${this.totalFloats} parameter floats, got ${params.length}`);
     }
-    this.#device.queue.writeBuffer(this.params, 0, params);
+    this.params.write(0, params);
   }
 
-  async readParameters(): Promise<Float32Array> {
-    return new Float32Array(await readBuffer(this.#device, this.params));
+  readParameters(): Promise<Float32Array> {
+    return this.params.read();
   }
 
-  async readGradients(): Promise<Float32Array> {
-    return new Float32Array(await readBuffer(this.#device, this.grads));
+  readGradients(): Promise<Float32Array> {
+    return this.grads.read();
   }
 
   /** The mean of the last forward's per-position losses, summed in order in float64. */
@@ -400,14 +471,17 @@ export class GPT2 {
     const k = this.#kernels, p = this.#paramTensors, a = this.#acts;
     const { vocab_size: V, n_embd: C, n_layer: L } = this.config, B = this.batch, T = this.time, BT = B * T;
     const pass = encoder.beginComputePass({ label: "forward" });
-    // encoder: tokens (B,T) -> wte[token] + wpe[t] (B,T,C)
-    k.encoder.forward(pass, a.encoded, this.#tokens, p.wte, p.wpe, B, T, C);
+    // encoder: tokens (B,T) -> wte[token] + wpe[t] (B,T,C), each piece of wte for the tokens in its rows
+    for (const wte of p.wte) k.encoder.forward(pass, a.encoded, this.#tokens, wte.binding, p.wpe, B, T, C, wte.rows);
     for (let l = 0; l < L; l++) this.#blockForward(pass, l);
     const residual = a.blocks[L - 1].residual3;
     // ln_f: (B,T,C) -> (B,T,C)
     k.layernorm.forward(pass, a.lnf, a.lnfMean, a.lnfRstd, residual, p.lnfw, p.lnfb, BT, C);
-    // lm_head, tied to wte: (B,T,C) · wteᵀ -> logits (B,T,V)
-    k.lmHead.encode(pass, a.logits, a.lnf, p.wte, null, BT, V, C);
+    // lm_head, tied to wte: (B,T,C) · wteᵀ -> logits (B,T,V), each piece of wte its block of columns
+    for (const { binding, rows } of p.wte) {
+      const view = { outStride: V, outOffset: rows.start };
+      k.lmHead.encode(pass, a.logits, a.lnf, binding, null, BT, rows.end - rows.start, C, view);
+    }
     // cross-entropy: logits (B,T,V), targets (B,T) -> losses (B,T); with the gradient, logits -> dlogits
     k.crossEntropy.encode(pass, a.logits, this.losses, this.#targets, BT, V, withGradient);
     pass.end();
@@ -417,21 +491,38 @@ export class GPT2 {
   encodeBackward(encoder: GPUCommandEncoder) {
     // Every gradient accumulates (+=), so all start at zero; preatt is overwritten, not accumulated.
     const da = this.#gradActs;
-    for (const buffer of [this.grads, da.encoded, da.lnf, ...da.blocks.flatMap((block) => Object.values(block))]) {
+    this.grads.encodeClear(encoder);
+    for (const buffer of [da.encoded, da.lnf, ...da.blocks.flatMap((block) => Object.values(block))]) {
       encoder.clearBuffer(buffer);
     }
     const k = this.#kernels, p = this.#paramTensors, dp = this.#gradTensors, a = this.#acts;
     const { vocab_size: V, n_embd: C, n_layer: L } = this.config, B = this.batch, T = this.time, BT = B * T;
     const pass = encoder.beginComputePass({ label: "backward" });
-    // lm_head: dlogits (B,T,V) -> dlnf (B,T,C) += dlogits · wte, dwte (V,C) += dlogitsᵀ · lnf
-    k.accumulate.encode(pass, da.lnf, a.logits, p.wte, null, BT, C, V);
-    k.linearWeightGrad.encode(pass, dp.wte, a.logits, a.lnf, null, V, C, BT);
+    // lm_head: dlogits (B,T,V) -> dlnf (B,T,C) += dlogits · wte, its sum over V running on through the
+    // pieces of wte in order; dwte (V,C) += dlogitsᵀ · lnf, a piece's rows from its block of columns.
+    p.wte.forEach(({ binding, rows }, i) => {
+      const view = {
+        aStride: V,
+        aOffset: rows.start,
+        partial: this.#lmHeadPartial,
+        first: i === 0,
+        last: i === p.wte.length - 1,
+      };
+      k.lmHeadInputGrad.encode(pass, da.lnf, a.logits, binding, null, BT, C, rows.end - rows.start, view);
+    });
+    for (const { binding, rows } of dp.wte) {
+      const view = { aStride: V, aOffset: rows.start };
+      k.linearWeightGrad.encode(pass, binding, a.logits, a.lnf, null, rows.end - rows.start, C, BT, view);
+    }
     // ln_f: dlnf (B,T,C) -> d residual (B,T,C), dlnfw, dlnfb (C)
     const residual = a.blocks[L - 1].residual3, dresidual = da.blocks[L - 1].residual3;
     k.layernorm.backward(pass, dresidual, dp.lnfw, dp.lnfb, da.lnf, residual, p.lnfw, a.lnfMean, a.lnfRstd, BT, C);
     for (let l = L - 1; l >= 0; l--) this.#blockBackward(pass, l);
-    // encoder: dencoded (B,T,C) -> dwte (V,C), dwpe (maxT,C)
-    k.encoder.backward(pass, dp.wte, dp.wpe, da.encoded, this.#buckets, this.#bucketCount, B, T, C);
+    // encoder: dencoded (B,T,C) -> dwte (V,C), piece by piece, and dwpe (maxT,C)
+    for (const { binding, rows } of dp.wte) {
+      k.encoder.backwardWte(pass, binding, da.encoded, this.#buckets, this.#bucketCount, B, T, C, rows);
+    }
+    k.encoder.backwardWpe(pass, dp.wpe, da.encoded, B, T, C);
     pass.end();
   }
 
@@ -528,5 +619,7 @@ export class GPT2 {
 
   destroy() {
     for (const buffer of this.#allBuffers) buffer.destroy();
+    this.params.destroy();
+    this.grads.destroy();
   }
 }

@@ -3,41 +3,30 @@
 // and each machine takes the optimizer step on its shard of params, m and v only, then shares its shard of
 // the parameters.
 
-import { readBuffer } from "./gpu.ts";
 import type { ShardRange } from "./shard.ts";
 import type { Trainer } from "./trainer.ts";
 
 /**
  * One optimizer step on `shard` of the trainer's state: `grads` is that range of the gradient averaged over
  * every machine and `normSquared` the squared norm of the whole averaged gradient (the cluster sums it); the
- * rest of params, m and v is left as it is. AdamW binds the shard's range of each buffer, which is why
- * shards start on a storage-binding boundary.
+ * rest of params, m and v is left as it is. AdamW binds the shard's range of each piece it spans, which
+ * is why shards (and pieces) start on a storage-binding boundary.
  */
 export function updateShard(trainer: Trainer, shard: ShardRange, grads: Float32Array, normSquared: number) {
   const { start, end } = shard, n = end - start;
   if (grads.length !== n) throw new Error(`updateShard: ${grads.length} gradients for a range of ${n}`);
   const { device: { queue }, model, adamw } = trainer;
-  queue.writeBuffer(model.grads, start * 4, grads);
+  model.grads.write(start, grads);
   queue.writeBuffer(adamw.normSquared, 0, Float32Array.of(normSquared));
-  const range = (buffer: GPUBuffer): GPUBufferBinding => ({ buffer, offset: start * 4, size: n * 4 });
   const encoder = trainer.device.createCommandEncoder({ label: `shard update ${trainer.step + 1}` });
   const pass = encoder.beginComputePass({ label: "optimizer shard" });
-  adamw.encodeUpdate(
-    pass,
-    range(model.params),
-    range(trainer.m),
-    range(trainer.v),
-    range(model.grads),
-    n,
-    trainer.step + 1,
-    trainer.settings,
-  );
+  trainer.encodeUpdate(pass, start, end);
   pass.end();
   queue.submit([encoder.finish()]);
   trainer.step++;
 }
 
 /** The trainer's parameters in `shard`: this machine's piece of the all-gather. */
-export async function readShardParameters(trainer: Trainer, { start, end }: ShardRange): Promise<Float32Array> {
-  return new Float32Array(await readBuffer(trainer.device, trainer.model.params, (end - start) * 4, start * 4));
+export function readShardParameters(trainer: Trainer, { start, end }: ShardRange): Promise<Float32Array> {
+  return trainer.model.params.read(start, end);
 }

@@ -5,8 +5,8 @@
 
 import { AdamW, type AdamWSettings } from "../kernels/adamw.ts";
 import { type Batch, BatchLoader, type Corpus, type DataState } from "./data.ts";
-import { readBuffer, storageBuffer } from "./gpu.ts";
-import { GPT2, type GPT2Config, initialParameters } from "./model.ts";
+import { type PiecedBuffer, readBuffer } from "./gpu.ts";
+import { GPT2, type GPT2Config, type GPT2Options, initialParameters } from "./model.ts";
 
 export interface TrainerSettings extends AdamWSettings {
   batch: number;
@@ -54,23 +54,29 @@ export class Trainer {
   readonly device: GPUDevice;
   /** The optimizer's kernels, and the squared gradient norm its update clips by. */
   readonly adamw: AdamW;
-  /** AdamW's moments, laid out as model.params. */
-  readonly m: GPUBuffer;
-  readonly v: GPUBuffer;
+  /** AdamW's moments, laid out and cut into pieces as model.params. */
+  readonly m: PiecedBuffer;
+  readonly v: PiecedBuffer;
 
   /** A model initialised from `settings.seed`; batches come from `corpus`, or are passed to `trainOn`. */
-  constructor(device: GPUDevice, config: GPT2Config, settings: TrainerSettings, corpus?: Corpus) {
+  constructor(
+    device: GPUDevice,
+    config: GPT2Config,
+    settings: TrainerSettings,
+    corpus?: Corpus,
+    options: GPT2Options = {},
+  ) {
     if (corpus && corpus.vocabSize > config.vocab_size) {
       throw new Error(`the corpus has a vocabulary of ${corpus.vocabSize}, the model only ${config.vocab_size}`);
     }
     this.device = device;
     this.settings = settings;
-    this.model = new GPT2(device, config, settings.batch, settings.time);
+    this.model = new GPT2(device, config, settings.batch, settings.time, options);
     this.model.writeParameters(initialParameters(config, settings.seed));
     this.loader = corpus ? new BatchLoader(corpus, settings.batch, settings.time, settings.seed) : null;
     this.adamw = new AdamW(device);
-    this.m = storageBuffer(device, this.model.totalFloats * 4, "adamw m");
-    this.v = storageBuffer(device, this.model.totalFloats * 4, "adamw v");
+    this.m = this.model.flatBuffer("adamw m");
+    this.v = this.model.flatBuffer("adamw v");
   }
 
   /** One training step on the next batch of the corpus. */
@@ -85,17 +91,8 @@ export class Trainer {
     const encoder = this.#encodeGradients(batch);
     const pass = encoder.beginComputePass({ label: "optimizer" });
     const n = this.model.totalFloats;
-    this.adamw.encodeGradNorm(pass, this.model.grads, n);
-    this.adamw.encodeUpdate(
-      pass,
-      this.model.params,
-      this.m,
-      this.v,
-      this.model.grads,
-      n,
-      this.step + 1,
-      this.settings,
-    );
+    this.adamw.encodeGradNorm(pass, this.model.grads.parts(0, n));
+    this.encodeUpdate(pass, 0, n);
     pass.end();
     this.device.queue.submit([encoder.finish()]);
     const loss = await this.model.readMeanLoss();
@@ -110,6 +107,29 @@ export class Trainer {
       milliseconds,
       tokensPerSecond: tokens / (milliseconds / 1000),
     };
+  }
+
+  /**
+   * Records AdamW's step `this.step + 1` over [start, end) of params, m and v, piece by piece, with the
+   * gradients in model.grads and the norm in adamw.normSquared.
+   */
+  encodeUpdate(pass: GPUComputePassEncoder, start: number, end: number) {
+    const [params, m, v, grads] = [this.model.params, this.m, this.v, this.model.grads].map((flat) =>
+      flat.parts(start, end)
+    );
+    params.forEach((part, i) => {
+      const n = part.end - part.start;
+      this.adamw.encodeUpdate(
+        pass,
+        part.binding,
+        m[i].binding,
+        v[i].binding,
+        grads[i].binding,
+        n,
+        this.step + 1,
+        this.settings,
+      );
+    });
   }
 
   /** Forward and backward on `batch` without an update: returns the mean loss, and model.grads holds the gradients. */
@@ -132,12 +152,11 @@ export class Trainer {
   }
 
   async exportState(): Promise<TrainerState> {
-    const read = async (buffer: GPUBuffer) => new Float32Array(await readBuffer(this.device, buffer));
     return {
       step: this.step,
       params: await this.model.readParameters(),
-      m: await read(this.m),
-      v: await read(this.v),
+      m: await this.m.read(),
+      v: await this.v.read(),
       data: this.#dataState,
     };
   }
@@ -148,8 +167,8 @@ export class Trainer {
       if (values.length !== n) throw new Error(`trainer state: ${name} has ${values.length} floats, the model ${n}`);
     }
     this.model.writeParameters(state.params);
-    this.device.queue.writeBuffer(this.m, 0, state.m);
-    this.device.queue.writeBuffer(this.v, 0, state.v);
+    this.m.write(0, state.m);
+    this.v.write(0, state.v);
     this.loader?.restore(state.data);
     this.step = state.step;
   }

@@ -2,31 +2,52 @@
 // over the flat parameter, gradient and moment buffers.
 // gradnorm:  norm_sq[0] = sum of g^2 over all n gradients: GRID_THREADS threads each sum a fixed stride,
 //            each workgroup adds its threads in a fixed tree, and one thread adds the workgroups in order.
+//            The gradients may be in pieces (one binding each): each thread's strided sum goes on from
+//            piece to piece through a scratch buffer, so the order, and the result, are those of one buffer.
 // adamw:     g = grad * clip, clip = min(1, max_norm / norm) (no clipping when max_norm is 0);
 //            m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 //            p = p (1 - lr wd) - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)   (as torch.optim.AdamW)
+//            element-wise, so a piece or a shard is updated on its own, over the whole of its binding.
 
 import { type Binding, gridFor, Kernel, type KernelSpec, perItemEntry } from "./kernel.ts";
 
 const NORM_GROUPS = 64;
+const GRID_THREADS = NORM_GROUPS * 256;
+
+// Global index `base + i` of the piece's element i goes to thread (base + i) mod GRID_THREADS.
+const GRADNORM_THREADS = {
+  entryPoint: "gradnorm_threads",
+  uniforms: { n: "u32", base: "u32", first: "u32" },
+  storage: { sums: ["read_write", "f32"], grads: ["read", "f32"] },
+  code: /* wgsl */ `
+@compute @workgroup_size(256)
+fn gradnorm_threads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let thread = wid.x * 256u + lid.x;
+  var sum = 0.0;
+  if (args.first == 0u) { sum = sums[thread]; }
+  let first_index = (thread + ${GRID_THREADS}u - args.base % ${GRID_THREADS}u) % ${GRID_THREADS}u;
+  for (var i = first_index; i < args.n; i += ${GRID_THREADS}u) { sum += grads[i] * grads[i]; }
+  sums[thread] = sum;
+}
+`,
+} satisfies KernelSpec;
 
 const GRADNORM_PARTIAL = {
   entryPoint: "gradnorm_partial",
   uniforms: { n: "u32" },
-  storage: { partial: ["read_write", "f32"], grads: ["read", "f32"] },
+  storage: { partial: ["read_write", "f32"], sums: ["read", "f32"] },
   code: /* wgsl */ `
-var<workgroup> sums: array<f32, 256>;
+var<workgroup> tree: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn gradnorm_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  var sum = 0.0;
-  for (var i = wid.x * 256u + lid.x; i < args.n; i += ${NORM_GROUPS * 256}u) { sum += grads[i] * grads[i]; }
-  sums[lid.x] = sum;
+  if (wid.x * 256u >= args.n) { return; }  // its threads had no gradients to sum
+  tree[lid.x] = sums[wid.x * 256u + lid.x];
   for (var stride = 128u; stride > 0u; stride >>= 1u) {
     workgroupBarrier();
-    if (lid.x < stride) { sums[lid.x] += sums[lid.x + stride]; }
+    if (lid.x < stride) { tree[lid.x] += tree[lid.x + stride]; }
   }
-  if (lid.x == 0u) { partial[wid.x] = sums[0]; }
+  if (lid.x == 0u) { partial[wid.x] = tree[0]; }
 }
 `,
 } satisfies KernelSpec;
@@ -50,7 +71,6 @@ fn gradnorm_final() {
 const ADAMW = {
   entryPoint: "adamw",
   uniforms: {
-    n: "u32",
     lr: "f32",
     beta1: "f32",
     beta2: "f32",
@@ -72,7 +92,7 @@ const ADAMW = {
   code: /* wgsl */ `
 ${perItemEntry("adamw")} {
   let i = flat_index(wid, lid, groups);
-  if (i >= args.n) { return; }
+  if (i >= arrayLength(&params)) { return; }
   var clip = 1.0;
   let norm = sqrt(norm_sq[0]);
   if (args.max_norm > 0.0 && norm > args.max_norm) { clip = args.max_norm / norm; }
@@ -99,32 +119,45 @@ export interface AdamWSettings {
 }
 
 export class AdamW {
+  readonly #threads: Kernel<typeof GRADNORM_THREADS>;
   readonly #partial: Kernel<typeof GRADNORM_PARTIAL>;
   readonly #final: Kernel<typeof GRADNORM_FINAL>;
   readonly #update: Kernel<typeof ADAMW>;
+  readonly #threadSums: GPUBuffer;
   readonly #partialSums: GPUBuffer;
   /** The squared global gradient norm of the last step, [1]; the trainer reads it for its log. */
   readonly normSquared: GPUBuffer;
 
   constructor(device: GPUDevice) {
+    this.#threads = new Kernel(device, GRADNORM_THREADS);
     this.#partial = new Kernel(device, GRADNORM_PARTIAL);
     this.#final = new Kernel(device, GRADNORM_FINAL);
     this.#update = new Kernel(device, ADAMW);
     const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    this.#threadSums = device.createBuffer({ label: "gradnorm thread sums", size: GRID_THREADS * 4, usage: storage });
     this.#partialSums = device.createBuffer({ label: "gradnorm partials", size: NORM_GROUPS * 4, usage: storage });
     this.normSquared = device.createBuffer({ label: "gradnorm", size: 4, usage: storage });
   }
 
-  /** normSquared = the sum of squares of grads[n]. */
-  encodeGradNorm(pass: GPUComputePassEncoder, grads: Binding, n: number) {
-    this.#partial.dispatch(pass, { n }, { partial: this.#partialSums, grads }, [NORM_GROUPS]);
+  /**
+   * normSquared = the sum of squares of the gradients: `pieces`, in order, hold consecutive ranges
+   * [start, end) of them.
+   */
+  encodeGradNorm(pass: GPUComputePassEncoder, pieces: { binding: Binding; start: number; end: number }[]) {
+    const sums = this.#threadSums;
+    pieces.forEach(({ binding, start, end }, i) => {
+      const args = { n: end - start, base: start, first: i === 0 ? 1 : 0 };
+      this.#threads.dispatch(pass, args, { sums, grads: binding }, [NORM_GROUPS]);
+    });
+    const n = pieces.at(-1)!.end;
+    this.#partial.dispatch(pass, { n }, { partial: this.#partialSums, sums }, [NORM_GROUPS]);
     this.#final.dispatch(pass, { n }, { norm_sq: this.normSquared, partial: this.#partialSums }, [1]);
   }
 
   /**
-   * Step `t` (1-based) of AdamW over params, m, v (all [n]) with grads[n], clipped by the norm that
-   * `encodeGradNorm` put in normSquared. The step's settings are written with queue.writeBuffer, so one
-   * command buffer holds at most one update.
+   * Step `t` (1-based) of AdamW over params, m, v (all [n]: the whole of each binding) with grads[n],
+   * clipped by the norm that `encodeGradNorm` put in normSquared. The step's settings are written with
+   * queue.writeBuffer, so one command buffer holds the updates of one step only (of every piece of it).
    */
   encodeUpdate(
     pass: GPUComputePassEncoder,
@@ -137,7 +170,6 @@ export class AdamW {
     settings: AdamWSettings,
   ) {
     const args = {
-      n,
       lr: settings.lr,
       beta1: settings.beta1,
       beta2: settings.beta2,

@@ -5,10 +5,19 @@
 // The scatter-add of the backward is turned into a gather so that no two threads write one value:
 // the host, which knows the tokens, lists for each distinct token the positions that hold it
 // (`TokenBuckets`), and one thread per (token, channel) sums those positions in increasing order.
+// wte may be in pieces of rows (a GPT-2 wte is bigger than one storage binding): each dispatch reads or
+// writes the rows [row_start, row_end) of one piece, and leaves the tokens outside it to the others.
 
 import { type Binding, gridFor, Kernel, type KernelSpec, perItemEntry } from "./kernel.ts";
 
-const SIZES = { batch: "u32", time: "u32", channels: "u32", buckets: "u32" } as const;
+const SIZES = {
+  batch: "u32",
+  time: "u32",
+  channels: "u32",
+  buckets: "u32",
+  row_start: "u32",
+  row_end: "u32",
+} as const;
 
 const ENCODER_FORWARD = {
   entryPoint: "encoder_forward",
@@ -21,7 +30,9 @@ ${perItemEntry("encoder_forward")} {
   let position = i / args.channels;  // b * T + t
   let c = i % args.channels;
   let t = position % args.time;
-  out[i] = wte[tokens[position] * args.channels + c] + wpe[t * args.channels + c];
+  let token = tokens[position];
+  if (token < args.row_start || token >= args.row_end) { return; }
+  out[i] = wte[(token - args.row_start) * args.channels + c] + wpe[t * args.channels + c];
 }
 `,
 } satisfies KernelSpec;
@@ -43,11 +54,13 @@ ${perItemEntry("encoder_backward_wte")} {
   if (i >= args.buckets * args.channels) { return; }
   let bucket = i / args.channels;
   let c = i % args.channels;
+  let token = bucket_tokens[bucket];
+  if (token < args.row_start || token >= args.row_end) { return; }
   var sum = 0.0;
   for (var j = bucket_starts[bucket]; j < bucket_starts[bucket + 1u]; j++) {
     sum += dout[bucket_positions[j] * args.channels + c];
   }
-  dwte[bucket_tokens[bucket] * args.channels + c] += sum;
+  dwte[(token - args.row_start) * args.channels + c] += sum;
 }
 `,
 } satisfies KernelSpec;
@@ -99,6 +112,17 @@ export function bucketTokens(tokens: ArrayLike<number>): TokenBuckets {
   return { starts, positions, tokens: Uint32Array.from(ids) };
 }
 
+/** The rows of wte a binding holds; by default all of them. */
+export interface WteRows {
+  start: number;
+  end: number;
+}
+const ALL_ROWS: WteRows = { start: 0, end: 2 ** 32 - 1 };
+
+function sizes(batch: number, time: number, channels: number, buckets: number, rows: WteRows) {
+  return { batch, time, channels, buckets, row_start: rows.start, row_end: rows.end };
+}
+
 export class Encoder {
   readonly #forward: Kernel<typeof ENCODER_FORWARD>;
   readonly #backwardWte: Kernel<typeof ENCODER_BACKWARD_WTE>;
@@ -110,7 +134,7 @@ export class Encoder {
     this.#backwardWpe = new Kernel(device, ENCODER_BACKWARD_WPE);
   }
 
-  /** out[B,T,C] from tokens[B,T] (u32), wte[V,C], wpe[maxT,C]. */
+  /** out[B,T,C] from tokens[B,T] (u32), wte[V,C] (or its `rows`), wpe[maxT,C]. */
   forward(
     pass: GPUComputePassEncoder,
     out: Binding,
@@ -120,33 +144,53 @@ export class Encoder {
     batch: number,
     time: number,
     channels: number,
+    rows = ALL_ROWS,
   ) {
-    const sizes = { batch, time, channels, buckets: 0 };
-    this.#forward.dispatch(pass, sizes, { out, tokens, wte, wpe }, gridFor(batch * time * channels));
+    this.#forward.dispatch(
+      pass,
+      sizes(batch, time, channels, 0, rows),
+      { out, tokens, wte, wpe },
+      gridFor(batch * time * channels),
+    );
   }
 
   /**
-   * dwte += and dwpe += from dout[B,T,C]; `buckets` holds the starts, positions and tokens of
-   * `bucketTokens` in three u32 storage buffers, for `bucketCount` distinct tokens.
+   * dwte += from dout[B,T,C], for the `rows` of wte that `dwte` holds; `buckets` holds the starts,
+   * positions and tokens of `bucketTokens` in three u32 storage buffers, for `bucketCount` distinct tokens.
    */
-  backward(
+  backwardWte(
     pass: GPUComputePassEncoder,
     dwte: Binding,
-    dwpe: Binding,
     dout: Binding,
     buckets: { starts: Binding; positions: Binding; tokens: Binding },
     bucketCount: number,
     batch: number,
     time: number,
     channels: number,
+    rows = ALL_ROWS,
   ) {
-    const sizes = { batch, time, channels, buckets: bucketCount };
     this.#backwardWte.dispatch(
       pass,
-      sizes,
+      sizes(batch, time, channels, bucketCount, rows),
       { dwte, dout, bucket_starts: buckets.starts, bucket_positions: buckets.positions, bucket_tokens: buckets.tokens },
       gridFor(bucketCount * channels),
     );
-    this.#backwardWpe.dispatch(pass, sizes, { dwpe, dout }, gridFor(time * channels));
+  }
+
+  /** dwpe += from dout[B,T,C]. */
+  backwardWpe(
+    pass: GPUComputePassEncoder,
+    dwpe: Binding,
+    dout: Binding,
+    batch: number,
+    time: number,
+    channels: number,
+  ) {
+    this.#backwardWpe.dispatch(
+      pass,
+      sizes(batch, time, channels, 0, ALL_ROWS),
+      { dwpe, dout },
+      gridFor(time * channels),
+    );
   }
 }

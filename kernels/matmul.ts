@@ -6,6 +6,10 @@
 //   backward  dx += dy·Wᵀ            (transposeB, accumulate)
 //             dW += xᵀ·dy            (transposeA, accumulate; the sum over B·T rows is the K loop)
 // and the tied lm_head, logits = x·wteᵀ with wte stored [V,C], uses transposeB.
+// wte may be stored in pieces of rows (when it is bigger than one storage binding), so A and out can be
+// a block of columns of a wider matrix (a row stride and a first column), and with `splitK` the sum over
+// K can run over several dispatches, one per piece of B: each carries its 4x4 accumulators on in a
+// scratch buffer, so the sum runs in the same order, and rounds the same, as in one dispatch.
 //
 // Register-blocked: each thread computes a 4x4 block of `out` (a 16x16 workgroup a 64x64 tile), reading
 // its four rows of op(A) and four columns of op(B) straight from storage. Rows and columns past the edge
@@ -26,27 +30,59 @@ export interface MatmulLayout {
   bias?: boolean;
   /** out += the product (gradients accumulate, as in llm.c) instead of out = the product. */
   accumulate?: boolean;
+  /** The K loop may be split over dispatches, carried on through a `partial` [M,N] scratch buffer. */
+  splitK?: boolean;
 }
 
-/** The kernel of one layout; `bias` is bound only in the layouts that add one. */
+const UNIFORMS = {
+  m: "u32",
+  n: "u32",
+  k: "u32",
+  a_stride: "u32",
+  a_offset: "u32",
+  out_stride: "u32",
+  out_offset: "u32",
+  first: "u32",
+  last: "u32",
+} as const;
+
+/** The kernel of one layout; `bias` and `partial` are bound only in the layouts that use them. */
 interface MatmulSpec extends KernelSpec {
-  uniforms: { m: "u32"; n: "u32"; k: "u32" };
-  storage: { out: ["read_write", "f32"]; a: ["read", "f32"]; b: ["read", "f32"]; bias?: ["read", "f32"] };
+  uniforms: typeof UNIFORMS;
+  storage: {
+    out: ["read_write", "f32"];
+    a: ["read", "f32"];
+    b: ["read", "f32"];
+    bias?: ["read", "f32"];
+    partial?: ["read_write", "f32"];
+  };
 }
 
-function matmulSpec({ transposeA, transposeB, bias, accumulate }: MatmulLayout): MatmulSpec {
-  const aAt = (row: string) => transposeA ? `a[k * args.m + ${row}]` : `a[${row} * args.k + k]`;
+function matmulSpec({ transposeA, transposeB, bias, accumulate, splitK }: MatmulLayout): MatmulSpec {
+  const aAt = (row: string) =>
+    transposeA ? `a[args.a_offset + k * args.a_stride + ${row}]` : `a[args.a_offset + ${row} * args.a_stride + k]`;
   const bAt = (col: string) => transposeB ? `b[${col} * args.k + k]` : `b[k * args.n + ${col}]`;
+  const tile = (body: string) => /* wgsl */ `
+  for (var i = 0u; i < 4u; i++) {
+    let row = row0 + i;
+    if (row >= args.m) { break; }
+    for (var j = 0u; j < 4u; j++) {
+      let col = col0 + j;
+      if (col >= args.n) { break; }
+      ${body}
+    }
+  }`;
   return {
     entryPoint: "matmul",
     label: `matmul${transposeA ? "_tA" : ""}${transposeB ? "_tB" : ""}` +
-      `${bias ? "_bias" : ""}${accumulate ? "_acc" : ""}`,
-    uniforms: { m: "u32", n: "u32", k: "u32" },
+      `${bias ? "_bias" : ""}${accumulate ? "_acc" : ""}${splitK ? "_splitk" : ""}`,
+    uniforms: UNIFORMS,
     storage: {
       out: ["read_write", "f32"],
       a: ["read", "f32"],
       b: ["read", "f32"],
       ...(bias ? { bias: ["read", "f32"] } : {}),
+      ...(splitK ? { partial: ["read_write", "f32"] } : {}),
     },
     code: /* wgsl */ `
 @compute @workgroup_size(16, 16)
@@ -62,6 +98,12 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c2 = min(col0 + 2u, args.n - 1u);
   let c3 = min(col0 + 3u, args.n - 1u);
   var acc: array<vec4<f32>, 4>;  // acc[i][j]: row row0 + i, column col0 + j
+  ${
+      splitK
+        ? `if (args.first == 0u) {${tile("acc[i][j] = partial[row * args.n + col];")}
+  }`
+        : ""
+    }
   for (var k = 0u; k < args.k; k++) {
     let av = vec4<f32>(${aAt("r0")}, ${aAt("r1")}, ${aAt("r2")}, ${aAt("r3")});
     let bv = vec4<f32>(${bAt("c0")}, ${bAt("c1")}, ${bAt("c2")}, ${bAt("c3")});
@@ -70,29 +112,50 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     acc[2] += av.z * bv;
     acc[3] += av.w * bv;
   }
-  for (var i = 0u; i < 4u; i++) {
-    let row = row0 + i;
-    if (row >= args.m) { break; }
-    for (var j = 0u; j < 4u; j++) {
-      let col = col0 + j;
-      if (col >= args.n) { break; }
+  ${
+      splitK
+        ? `if (args.last == 0u) {${tile("partial[row * args.n + col] = acc[i][j];")}
+    return;
+  }`
+        : ""
+    }
+  ${
+      tile(`let at = args.out_offset + row * args.out_stride + col;
       var value = acc[i][j];
       ${bias ? "value += bias[col];" : ""}
-      ${accumulate ? "value += out[row * args.n + col];" : ""}
-      out[row * args.n + col] = value;
+      ${accumulate ? "value += out[at];" : ""}
+      out[at] = value;`)
     }
-  }
 }
 `,
   };
 }
 
+/**
+ * Where op(A) and out sit when they are blocks of wider matrices, and which share of a split K loop a
+ * dispatch runs; by default dense and whole.
+ */
+export interface MatmulView {
+  /** Floats from one row of A (one row of Aᵀ with transposeA) to the next, and the first one used. */
+  aStride?: number;
+  aOffset?: number;
+  /** Floats from one row of out to the next, and the first column written. */
+  outStride?: number;
+  outOffset?: number;
+  /** With `splitK`: the scratch [M,N] the accumulators are carried in, and whether this is the first or last share. */
+  partial?: Binding;
+  first?: boolean;
+  last?: boolean;
+}
+
 /** One matmul layout, compiled once. */
 export class Matmul {
   readonly #kernel: Kernel<MatmulSpec>;
+  readonly #transposeA: boolean;
 
   constructor(device: GPUDevice, layout: MatmulLayout = {}) {
     this.#kernel = new Kernel(device, matmulSpec(layout));
+    this.#transposeA = layout.transposeA ?? false;
   }
 
   /** out[M,N] (+)= op(A)·op(B) (+ bias), sizes M, N and K as in the header. */
@@ -105,8 +168,21 @@ export class Matmul {
     m: number,
     n: number,
     k: number,
+    view: MatmulView = {},
   ) {
-    const buffers = bias ? { out, a, b, bias } : { out, a, b };
-    this.#kernel.dispatch(pass, { m, n, k }, buffers, [Math.ceil(n / TILE), Math.ceil(m / TILE)]);
+    const { partial, first = true, last = true } = view;
+    const uniforms = {
+      m,
+      n,
+      k,
+      a_stride: view.aStride ?? (this.#transposeA ? m : k),
+      a_offset: view.aOffset ?? 0,
+      out_stride: view.outStride ?? n,
+      out_offset: view.outOffset ?? 0,
+      first: first ? 1 : 0,
+      last: last ? 1 : 0,
+    };
+    const buffers = { out, a, b, ...(bias ? { bias } : {}), ...(partial ? { partial } : {}) };
+    this.#kernel.dispatch(pass, uniforms, buffers, [Math.ceil(n / TILE), Math.ceil(m / TILE)]);
   }
 }
