@@ -334,6 +334,22 @@ Deno.test("a peer that stops mid-transfer fails the receive waiting on it", asyn
   }
 });
 
+Deno.test("a rank that moves (a replacement machine) is dialed at its new address", async () => {
+  const { transports: [a, b], books: [book], close } = await cluster([{}, {}]);
+  const replacement = await TcpTransport.start({ rank: 1, cluster: "test", secret: SECRET, log: () => {} });
+  try {
+    await a.connect(1, replacement.address); // the old rank 1 still runs: a stale machine, say
+    await book.line(/closed the connection to rank 1 at 127\.0\.0\.1:\d+: rank 1 moved to 127\.0\.0\.1:\d+/);
+    a.send(1, "retrieval", "fetch", "shard", pattern(3000, 1));
+    assert.deepEqual((await replacement.receive(0, "shard")).bytes, pattern(3000, 1));
+    assert.equal(await now(b.receive(0, "shard")), "pending");
+  } finally {
+    replacement.close();
+    await replacement.closed();
+    await close();
+  }
+});
+
 Deno.test("a second process: messages both ways, then killed by its PID mid-transfer, failing the receive", async () => {
   const { transports: [a], close } = await cluster([{}]);
   const child = new Deno.Command(Deno.execPath(), {

@@ -159,6 +159,7 @@ export class TcpTransport extends MailboxTransport {
    */
   connect(rank: number, address: PeerAddress): Promise<void> {
     this.#directory.set(rank, checkAddress(address));
+    if (this.#closing.signal.aborted) return Promise.reject(new Error(`machine ${this.rank}'s transport is closed`));
     const link = this.#links.get(rank);
     if (link && describe(link.address) === describe(address)) return link.ready;
     if (link) this.#break(link, new Error(`rank ${rank} moved to ${describe(address)}`));
@@ -417,7 +418,7 @@ export class TcpTransport extends MailboxTransport {
     const onSent = message.onSent;
     if (!onSent) return;
     if (!this.#pacing) return onSent();
-    this.#clock.setTimer(end - this.#clock.now(), () => link.broken || onSent());
+    this.#after(end - this.#clock.now(), () => link.broken || onSent());
   }
 
   /** Waits for the paced link to be free for `bytes`: when they will have been sent. */
@@ -429,20 +430,25 @@ export class TcpTransport extends MailboxTransport {
     return end;
   }
 
+  /** Runs `run` once `ms` have passed on the clock, unless the transport closes first (then `stopped`). */
+  #after(ms: number, run: () => void, stopped?: () => void) {
+    const signal = this.#closing.signal;
+    if (signal.aborted) return stopped?.();
+    const stop = () => {
+      cancel();
+      stopped?.();
+    };
+    const cancel = this.#clock.setTimer(ms, () => {
+      signal.removeEventListener("abort", stop);
+      run();
+    });
+    signal.addEventListener("abort", stop, { once: true });
+  }
+
   /** Waits `ms` on the clock; rejects if the transport closes first. */
   #sleep(ms: number): Promise<void> {
-    const signal = this.#closing.signal;
-    return new Promise((resolve, reject) => {
-      const stop = () => {
-        cancel();
-        reject(new ConnectionLost("the transport was closed"));
-      };
-      const cancel = this.#clock.setTimer(ms, () => {
-        signal.removeEventListener("abort", stop);
-        resolve();
-      });
-      if (signal.aborted) return stop();
-      signal.addEventListener("abort", stop, { once: true });
-    });
+    return new Promise((resolve, reject) =>
+      this.#after(ms, resolve, () => reject(new ConnectionLost("the transport was closed")))
+    );
   }
 }
