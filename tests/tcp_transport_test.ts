@@ -2,13 +2,18 @@
 // intact and in order, matched by sender, tag and epoch; an abort fences older epochs; a peer without the
 // secret, a garbage frame or an oversized one loses its connection and nothing else does; a handshake
 // times out and a link paces on the injected clock; a peer that dies mid-transfer, in this process or in a
-// second one killed by its PID, fails the receive waiting on it.
+// second one killed by its PID, fails the receive waiting on it; and the collectives of training come out
+// the same over TCP as over the simulated switch.
 
 import assert from "node:assert/strict";
 import { FRAME, FrameStream } from "../agents/net/frame.ts";
 import { dialHandshake, importSecret } from "../agents/net/handshake.ts";
 import { PeerLostError, TcpTransport, type TcpTransportOptions } from "../agents/net/tcp-transport.ts";
-import { AbortedError } from "../agents/protocol/transport.ts";
+import { allGatherShards, reduceScatterMean } from "../agents/collectives.ts";
+import { VirtualClock } from "../agents/protocol/clock.ts";
+import { AbortedError, type Transport } from "../agents/protocol/transport.ts";
+import { directChannel, Network, NetworkEndpoint } from "../agents/sim/network.ts";
+import { shardRanges } from "../core/shard.ts";
 import { SECRET_VARIABLE, WatchedClock } from "./tcp_transport_peer.ts";
 
 const SECRET = "the test cluster's shared secret";
@@ -329,6 +334,34 @@ Deno.test("a peer that stops mid-transfer fails the receive waiting on it", asyn
     a.close();
     await assert.rejects(delivery, PeerLostError);
     await book.line(/\(rank 0\): the connection ended 10000 bytes into a message of 30000/);
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("the collectives run over TCP as over the simulated switch, bit for bit", async () => {
+  const machines = 4, shards = shardRanges(10_000, machines);
+  const gradients = Array.from(
+    { length: machines },
+    (_, rank) => Float32Array.from({ length: 10_000 }, (_, i) => Math.sin(i * 0.37 + rank) / (rank + 1)),
+  );
+  const collectives = (network: Transport) =>
+    reduceScatterMean(network, gradients[network.rank], shards, "step", 0)
+      .then((mean) => allGatherShards(network, mean, shards, "step", 0));
+
+  const clock = new VirtualClock(), network = new Network({ bandwidth: 1e8, latencyMs: 0.1 }, { clock });
+  const endpoints = gradients.map((_, rank) => {
+    const [switchSide, machineSide] = directChannel();
+    network.attach(rank, switchSide);
+    return new NetworkEndpoint(rank, machineSide);
+  });
+  const simulated = await clock.until(Promise.all(endpoints.map(collectives)));
+  network.close();
+
+  const { transports, close } = await cluster(gradients.map(() => ({})));
+  try {
+    const overTcp = await Promise.all(transports.map(collectives));
+    assert.deepEqual(overTcp, simulated);
   } finally {
     await close();
   }
