@@ -8,6 +8,7 @@ import type { TransferRecord } from "./network.ts";
 import { FailureObserver, type ObservedEvent, type ObservedRecovery } from "./observer.ts";
 import { type IterationReport, RootAgent } from "../root-agent.ts";
 import { type ClusterSettings, defaultClusterSettings } from "../protocol/spec.ts";
+import type { HealthStore } from "../protocol/health.ts";
 
 export interface RunOptions {
   /** Changes to the default settings (the persistent store's directory is set already). */
@@ -15,6 +16,8 @@ export interface RunOptions {
   /** Bytes/s of the persistent store (the default cluster's 20 MB/s when absent). */
   storageBandwidth?: number;
   heartbeatTimeoutMs: number;
+  /** Where the machines' leases live (the root's own in-memory store when absent). */
+  health?: HealthStore;
   /** Also hears every event as it happens. */
   onEvent?: (event: ObservedEvent) => void;
   /** Read every machine's state at the end (for a bit-exact comparison). */
@@ -46,7 +49,10 @@ export async function runCluster(
     const settings = defaultClusterSettings({ kind: "files", directory, bandwidth: options.storageBandwidth ?? 20e6 });
     options.adjust?.(settings);
     const cluster = new SimulatedCluster(settings);
-    const root = await RootAgent.start(cluster, { heartbeatTimeoutMs: options.heartbeatTimeoutMs });
+    const root = await RootAgent.start(cluster, {
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+      health: options.health,
+    });
     const observer = new FailureObserver(cluster);
     const iterations: IterationReport[] = [], recoveries: ObservedRecovery[] = [];
     try {
