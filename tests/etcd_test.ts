@@ -307,6 +307,28 @@ Deno.test({
         },
       );
 
+      await t.step("a frozen etcd: calls time out and are tried again until it answers", async () => {
+        const client = new Etcd({ endpoints: [etcd.clientUrl], callTimeoutMs: 200, unavailableMs: BOUND_MS });
+        clients.push(client);
+        const store = new EtcdHealthStore(client, "frozen");
+        const lease = await store.grant(5000);
+        await store.put("machines/0", { incarnation: 0 }, lease);
+        etcd.pause();
+        const get = store.get("machines/"), keptAlive = store.keepAlive(lease);
+        try {
+          // Connected, and answered by no one: each call waits out its deadline, and then another.
+          for (let look = 0; client.waiting < 2; look++) {
+            assert.ok(look < 2400, `the calls to a frozen etcd did not time out (${client.waiting} waiting)`);
+            await pause(25);
+          }
+        } finally {
+          etcd.resume();
+        }
+        assert.deepEqual(await within(get, "a get to a frozen etcd"), new Map([["machines/0", { incarnation: 0 }]]));
+        assert.equal(await within(keptAlive, "a keep-alive to a frozen etcd"), true);
+        await store.close();
+      });
+
       await t.step("with etcd gone for longer than allowed, a call fails with one clear error", async () => {
         const store = new EtcdHealthStore(connect(300), "gone");
         await etcd.stop();

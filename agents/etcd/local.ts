@@ -1,8 +1,8 @@
 // A local etcd for tests and for a cluster started on one computer: Debian's `etcd-server` (installed
 // when missing, as root on Debian, the way the browser tests install Chromium), run as our own process
 // on 127.0.0.1 with free ports in a temporary data folder. It can be stopped and started again on the
-// same folder and ports, as an etcd outage the cluster must wait out. The package's own system service,
-// if the install starts one, is never used.
+// same folder and ports, as an etcd outage the cluster must wait out, or frozen and let go, as a stalled
+// one. The package's own system service, if the install starts one, is never used.
 
 import { ensureProgram, type SystemProgram } from "../../core/system-package.ts";
 
@@ -132,6 +132,16 @@ export class LocalEtcd {
     clearTimeout(lingering);
   }
 
+  /** Freezes the process (SIGSTOP): it keeps its connections open and answers nothing, as a stalled etcd does. */
+  pause(): void {
+    this.#running().kill("SIGSTOP");
+  }
+
+  /** Lets a paused process go on (SIGCONT). */
+  resume(): void {
+    this.#running().kill("SIGCONT");
+  }
+
   /** Starts the process again on the same data folder and ports, once it was stopped. */
   async restart(): Promise<void> {
     if (this.#process) throw new Error("etcd is still running: stop it before restarting it");
@@ -142,6 +152,11 @@ export class LocalEtcd {
   async close(): Promise<void> {
     await this.stop();
     await Deno.remove(this.dataDir, { recursive: true }).catch(() => {});
+  }
+
+  #running(): Deno.ChildProcess {
+    if (!this.#process) throw new Error("etcd is not running");
+    return this.#process;
   }
 
   async #launch(): Promise<void> {
