@@ -12,7 +12,10 @@ import { clusterPrefix, type Etcd } from "./client.ts";
 export interface Leadership {
   /** The value this candidate campaigned with. */
   readonly id: string;
-  /** Resolves when the leadership is lost (its lease ended or could not be kept alive). */
+  /**
+   * Resolves when the leadership is lost: its lease ended, or could not be kept alive for twice its time
+   * to live (etcd3's rule, which an etcd outage that long trips). Never after `resign`.
+   */
   readonly lost: Promise<Error>;
   /** The etcd lease the leadership rests on, as etcd writes it (a decimal 64-bit id). */
   lease(): Promise<string>;
