@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import type { ObservedRecovery } from "../agents/sim/observer.ts";
 import type { StoredEntry } from "../core/store.ts";
+import { placementPlan } from "../agents/replication/placement.ts";
 import { lessonSteps } from "../web/lessons.ts";
+import { PRESETS } from "../web/presets.ts";
 import { describeShard, explainRecovery } from "../web/recovery-why.ts";
 import { DEFAULT_LAB_SETTINGS, LabSession, type LabState, type MachineView } from "../web/session.ts";
 
@@ -113,4 +115,31 @@ Deno.test("a lesson's steps: the first waits for the start, the moments are read
   assert.ok(steps[2].reached(failed));
   assert.deepEqual(steps[2].highlight(failed), [1]);
   assert.match(steps[2].say(failed), /^machine 1: a hardware failure/);
+});
+
+Deno.test("every lesson's every step says something about its own machines, from start to resumed training", () => {
+  const settings = { ...DEFAULT_LAB_SETTINGS, persistEvery: 5 };
+  const recovered = recovery(7, { from: "peer", peer: 0 });
+  const state: LabState = {
+    ...new LabSession(settings).state,
+    status: "running",
+    plan: placementPlan("group", 4, 2),
+    iteration: 10,
+    machines,
+    recoveries: [recovered],
+    explanations: [explainRecovery(recovered, machines, settings)],
+  };
+  for (const name of Object.keys(PRESETS) as (keyof typeof PRESETS)[]) {
+    const said = lessonSteps(name).map((step) => `${step.title}: ${step.say(state)} ${step.notice(state)}`);
+    assert.equal(said.length, 5, name);
+    assert.match(said[0], new RegExp(PRESETS[name].promise), name);
+    assert.match(said[3], /rolled back to iteration 7\. shard 1: from peer 0/, name);
+    assert.match(said[4], /press c/i, name);
+  }
+  assert.match(lessonSteps("machine-lost")[1].notice(state), /also in machine 0's memory/);
+  assert.match(lessonSteps("group-lost")[1].notice(state), /machines 0 and 1 hold each other's copies.*every 5th/);
+  assert.match(
+    lessonSteps("group-lost")[1].notice({ ...state, settings: { ...settings, persistEvery: 0 } }),
+    /nothing is persisted/,
+  );
 });

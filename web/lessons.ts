@@ -49,7 +49,11 @@ const BEFORE: Record<PresetName, (state: LabState) => string> = {
     "(striped, in machine 1's colour): that copy outlives machine 1's hardware.",
   "group-lost": (state) =>
     `${list(withHolders("group-lost", state))} hold each other's copies and nobody else does: if they all ` +
-    `fail, no copy is left in memory; the persistent store has every ${state.settings.persistEvery}th iteration.`,
+    `fail, no copy is left in memory; ${
+      state.settings.persistEvery
+        ? `the persistent store has every ${state.settings.persistEvery}th iteration`
+        : "and nothing is persisted (persist every 0): training starts again from the beginning"
+    }.`,
   "two-failures": (state) =>
     `${list(PRESETS["two-failures"].ranks(state))} are in different groups: each one's copy is held by a ` +
     "machine that will survive.",
