@@ -2,11 +2,12 @@
 // with a preset, presentation mode and `hide` reproduces a lesson's screen with its narration; the presenter
 // steps it with the keyboard (space, the arrows, "."), the stage holding at each step's moment with the
 // machines involved highlighted; the recovery says why it used each source; scrubbing back to before the
-// failure shows the cluster as it was, and the live button returns. The README's screenshot comes from here.
+// failure shows the cluster as it was, played on slowed it reaches the failure, and the live button returns.
+// The README's screenshot comes from here.
 
 import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
-import { accessibilityViolations, labState, LONG, waitForStatus, withLab } from "./lab_page.ts";
+import { accessibilityViolations, labState, LONG, screenshot, waitForStatus, withLab } from "./lab_page.ts";
 
 /** Waits for the lesson to show step `step` (from 1) with its moment reached. */
 async function waitForStep(page: Page, step: number, title: string) {
@@ -76,7 +77,8 @@ Deno.test("a lesson from a link, stepped with the keyboard; the recovery says wh
       assert.match(why, /shard 1: from peer 0/);
       // The recovery chart sets the recovery beside the same one at the paper's scale.
       assert.ok(await page.locator('recovery-chart rect[data-scale="paper"]').count() > 0);
-      await page.screenshot({ path: new URL("../docs/lab-stage.png", import.meta.url).pathname });
+      // The README's picture (docs/lab-stage.png is a copy of it): the page fits the screen, so it is the screen.
+      await screenshot(page, "lab-stage");
       // Back shows the previous step again, without touching the run.
       await page.keyboard.press("ArrowLeft");
       await waitForStep(page, 3, "The failure");
@@ -84,25 +86,38 @@ Deno.test("a lesson from a link, stepped with the keyboard; the recovery says wh
       await waitForStep(page, 4, "The recovery");
     });
 
-    await t.step("scrubbing back to before the failure shows the cluster as it was; live returns", async () => {
-      const { failures } = await labState(page);
-      const before = failures[0].failedAt - 300;
-      await page.locator('time-control input[data-field="scrubber"]').evaluate((input: HTMLInputElement, at) => {
-        input.value = String(at);
-        input.dispatchEvent(new Event("input", { bubbles: true }));
-      }, before);
-      await page.locator('time-control [data-field="behind"]:not(:text("live"))').waitFor();
-      const then = await cards(page);
-      assert.equal(then.length, 4);
-      assert.deepEqual(then.filter((c) => c.phase === "failed"), [], "nobody has failed yet");
-      assert.ok(then.every((c) => c.iteration <= failures[0].iteration), JSON.stringify(then));
-      assert.equal(then[1].worker, "first start");
-      assert.equal(await page.locator("recovery-chart g.recovery").count(), 0, "no recovery yet");
-      await page.locator('time-control button[data-action="live"]').click();
-      await page.locator('time-control [data-field="behind"]:text("live")').waitFor();
-      assert.equal(await page.locator("recovery-chart g.recovery").count(), 1);
-      assert.match((await cards(page))[1].worker, /^restarted/);
-    });
+    await t.step(
+      "scrubbing back to before the failure shows the cluster as it was, played on slowed it fails again; live returns",
+      async () => {
+        const { failures } = await labState(page);
+        const before = failures[0].failedAt - 300;
+        await page.locator('time-control input[data-field="scrubber"]').evaluate((input: HTMLInputElement, at) => {
+          input.value = String(at);
+          input.dispatchEvent(new Event("input", { bubbles: true }));
+        }, before);
+        await page.locator('time-control [data-field="behind"]:not(:text("live"))').waitFor();
+        const then = await cards(page);
+        assert.equal(then.length, 4);
+        assert.deepEqual(then.filter((c) => c.phase === "failed"), [], "nobody has failed yet");
+        assert.ok(then.every((c) => c.iteration <= failures[0].iteration), JSON.stringify(then));
+        assert.equal(then[1].worker, "first start");
+        assert.equal(await page.locator("recovery-chart g.recovery").count(), 0, "no recovery yet");
+        // Played on from there, slowed, the recording reaches the failure: the card fails as it did.
+        await page.locator('time-control select[data-field="speed"]').selectOption("0.5");
+        await page.waitForFunction(
+          () =>
+            document.querySelector("gemini-lab")!.shadowRoot!.querySelector("cluster-view")!.shadowRoot!
+              .querySelector('article[data-rank="1"][data-phase="failed"]') !== null,
+          undefined,
+          LONG,
+        );
+        assert.match(await page.locator('time-control [data-field="behind"]').innerText(), /behind/);
+        await page.locator('time-control button[data-action="live"]').click();
+        await page.locator('time-control [data-field="behind"]:text("live")').waitFor();
+        assert.equal(await page.locator("recovery-chart g.recovery").count(), 1);
+        assert.match((await cards(page))[1].worker, /^restarted/);
+      },
+    );
 
     await t.step("the fault is shaded on the loss chart and on the whole run's timeline", async () => {
       assert.ok(await page.locator('loss-chart rect[data-field="fault"]').count() > 0);
