@@ -320,6 +320,25 @@ Deno.test("a paced link sends at its bandwidth on the injected clock, and two pe
   }
 });
 
+Deno.test("a paced link catches up on a timer that fires late: a message keeps its pace", async () => {
+  const clock = new WatchedClock();
+  const { transports: [a, b], close } = await cluster([{ clock, bandwidth: 1e6, chunkBytes: 10_000 }, {}]);
+  try {
+    const set = clock.timers.length;
+    let sentAt: number | undefined;
+    a.send(1, "checkpoint", "replica", "paced", pattern(30_000, 1), undefined, () => sentAt = clock.now());
+    await clock.timersSet(set + 1);
+    clock.advance(25); // the second chunk was due at 10, the third at 20: both go now
+    await clock.timersSet(set + 2);
+    assert.deepEqual(clock.timers.slice(set), [10, 5], "then only onSent waits, for the third chunk's end at 30");
+    assert.deepEqual((await b.receive(0, "paced")).bytes, pattern(30_000, 1));
+    clock.advance(5);
+    assert.equal(sentAt, 30);
+  } finally {
+    await close();
+  }
+});
+
 Deno.test("a peer that stops mid-transfer fails the receive waiting on it", async () => {
   const clock = new WatchedClock();
   const { transports: [a, b], books: [, book], close } = await cluster([

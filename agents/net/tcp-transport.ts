@@ -411,7 +411,7 @@ export class TcpTransport extends MailboxTransport {
     let end = this.#clock.now();
     for (let offset = 0; offset < message.bytes.length; offset += this.#chunkBytes) {
       const chunk = message.bytes.subarray(offset, offset + this.#chunkBytes);
-      end = await this.#pace(link.to, chunk.length);
+      end = await this.#pace(link.to, chunk.length, offset ? end : undefined);
       await stream.write(FRAME.data, chunk);
     }
     this.#copies.release(message.bytes);
@@ -421,11 +421,15 @@ export class TcpTransport extends MailboxTransport {
     this.#after(end - this.#clock.now(), () => link.broken || onSent());
   }
 
-  /** Waits for the paced link to be free for `bytes`: when they will have been sent. */
-  async #pace(to: number, bytes: number): Promise<number> {
+  /**
+   * Waits for the paced link to be free for `bytes`: when they will have been sent. A message's next chunk
+   * is due `after` the one before it, not when the timer that woke its sender fired: a late timer is caught
+   * up on, so a message keeps the pace however busy the computer is.
+   */
+  async #pace(to: number, bytes: number, after?: number): Promise<number> {
     const now = this.#clock.now();
     if (!this.#pacing) return now;
-    const { start, end } = this.#pacing.reserve(this.rank, to, bytes, now);
+    const { start, end } = this.#pacing.reserve(this.rank, to, bytes, after ?? now);
     if (start > now) await this.#sleep(start - now);
     return end;
   }
