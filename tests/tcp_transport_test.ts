@@ -281,7 +281,16 @@ Deno.test("a connection that does not finish its handshake in time is closed, on
     assert.deepEqual(clock.timers, [1000]);
     clock.advance(1000);
     await closedByPeer(conn);
-    await book.line(/no handshake within 1000 ms/);
+    await book.line(/closed the connection from 127\.0\.0\.1:\d+: no handshake within 1000 ms/);
+
+    // A peer that accepts and never answers: the dialer gives up as well.
+    const silent = Deno.listen({ hostname: LOCALHOST, port: 0 }), accepted = silent.accept();
+    const dialing = a.connect(1, { hostname: LOCALHOST, port: silent.addr.port });
+    await clock.timersSet(2);
+    clock.advance(1000);
+    await assert.rejects(dialing, /no handshake within 1000 ms/);
+    await closedByPeer(await accepted);
+    silent.close();
   } finally {
     await close();
   }
