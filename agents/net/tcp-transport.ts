@@ -220,12 +220,12 @@ export class TcpTransport extends MailboxTransport {
     if (!this.#closing.signal.aborted) this.#log(`tcp transport ${this.rank}: closed ${what}: ${reason(error)}`);
   }
 
-  /** Runs a handshake on `conn`, closing it if the handshake is not done within the timeout. */
-  async #handshake<T>(conn: Deno.Conn, work: () => Promise<T>): Promise<T> {
+  /** Runs a handshake, calling `expire` (which closes its connection) if it is not done within the timeout. */
+  async #handshake<T>(expire: () => void, work: () => Promise<T>): Promise<T> {
     let timedOut = false;
     const cancel = this.#clock.setTimer(this.#handshakeTimeoutMs, () => {
       timedOut = true;
-      this.#disconnect(conn);
+      expire();
     });
     try {
       return await work();
@@ -252,7 +252,7 @@ export class TcpTransport extends MailboxTransport {
     const stream = new FrameStream(conn), peer = describe(conn.remoteAddr as Deno.NetAddr);
     let from: number | undefined;
     try {
-      from = await this.#handshake(conn, () => acceptHandshake(stream, this.#self));
+      from = await this.#handshake(() => this.#disconnect(conn), () => acceptHandshake(stream, this.#self));
       this.#inbound.set(from, (this.#inbound.get(from) ?? 0) + 1);
       await this.#readMessages(stream, from);
     } catch (error) {
@@ -347,22 +347,29 @@ export class TcpTransport extends MailboxTransport {
     return link;
   }
 
+  /** Connects and runs the handshake, both within the handshake's timeout (a host that is down never answers). */
   async #open(link: Link) {
+    const connecting = new AbortController();
     try {
-      const conn = await Deno.connect({ hostname: link.address.hostname, port: link.address.port });
-      this.#connections.add(conn);
-      link.conn = conn;
-      if (link.broken) {
-        this.#disconnect(conn);
-        throw new Error(`the link was closed while connecting`);
-      }
-      conn.setNoDelay(true);
-      const stream = new FrameStream(conn);
-      await this.#handshake(conn, () => dialHandshake(stream, this.#self, link.to));
+      const stream = await this.#handshake(() => {
+        connecting.abort();
+        if (link.conn) this.#disconnect(link.conn);
+      }, async () => {
+        const { hostname, port } = link.address;
+        const conn = await Deno.connect({ hostname, port, signal: connecting.signal });
+        this.#connections.add(conn);
+        link.conn = conn;
+        if (link.broken) throw new Error(`the link was closed while connecting`);
+        conn.setNoDelay(true);
+        const stream = new FrameStream(conn);
+        await dialHandshake(stream, this.#self, link.to);
+        return stream;
+      });
       link.stream = stream;
       this.#track(this.#watch(link, stream));
       if (link.queue.length && !link.pumping) this.#track(this.#pump(link));
     } catch (error) {
+      if (link.conn) this.#disconnect(link.conn);
       this.#break(link, error);
       throw error;
     }
