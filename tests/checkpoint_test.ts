@@ -123,6 +123,21 @@ Deno.test("a corrupt newest checkpoint is never loaded: the store falls back to 
   assert.deepEqual([inPlace.entry.iteration, inPlace.result, inPlace.skipped.length], [1, true, 1]);
 });
 
+Deno.test("a corrupt copy is replaced when its iteration is written again (after a rollback), never left to outlive the good one", async () => {
+  const store = InMemoryCheckpointStore.create(0, 4 << 20, { slotsPerOwner: 3 });
+  for (const iteration of [1, 2, 3]) await store.save(0, iteration, patternShard(iteration));
+  const arena = new Uint8Array(store.buffer), needle = patternShard(3);
+  arena[findBytes(arena, needle.subarray(needle.length - 64)) + 5] ^= 1;
+  // The cluster rolled back to 2 and computes 3 again: the corrupt 3 is overwritten, 1 and 2 stay.
+  await store.save(0, 3, patternShard(3));
+  assert.deepEqual((await store.entries(0)).map((e) => e.iteration), [3, 2, 1]);
+  // Evicting the oldest from now on never leaves a corrupt 3 behind a good one.
+  await store.save(0, 4, patternShard(4));
+  await store.save(0, 5, patternShard(5));
+  assert.deepEqual((await store.entries(0)).map((e) => e.iteration), [5, 4, 3]);
+  assert.equal((await store.load(0, { iteration: 3 })).skipped.length, 0);
+});
+
 Deno.test("a chunk that lands different from the checksum computed at capture is never published", async () => {
   const store = InMemoryCheckpointStore.create(0, 4 << 20);
   await store.save(0, 1, patternShard(1));
