@@ -194,8 +194,8 @@ export class ClusterView extends LitElement {
     return svg`
       ${this.machines.map((m) =>
         svg`
-          <circle cx=${this.#x(m.rank)} cy="55" r="9" fill=${this.#badge(m)}></circle>
-          <text x=${this.#x(m.rank)} y="59" text-anchor="middle" font-size="11" fill=${textColorOn(this.#badge(m))}>${m
+          <circle cx=${this.#x(m.rank)} cy="56" r="13" fill=${this.#badge(m)}></circle>
+          <text x=${this.#x(m.rank)} y="61" text-anchor="middle" font-size="15" fill=${textColorOn(this.#badge(m))}>${m
             .rank}</text>
         `
       )}
