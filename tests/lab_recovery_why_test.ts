@@ -56,7 +56,13 @@ function recovery(iteration: number, source: ObservedRecovery["machines"][number
     resumedAt: 200,
     fromPersistent: source.from === "persistent" ? 1 : 0,
     skipped: [],
-    choice: { candidates: [], reason: "the newest iteration every shard has (7) resumes soonest" },
+    choice: {
+      candidates: [
+        { iteration, retrievalMs: 10, recomputeMs: 700 },
+        { iteration: iteration - 2, retrievalMs: 10, recomputeMs: 2100 },
+      ],
+      reason: "the newest iteration every shard has (7) resumes soonest",
+    },
     detection: 50,
     total: 150,
   };
@@ -82,6 +88,10 @@ Deno.test("a shard served by a peer: the peer's copy and its cost at the link's 
   assert.deepEqual(why.shards[0].copies, [{ where: "local memory", ms: 0 }]);
   assert.equal(describeShard(why.shards[1]), "shard 1: from peer 0 (survived: machine 0's memory 10 ms)");
   assert.equal(why.rollback, "the newest iteration every shard has (7) resumes soonest");
+  assert.deepEqual(why.candidates, [
+    "iteration 7: 10 ms to retrieve + 700 ms to redo",
+    "iteration 5: 10 ms to retrieve + 2100 ms to redo",
+  ]);
 });
 
 Deno.test("on a persistence boundary the store's copy is listed with its cost, cheapest copy first", () => {

@@ -309,7 +309,9 @@ export class GeminiLab extends LitElement {
         <p data-field="recovery" data-index=${i}>Recovery ${i + 1}: rolled back to iteration ${r.iteration}
               (${r.lostIterations} lost); shards from ${sources}; detected in ${r.detection.toFixed(0)} ms, resumed
               ${r.total.toFixed(0)} ms after the failure.</p>
-        <p data-field="why" data-index=${i}>Why: ${why.rollback}. ${failed.map(describeShard).join("; ")}.</p>
+        <p data-field="why" data-index=${i}>Why: ${why.rollback}${why.candidates.length > 1
+          ? ` (weighed: ${why.candidates.join("; ")})`
+          : ""}. ${failed.map(describeShard).join("; ")}.</p>
       </div>
     `;
   }

@@ -24,8 +24,9 @@ export interface ShardWhy {
 
 export interface RecoveryWhy {
   shards: ShardWhy[];
-  /** The root's reason for the iteration it rolled back to. */
+  /** The root's reason for the iteration it rolled back to, and every iteration it weighed, newest first. */
   rollback: string;
+  candidates: string[];
 }
 
 /**
@@ -57,7 +58,10 @@ export function explainRecovery(
     }
     return { owner, used: describeSource(restored.source), copies: copies.sort((a, b) => a.ms - b.ms) };
   });
-  return { shards, rollback: recovery.choice.reason };
+  const candidates = recovery.choice.candidates.map((c) =>
+    `iteration ${c.iteration}: ${c.retrievalMs.toFixed(0)} ms to retrieve + ${c.recomputeMs.toFixed(0)} ms to redo`
+  );
+  return { shards, rollback: recovery.choice.reason, candidates };
 }
 
 /** One line a shard: "shard 1: from peer 0 (survived: machine 0's memory 10 ms, persistent storage 98 ms)". */
