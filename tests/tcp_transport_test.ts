@@ -109,6 +109,9 @@ function frames(...parts: Uint8Array[]) {
 
 const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
 
+/** A control frame of `value` as JSON. */
+const control = (type: number, value: unknown) => frame(type, json(value).length, json(value));
+
 Deno.test("messages arrive intact, in order per tag, from the rank the handshake proved, with their info", async () => {
   const { transports: [a, b], close } = await cluster([{}, {}]);
   try {
@@ -224,9 +227,8 @@ Deno.test("a peer without the secret, of another cluster or after another rank i
       nonce: "ab".repeat(32),
     });
     await stream.expectJson(FRAME.challenge);
-    const proof = json({ mac: "cd".repeat(32) });
-    const message = json({ kind: "training", label: "x", tag: "x", epoch: 0, size: 0 });
-    await conn.write(frames(frame(FRAME.proof, proof.length, proof), frame(FRAME.message, message.length, message)));
+    const message = { kind: "training", label: "x", tag: "x", epoch: 0, size: 0 };
+    await conn.write(frames(control(FRAME.proof, { mac: "cd".repeat(32) }), control(FRAME.message, message)));
     await closedByPeer(conn);
     await book.line(/rank 7 did not prove that it knows the cluster's secret/);
     assert.equal(await now(a.receive(7, "x")), "pending", "nothing the stranger sent was read");
@@ -248,8 +250,8 @@ Deno.test("garbage, oversized and unexpected frames close only their own connect
     await closedByPeer(garbage.conn);
     await book.line(/closed the connection from 127\.0\.0\.1:\d+: unexpected unknown \(71\) frame/);
 
-    const header = (size: number) => json({ kind: "training", label: "x", tag: "x", epoch: 0, size });
-    const message = (size: number) => frame(FRAME.message, header(size).length, header(size));
+    const message = (size: number) =>
+      control(FRAME.message, { kind: "training", label: "x", tag: "x", epoch: 0, size });
     const cases: [Uint8Array, RegExp][] = [
       [frame(FRAME.message, 2 ** 30), /\(rank 9\): oversized message frame of 1073741824 bytes \(the limit is 65536\)/],
       [frame(FRAME.data, 16), /\(rank 9\): unexpected data frame/],
@@ -257,6 +259,8 @@ Deno.test("garbage, oversized and unexpected frames close only their own connect
       [message(2 << 20), /oversized message of 2097152 bytes \(the limit is 1048576\)/],
       [frames(message(4), frame(FRAME.data, 5)), /a data frame of 5 bytes where its message has 4 left/],
       [frame(FRAME.message, 3, new TextEncoder().encode("{x]")), /a control frame is not JSON/],
+      [control(FRAME.message, []), /a control frame is not a JSON object/],
+      [control(FRAME.message, { kind: "gossip", size: 0 }), /a message of kind "gossip"/],
     ];
     for (const [bytes, reason] of cases) {
       const peer = await authenticated(a, 9);

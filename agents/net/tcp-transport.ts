@@ -87,6 +87,36 @@ function checkAddress(address: PeerAddress): PeerAddress {
   return { hostname, port };
 }
 
+/** A message's header, as its sender wrote it. */
+interface MessageHeader {
+  kind: TrafficKind;
+  label: string;
+  tag: string;
+  epoch: number;
+  size: number;
+  info?: unknown;
+}
+
+/** A message being received: its header, and its bytes so far (none kept for a message fenced off). */
+interface Incoming {
+  header: MessageHeader;
+  received: number;
+  bytes?: Uint8Array;
+}
+
+/** Checks a message's header frame: the header, or a ProtocolError. */
+function checkHeader(header: Record<string, unknown>, limit: number): MessageHeader {
+  const { kind, label, tag, epoch, size } = header;
+  if (typeof kind !== "string" || !KINDS.has(kind)) {
+    throw new ProtocolError(`a message of kind ${JSON.stringify(kind)}`);
+  }
+  if (typeof label !== "string" || typeof tag !== "string") throw new ProtocolError(`a message without label or tag`);
+  if (!Number.isSafeInteger(epoch) || (epoch as number) < 0) throw new ProtocolError(`a message of epoch ${epoch}`);
+  if (!Number.isSafeInteger(size) || (size as number) < 0) throw new ProtocolError(`a message of size ${size}`);
+  if ((size as number) > limit) throw new ProtocolError(`oversized message of ${size} bytes (the limit is ${limit})`);
+  return header as unknown as MessageHeader;
+}
+
 export class TcpTransport extends MailboxTransport {
   readonly #listener: Deno.TcpListener;
   readonly #self: Credentials;
@@ -211,7 +241,7 @@ export class TcpTransport extends MailboxTransport {
     try {
       conn.close();
     } catch {
-      // Already closed by the peer's side of the runtime: nothing is left to release.
+      // Closed already (a dial aborted on its timeout): nothing is left to release.
     }
   }
 
@@ -275,7 +305,7 @@ export class TcpTransport extends MailboxTransport {
   }
 
   async #readMessages(stream: FrameStream, from: number) {
-    let message: { header: Record<string, unknown>; size: number; received: number; bytes?: Uint8Array } | null = null;
+    let message: Incoming | null = null;
     const limitOf = (type: number) =>
       type === FRAME.message && !message
         ? this.#limits.controlBytes
@@ -286,54 +316,30 @@ export class TcpTransport extends MailboxTransport {
       const frame = await stream.readHeader(limitOf);
       if (!frame) {
         if (!message) return;
-        throw new ConnectionLost(`the connection ended ${message.received} bytes into a message of ${message.size}`);
+        throw new ConnectionLost(
+          `the connection ended ${message.received} bytes into a message of ${message.header.size}`,
+        );
       }
+      let current: Incoming;
       if (frame.type === FRAME.message) {
-        const header = await stream.readJson(frame.length), size = this.#checkHeader(header);
+        const header = checkHeader(await stream.readJson(frame.length), this.#limits.messageBytes);
         // A message of an older epoch is fenced off: its bytes are read past, never kept.
-        message = {
-          header,
-          size,
-          received: 0,
-          bytes: header.epoch as number < this.epoch ? undefined : new Uint8Array(size),
-        };
+        current = { header, received: 0, bytes: header.epoch < this.epoch ? undefined : new Uint8Array(header.size) };
       } else {
-        const left = message!.size - message!.received;
+        current = message!;
+        const left = current.header.size - current.received;
         if (frame.length === 0 || frame.length > left) {
           throw new ProtocolError(`a data frame of ${frame.length} bytes where its message has ${left} left`);
         }
-        const into = message!.bytes?.subarray(message!.received, message!.received + frame.length);
+        const into = current.bytes?.subarray(current.received, current.received + frame.length);
         await (into ? stream.readInto(into) : stream.skip(frame.length));
-        message!.received += frame.length;
+        current.received += frame.length;
       }
-      if (message!.received < message!.size) continue;
-      const { header, bytes } = message!;
-      message = null;
-      if (!bytes) continue;
-      const { kind, label, tag, epoch, info } = header as {
-        kind: TrafficKind;
-        label: string;
-        tag: string;
-        epoch: number;
-        info?: unknown;
-      };
-      this.mailbox.arrive({ from, kind, label, tag, epoch, bytes, info });
+      message = current.received < current.header.size ? current : null;
+      if (message || !current.bytes) continue;
+      const { kind, label, tag, epoch, info } = current.header;
+      this.mailbox.arrive({ from, kind, label, tag, epoch, bytes: current.bytes, info });
     }
-  }
-
-  /** Checks a message's header: its size, or a ProtocolError. */
-  #checkHeader(header: Record<string, unknown>): number {
-    const { kind, label, tag, epoch, size } = header;
-    if (typeof kind !== "string" || !KINDS.has(kind)) {
-      throw new ProtocolError(`a message of kind ${JSON.stringify(kind)}`);
-    }
-    if (typeof label !== "string" || typeof tag !== "string") throw new ProtocolError(`a message without label or tag`);
-    if (!Number.isSafeInteger(epoch) || (epoch as number) < 0) throw new ProtocolError(`a message of epoch ${epoch}`);
-    if (!Number.isSafeInteger(size) || (size as number) < 0) throw new ProtocolError(`a message of size ${size}`);
-    if ((size as number) > this.#limits.messageBytes) {
-      throw new ProtocolError(`oversized message of ${size} bytes (the limit is ${this.#limits.messageBytes})`);
-    }
-    return size as number;
   }
 
   /** Opens a link to `to` at its address in the directory (undefined without one). */
