@@ -255,7 +255,7 @@ export class GeminiLab extends LitElement {
           "Machines and network",
           html`
             <cluster-view .machines=${s.machines} .plan=${s.plan} .transfers=${s.transfers} now=${s.now}
-              status=${s.status} ?canFail=${this.#live() && this.at === null} ?compact=${this.presentation}
+              status=${s.status} ?canFail=${this.#live()} ?compact=${this.presentation}
               .highlight=${lesson?.reached ? lesson.step.highlight(s) : []}
               highlightTransfer=${lesson?.reached ? lesson.step.transfer ?? "" : ""}
               @fail=${(e: CustomEvent<FailRequest>) =>
@@ -451,9 +451,9 @@ export class GeminiLab extends LitElement {
       : base;
   }
 
-  /** Running, recovering or paused: machines that can fail. */
+  /** Running, recovering or paused, and the stage live (not showing the past): machines that can fail. */
   #live(s: LabState = this.state): boolean {
-    return s.status === "running" || s.status === "recovering" || s.status === "paused";
+    return this.at === null && (s.status === "running" || s.status === "recovering" || s.status === "paused");
   }
 
   /** What can be done now: the buttons show it and the keyboard obeys it. */
