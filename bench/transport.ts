@@ -87,8 +87,9 @@ export async function measureTransport(options: { quick?: boolean } = {}): Promi
   const paced = 200e6, pacedBytes = (options.quick ? 8 : 32) * MiB;
   const cases = [await rawTcp(total)];
   for (const size of [MiB, 64 * MiB]) {
-    const name = `TcpTransport, ${total / MiB} MiB as ${total / size} messages of ${size / MiB} MiB`;
-    cases.push(await transport(name, size, total / size));
+    const count = total / size, messages = count === 1 ? "one message" : `${count} messages`;
+    const name = `TcpTransport, ${total / MiB} MiB as ${messages} of ${size / MiB} MiB`;
+    cases.push(await transport(name, size, count));
   }
   const name = `TcpTransport paced at ${paced / 1e6} MB/s, one message of ${pacedBytes / MiB} MiB`;
   cases.push(await transport(name, pacedBytes, 1, paced));
