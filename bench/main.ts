@@ -5,7 +5,7 @@
 // in-memory checkpoints, training without checkpoints for replication under each policy (and the
 // simulation's replay of each run), the persistent store for recovery from memory; placement's exact
 // probabilities against a Monte Carlo count; the paper-scale simulation against the paper's numbers; the
-// chaos soak's invariants against the failure-free run.
+// chaos soak's invariants against the failure-free run; the TCP transport against raw loopback TCP.
 
 import { parseOptions, runCommand, UserError } from "../cli/args.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
@@ -19,6 +19,7 @@ import { paperSection } from "./paper.ts";
 import { placementSection } from "./placement.ts";
 import { recoverySection } from "./recovery.ts";
 import { trainingSection } from "./training.ts";
+import { transportSection } from "./transport.ts";
 
 const SECTIONS: Section[] = [
   memorySection,
@@ -30,6 +31,7 @@ const SECTIONS: Section[] = [
   placementSection,
   paperSection,
   chaosSection,
+  transportSection,
 ];
 const USAGE = `usage: deno task bench [--quick] [--sections ${
   SECTIONS.map((s) => s.name).join(",")

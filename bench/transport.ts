@@ -8,6 +8,7 @@
 
 import * as Comlink from "comlink";
 import { TcpTransport } from "../agents/net/tcp-transport.ts";
+import type { BenchContext, Section } from "./measure.ts";
 import type { ReceiverApi } from "./transport-receiver.ts";
 
 export interface TransportRow {
@@ -108,3 +109,24 @@ export async function measureTransport(options: { quick?: boolean } = {}): Promi
   }
   return cases.map((item, i) => ({ name: item.name, "MB/s": Math.round(item.bytes / fastest[i] / 1e6) }));
 }
+
+/** The bench's transport section: each case beside raw loopback TCP measured in the same run. */
+export const transportSection: Section = {
+  name: "transport",
+  steps: () => 1,
+  async run({ quick, progress }: BenchContext) {
+    const rows = await measureTransport({ quick });
+    progress.step("transport");
+    const raw = rows[0]["MB/s"], best = Math.max(...rows.slice(1, 3).map((row) => row["MB/s"]));
+    return {
+      title: "Transport between processes: TCP, framed and authenticated",
+      summary: `best unpaced transfer ${best} MB/s, ${(best / raw).toFixed(2)} of raw loopback TCP (${raw} MB/s)`,
+      intro: "Loopback on this host: raw TCP between two Deno endpoints with 1 MiB writes, then the TcpTransport " +
+        "(agents/net/) after its handshake, each receiver in a Worker of its own, the best of the repeats. The " +
+        "target is at least half the raw rate. Paced, it should come out near the pace asked.",
+      header: ["case", "MB/s", "of raw TCP"],
+      rows: rows.map((row) => [row.name, String(row["MB/s"]), (row["MB/s"] / raw).toFixed(2)]),
+      raw: rows,
+    };
+  },
+};
