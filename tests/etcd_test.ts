@@ -313,11 +313,17 @@ Deno.test({
         const store = new EtcdHealthStore(client, "frozen");
         const lease = await store.grant(5000);
         await store.put("machines/0", { incarnation: 0 }, lease);
-        etcd.pause();
-        const get = store.get("machines/"), keptAlive = store.keepAlive(lease);
+        await etcd.pause();
+        const get = store.get("machines/"), keptAlive = store.keepAlive(lease), settled: string[] = [];
+        get.then(() => settled.push("the get was answered"), (e) => settled.push(`the get failed: ${e.message}`));
+        keptAlive.then(
+          () => settled.push("the keep-alive was answered"),
+          (e) => settled.push(`it failed: ${e.message}`),
+        );
         try {
           // Connected, and answered by no one: each call waits out its deadline, and then another.
           for (let look = 0; client.waiting < 2; look++) {
+            assert.deepEqual(settled, [], "nothing settles while etcd is frozen");
             assert.ok(look < 2400, `the calls to a frozen etcd did not time out (${client.waiting} waiting)`);
             await pause(25);
           }

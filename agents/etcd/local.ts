@@ -16,6 +16,8 @@ export const ETCD: SystemProgram = {
 
 /** How long, at most, a start waits for etcd to answer its health check: attempts, and the pause between. */
 const HEALTH_ATTEMPTS = 600, HEALTH_PAUSE_MS = 100;
+/** How long a pause looks for every thread of etcd to have stopped. */
+const STOP_LOOKS = 1000, STOP_LOOK_MS = 10;
 /** How long a stop waits for etcd to exit after SIGTERM before it kills it. */
 const STOP_GRACE_MS = 10_000;
 /** Starts retried with other ports when a port was taken between choosing it and etcd binding it. */
@@ -43,7 +45,22 @@ function etcdEnv(): Record<string, string> {
   return env;
 }
 
-const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Whether every thread of a process is stopped (state T in /proc; a thread that has exited is skipped). */
+function threadsStopped(pid: number): boolean {
+  for (const { name } of Deno.readDirSync(`/proc/${pid}/task`)) {
+    let stat: string;
+    try {
+      stat = Deno.readTextFileSync(`/proc/${pid}/task/${name}/stat`);
+    } catch {
+      continue;
+    }
+    // The state follows the command's name, which is in parentheses and may hold spaces.
+    if (!"Tt".includes(stat.slice(stat.lastIndexOf(")") + 2)[0])) return false;
+  }
+  return true;
+}
 
 export interface LocalEtcdOptions {
   /** The etcd executable (default: found, or installed, by `ensureEtcd`). */
@@ -132,9 +149,19 @@ export class LocalEtcd {
     clearTimeout(lingering);
   }
 
-  /** Freezes the process (SIGSTOP): it keeps its connections open and answers nothing, as a stalled etcd does. */
-  pause(): void {
+  /**
+   * Freezes the process (SIGSTOP): it keeps its connections open and answers nothing, as a stalled etcd
+   * does. Each thread stops only when it is next scheduled, and under load etcd answered calls made after
+   * the signal: on Linux this waits until every thread is seen stopped.
+   */
+  async pause(): Promise<void> {
+    const { pid } = this.#running();
     this.#running().kill("SIGSTOP");
+    if (Deno.build.os !== "linux") return;
+    for (let look = 0; !threadsStopped(pid); look++) {
+      if (look >= STOP_LOOKS) throw new Error(`etcd (pid ${pid}) was not seen stopped after ${STOP_LOOKS} looks`);
+      await sleep(STOP_LOOK_MS);
+    }
   }
 
   /** Lets a paused process go on (SIGCONT). */
@@ -196,7 +223,7 @@ export class LocalEtcd {
     for (let attempt = 0; attempt < HEALTH_ATTEMPTS; attempt++) {
       if (exited) break;
       if (await this.#healthy()) return;
-      await pause(HEALTH_PAUSE_MS);
+      await sleep(HEALTH_PAUSE_MS);
     }
     const status = exited as Deno.CommandStatus | null;
     if (!status) await this.stop();
