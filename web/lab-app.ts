@@ -409,8 +409,10 @@ export class GeminiLab extends LitElement {
     this.#play();
   }
 
+  /** Back to the present, at its own pace. */
   #goLive() {
     this.at = null;
+    this.speed = 1;
     this.#still = false;
     this.#play();
   }
