@@ -10,10 +10,16 @@ import { PLACEMENT_STRATEGIES, type PlacementStrategy } from "../agents/replicat
 import type { ObservedEvent, ObservedRecovery } from "../agents/sim/observer.ts";
 import type { IterationReport } from "../agents/root-agent.ts";
 import { runCluster, type RunContext } from "../agents/sim/run.ts";
-import { type ClusterSettings, describeSource } from "../agents/protocol/spec.ts";
+import {
+  type ClusterSettings,
+  defaultClusterSettings,
+  describeSource,
+  largestCheckpointBytes,
+} from "../agents/protocol/spec.ts";
 import { numberOption, parseOptions, runCommand, UserError } from "./args.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
-import { MODEL_PRESETS, parameterCount } from "../core/model.ts";
+import { bindingLimit, MODEL_PRESETS, parameterCount } from "../core/model.ts";
+import { fitMemory, type MemoryPlan } from "../core/trainer.ts";
 import { describeSelfCheck, runSelfCheck } from "../core/selfcheck.ts";
 
 const USAGE = `usage: deno task demo [--model ${Object.keys(MODEL_PRESETS).join("|")}] [--machines N] [--replicas M] ` +
@@ -74,20 +80,68 @@ function readOptions(args: string[]) {
 
 type Options = ReturnType<typeof readOptions>;
 
+/** The default cluster's settings, changed as the options say. */
+function adjustSettings(options: Options, settings: ClusterSettings) {
+  Object.assign(settings, { machines: options.machines, replicas: options.replicas, placement: options.placement });
+  settings.training = {
+    ...settings.training,
+    config: options.config,
+    batchPerMachine: options.batch,
+    time: options.time,
+    optimizer: { ...settings.training.optimizer, lr: options.lr, seed: options.seed },
+  };
+  settings.checkpoint.persistEvery = options.persistEvery;
+  settings.network.bandwidth = options.network;
+}
+
+/**
+ * Every machine's memory, planned before anything is allocated; one clear error (naming the largest batch
+ * and sequence that would fit) where the cluster does not fit this computer and adapter.
+ */
+function planCluster(options: Options, device: GPUDevice, gpuInHostMemory: boolean): MemoryPlan {
+  const settings = defaultClusterSettings({ kind: "memory" });
+  adjustSettings(options, settings);
+  const plan = {
+    config: options.config,
+    batch: options.batch,
+    time: options.time,
+    machines: options.machines,
+    slotsPerOwner: settings.checkpoint.slotsPerOwner,
+    owners: options.replicas,
+    checkpointBytes: largestCheckpointBytes(settings) + 4096 + 64, // and a slot's headroom, as hostMemory leaves
+    chunkBytes: settings.checkpoint.chunkBytes,
+  };
+  const budget = {
+    bindingBytes: bindingLimit(device),
+    availableBytes: Deno.systemMemoryInfo().available,
+    gpuInHostMemory,
+  };
+  try {
+    return fitMemory(plan, budget);
+  } catch (error) {
+    throw new UserError(`the ${options.model} model: ${(error as Error).message}`);
+  }
+}
+
+function describePlan(plan: MemoryPlan, machines: number, gpuInHostMemory: boolean): string {
+  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1).padStart(9)} MiB`;
+  const rows = (rows: [string, number][]) => rows.map(([what, bytes]) => `    ${mib(bytes)}  ${what}`);
+  const total = machines * (plan.hostBytes + (gpuInHostMemory ? plan.gpuBytes : 0));
+  return [
+    "memory plan, per machine:",
+    `  GPU ${mib(plan.gpuBytes).trim()}:`,
+    ...rows(plan.gpu),
+    `  host ${mib(plan.hostBytes).trim()}:`,
+    ...rows(plan.host),
+    `  largest buffer: ${plan.largestBinding.label}, ${plan.largestBinding.bytes} bytes`,
+    `  ${machines} machines: ${mib(total).trim()} of this computer's memory` +
+    (gpuInHostMemory ? " (a software adapter's GPU memory is host memory)" : " besides the GPUs' own"),
+  ].join("\n");
+}
+
 /** One cluster run of `options.iterations`, with `failures` injected on the way; every report it made. */
 function train(options: Options, failures: (run: RunContext) => Promise<void>, log: boolean) {
-  const adjust = (settings: ClusterSettings) => {
-    Object.assign(settings, { machines: options.machines, replicas: options.replicas, placement: options.placement });
-    settings.training = {
-      ...settings.training,
-      config: options.config,
-      batchPerMachine: options.batch,
-      time: options.time,
-      optimizer: { ...settings.training.optimizer, lr: options.lr, seed: options.seed },
-    };
-    settings.checkpoint.persistEvery = options.persistEvery;
-    settings.network.bandwidth = options.network;
-  };
+  const adjust = (settings: ClusterSettings) => adjustSettings(options, settings);
   const onEvent = (event: ObservedEvent) => {
     if (!log) return;
     if (event.type === "iteration" && (event.iteration % 5 === 0 || event.iteration === 1)) {
@@ -160,10 +214,12 @@ async function main(args: string[]): Promise<number> {
   console.log(`adapter: ${formatAdapter(gpu.adapter)}`);
   const check = await runSelfCheck(gpu.device);
   console.log(describeSelfCheck(check));
+  const { config, machines, replicas, iterations } = options;
+  const plan = planCluster(options, gpu.device, gpu.adapter.isFallback);
   gpu.device.destroy();
   if (check.mismatches) return 1;
+  if (options.model === "gpt2") console.log(describePlan(plan, machines, gpu.adapter.isFallback));
 
-  const { config, machines, replicas, iterations } = options;
   const lostMachine = 1, hardwareAt = Math.floor(iterations / 3), groupAt = Math.floor((2 * iterations) / 3);
   console.log(
     `${machines} machines train GPT-2 "${options.model}" (${parameterCount(config).toLocaleString("en")} ` +

@@ -225,7 +225,7 @@ function blockActivationShapes(B: number, T: number, C: number, NH: number) {
     residual3: [B, T, C],
   };
 }
-type BlockActivations = Record<keyof ReturnType<typeof blockActivationShapes>, GPUBuffer>;
+type BlockActivations<Buffer = GPUBuffer> = Record<keyof ReturnType<typeof blockActivationShapes>, Buffer>;
 
 // The block activations whose gradients the backward passes between its steps (residual3's is the
 // gradient of the block's output); the means and rstds have none, and att's is one scratch buffer.
@@ -241,24 +241,87 @@ const BLOCK_GRADIENTS = [
   "fcproj",
   "residual3",
 ] as const;
-type BlockGradients = Pick<BlockActivations, typeof BLOCK_GRADIENTS[number]>;
+type BlockGradients<Buffer = GPUBuffer> = Pick<BlockActivations<Buffer>, typeof BLOCK_GRADIENTS[number]>;
 
 /** The activations of a forward, kept for the backward. */
-interface ActivationTensors {
-  encoded: GPUBuffer; // (B,T,C)
-  blocks: BlockActivations[];
-  lnf: GPUBuffer; // (B,T,C)
-  lnfMean: GPUBuffer; // (B,T)
-  lnfRstd: GPUBuffer; // (B,T)
-  logits: GPUBuffer; // (B,T,V); after a forward with the gradient, dlogits
+interface ActivationTensors<Buffer = GPUBuffer> {
+  encoded: Buffer; // (B,T,C)
+  blocks: BlockActivations<Buffer>[];
+  lnf: Buffer; // (B,T,C)
+  lnfMean: Buffer; // (B,T)
+  lnfRstd: Buffer; // (B,T)
+  logits: Buffer; // (B,T,V); after a forward with the gradient, dlogits
 }
 
 /** The gradients of the activations. */
-interface ActivationGradients {
-  encoded: GPUBuffer; // (B,T,C)
-  blocks: BlockGradients[];
-  preatt: GPUBuffer; // (B,NH,T,T), of the attention scores before the softmax: scratch, shared by the blocks
-  lnf: GPUBuffer; // (B,T,C)
+interface ActivationGradients<Buffer = GPUBuffer> {
+  encoded: Buffer; // (B,T,C)
+  blocks: BlockGradients<Buffer>[];
+  preatt: Buffer; // (B,NH,T,T), of the attention scores before the softmax: scratch, shared by the blocks
+  lnf: Buffer; // (B,T,C)
+}
+
+/**
+ * Every buffer a model for batch B x sequence T has besides its parameters and gradients, made by
+ * `buffer`: the GPU buffers of a model, or their sizes for a memory plan made before anything is allocated.
+ */
+function activationBuffers<Buffer>(
+  config: GPT2Config,
+  B: number,
+  T: number,
+  buffer: (shape: number[], label: string) => Buffer,
+) {
+  const { vocab_size: V, n_embd: C, n_head: NH, n_layer: L } = config;
+  const blockShapes = blockActivationShapes(B, T, C, NH);
+  const acts: ActivationTensors<Buffer> = {
+    encoded: buffer([B, T, C], "encoded"),
+    blocks: Array.from({ length: L }, (_, l) => {
+      const entries = Object.entries(blockShapes).map(([name, shape]) => [name, buffer(shape, `block ${l} ${name}`)]);
+      return Object.fromEntries(entries) as BlockActivations<Buffer>;
+    }),
+    lnf: buffer([B, T, C], "lnf"),
+    lnfMean: buffer([B, T], "lnf mean"),
+    lnfRstd: buffer([B, T], "lnf rstd"),
+    logits: buffer([B, T, V], "logits"),
+  };
+  const gradActs: ActivationGradients<Buffer> = {
+    encoded: buffer([B, T, C], "d encoded"),
+    blocks: Array.from({ length: L }, (_, l) => {
+      const entries = BLOCK_GRADIENTS.map((name) => [name, buffer(blockShapes[name], `d block ${l} ${name}`)]);
+      return Object.fromEntries(entries) as BlockGradients<Buffer>;
+    }),
+    preatt: buffer([B, NH, T, T], "d preatt"),
+    lnf: buffer([B, T, C], "d lnf"),
+  };
+  return {
+    acts,
+    gradActs,
+    losses: buffer([B, T], "losses"),
+    tokens: buffer([B, T], "tokens"),
+    targets: buffer([B, T], "targets"),
+    buckets: {
+      starts: buffer([B * T + 1], "bucket starts"),
+      positions: buffer([B * T], "bucket positions"),
+      tokens: buffer([B * T], "bucket tokens"),
+    },
+    ones: buffer([B * T], "ones"),
+    lmHeadPartial: buffer([B, T, C], "lm_head dx partial"),
+  };
+}
+
+/** What a model's activations for batch B x sequence T take on the GPU: in all, and the largest one buffer. */
+export function activationBytes(
+  config: GPT2Config,
+  B: number,
+  T: number,
+): { total: number; largest: number; label: string } {
+  const sizes = { total: 0, largest: 0, label: "" };
+  activationBuffers(config, B, T, (shape, label) => {
+    const bytes = Math.max(4, floats(shape) * 4);
+    sizes.total += bytes;
+    if (bytes > sizes.largest) Object.assign(sizes, { largest: bytes, label });
+  });
+  return sizes;
 }
 
 /** The kernels the model runs, compiled once per device. */
@@ -360,55 +423,31 @@ export class GPT2 {
     this.pieceStarts = pieceStarts(config, Math.min(limit, options.maxBindingBytes ?? limit));
     this.#kernels = new Kernels(device);
 
-    const { vocab_size: V, n_embd: C, n_head: NH, n_layer: L } = config, B = batch, T = time;
-    const buffer = (shape: number[], label: string) => {
-      if (floats(shape) * 4 > limit) {
-        throw new Error(
-          `${label} (${floats(shape) * 4} bytes for batch ${B} x sequence ${T}) exceeds this adapter's largest ` +
-            `storage binding (${limit} bytes): choose a smaller batch or sequence`,
-        );
-      }
-      const created = storageBuffer(device, floats(shape) * 4, label);
-      this.#allBuffers.push(created);
-      return created;
-    };
+    const { largest, label } = activationBytes(config, batch, time);
+    if (largest > limit) {
+      throw new Error(
+        `${label} (${largest} bytes for batch ${batch} x sequence ${time}) exceeds this adapter's largest ` +
+          `storage binding (${limit} bytes): choose a smaller batch or sequence`,
+      );
+    }
     this.params = this.flatBuffer("params");
     this.grads = this.flatBuffer("grads");
     this.#paramTensors = parameterTensors(config, this.params);
     this.#gradTensors = parameterTensors(config, this.grads);
-    this.losses = buffer([B, T], "losses");
-    this.#tokens = buffer([B, T], "tokens");
-    this.#targets = buffer([B, T], "targets");
-    this.#buckets = {
-      starts: buffer([B * T + 1], "bucket starts"),
-      positions: buffer([B * T], "bucket positions"),
-      tokens: buffer([B * T], "bucket tokens"),
-    };
-    this.#ones = buffer([B * T], "ones");
-    this.#lmHeadPartial = buffer([B, T, C], "lm_head dx partial");
-    device.queue.writeBuffer(this.#ones, 0, new Float32Array(B * T).fill(1));
+    const made = activationBuffers(config, batch, time, (shape, label) => {
+      const created = storageBuffer(device, floats(shape) * 4, label);
+      this.#allBuffers.push(created);
+      return created;
+    });
+    ({ acts: this.#acts, gradActs: this.#gradActs, losses: this.losses, buckets: this.#buckets } = made);
+    ({ tokens: this.#tokens, targets: this.#targets, ones: this.#ones, lmHeadPartial: this.#lmHeadPartial } = made);
+    device.queue.writeBuffer(this.#ones, 0, new Float32Array(batch * time).fill(1));
+  }
 
-    const blockShapes = blockActivationShapes(B, T, C, NH);
-    this.#acts = {
-      encoded: buffer([B, T, C], "encoded"),
-      blocks: Array.from({ length: L }, (_, l) => {
-        const entries = Object.entries(blockShapes).map(([name, shape]) => [name, buffer(shape, `block ${l} ${name}`)]);
-        return Object.fromEntries(entries) as BlockActivations;
-      }),
-      lnf: buffer([B, T, C], "lnf"),
-      lnfMean: buffer([B, T], "lnf mean"),
-      lnfRstd: buffer([B, T], "lnf rstd"),
-      logits: buffer([B, T, V], "logits"),
-    };
-    this.#gradActs = {
-      encoded: buffer([B, T, C], "d encoded"),
-      blocks: Array.from({ length: L }, (_, l) => {
-        const entries = BLOCK_GRADIENTS.map((name) => [name, buffer(blockShapes[name], `d block ${l} ${name}`)]);
-        return Object.fromEntries(entries) as BlockGradients;
-      }),
-      preatt: buffer([B, NH, T, T], "d preatt"),
-      lnf: buffer([B, T, C], "d lnf"),
-    };
+  /** The bytes of every GPU buffer this model holds (what a memory plan is checked against). */
+  get allocatedBytes(): number {
+    return [...this.#allBuffers, ...[this.params, this.grads].flatMap((flat) => flat.pieces.map((p) => p.buffer))]
+      .reduce((sum, buffer) => sum + buffer.size, 0);
   }
 
   /** A zeroed flat array in the parameters' layout and pieces (AdamW's m and v are made so). */

@@ -6,7 +6,15 @@
 import { AdamW, type AdamWSettings } from "../kernels/adamw.ts";
 import { type Batch, BatchLoader, type Corpus, type DataState } from "./data.ts";
 import { type PiecedBuffer, readBuffer } from "./gpu.ts";
-import { GPT2, type GPT2Config, type GPT2Options, initialParameters } from "./model.ts";
+import { shardRanges } from "./shard.ts";
+import {
+  activationBytes,
+  GPT2,
+  type GPT2Config,
+  type GPT2Options,
+  initialParameters,
+  parameterLayout,
+} from "./model.ts";
 
 export interface TrainerSettings extends AdamWSettings {
   batch: number;
@@ -178,4 +186,117 @@ export class Trainer {
     this.m.destroy();
     this.v.destroy();
   }
+}
+
+/** What a plan of a machine's memory is made for: the model, its batch and sequence, and its checkpoints. */
+export interface MemoryPlanSettings {
+  config: GPT2Config;
+  batch: number;
+  time: number;
+  /** Machines the state is sharded over (1 for a single-node run). */
+  machines: number;
+  /** Checkpoint slots each machine keeps, for itself and for each peer it holds replicas of. */
+  slotsPerOwner: number;
+  /** Owners whose checkpoints a machine holds: its own and its replicas' (GEMINI's m). */
+  owners: number;
+  /** The encoded size of the largest machine's checkpoint. */
+  checkpointBytes: number;
+  chunkBytes: number;
+}
+
+/** One machine's memory, line by line, in bytes; the sums are what the whole cluster needs. */
+export interface MemoryPlan {
+  gpu: [string, number][];
+  host: [string, number][];
+  gpuBytes: number;
+  hostBytes: number;
+  /** The largest single buffer, which must fit one storage binding. */
+  largestBinding: { label: string; bytes: number };
+}
+
+/** A machine's memory, computed from the shapes before anything is allocated. */
+export function planMemory(s: MemoryPlanSettings): MemoryPlan {
+  const { totalFloats } = parameterLayout(s.config);
+  const flat = totalFloats * 4;
+  const shardFloats = Math.max(...shardRanges(totalFloats, s.machines).map(({ start, end }) => end - start));
+  const chunks = Math.ceil((3 * shardFloats * 4) / s.chunkBytes);
+  const activations = activationBytes(s.config, s.batch, s.time);
+  const gpu: [string, number][] = [
+    ["parameters", flat],
+    ["gradients", flat],
+    [`AdamW m and v (the machine updates its 1/${s.machines} shard)`, 2 * flat],
+    [`activations and their gradients, batch ${s.batch} x sequence ${s.time}`, activations.total],
+    [
+      "checkpoint staging (two captures of the shard's params, m and v)",
+      2 * (3 * shardFloats + chunks) * 4 + chunks * 4,
+    ],
+  ];
+  const host: [string, number][] = [
+    [
+      `in-memory checkpoints (${s.slotsPerOwner} slots x ${s.owners} owners: its own and the replicas it keeps)`,
+      s.slotsPerOwner * s.owners * s.checkpointBytes,
+    ],
+    ["gradients and parameters in transit (reduce-scatter, all-gather)", 2 * flat],
+  ];
+  const sum = (rows: [string, number][]) => rows.reduce((total, [, bytes]) => total + bytes, 0);
+  const largestBinding = { label: activations.label, bytes: activations.largest };
+  return { gpu, host, gpuBytes: sum(gpu), hostBytes: sum(host), largestBinding };
+}
+
+/** Where a plan must fit: the largest storage binding, and the memory it may take in all. */
+export interface MemoryBudget {
+  bindingBytes: number;
+  /** Bytes the whole cluster may take; on a software adapter the GPU's buffers are host memory too. */
+  availableBytes: number;
+  gpuInHostMemory: boolean;
+}
+
+/** Bytes the whole cluster takes of the budget: the host's share, and the GPU's where it is host memory. */
+function clusterBytes(plan: MemoryPlan, machines: number, budget: MemoryBudget): number {
+  return machines * (plan.hostBytes + (budget.gpuInHostMemory ? plan.gpuBytes : 0));
+}
+
+/**
+ * The plan for `settings`, or one clear error that names why it does not fit and the largest batch (at this
+ * sequence) and the largest sequence (at this batch) that would.
+ */
+export function fitMemory(settings: MemoryPlanSettings, budget: MemoryBudget): MemoryPlan {
+  const fits = (batch: number, time: number) => {
+    const plan = planMemory({ ...settings, batch, time });
+    return plan.largestBinding.bytes <= budget.bindingBytes &&
+      clusterBytes(plan, settings.machines, budget) <= budget.availableBytes;
+  };
+  const plan = planMemory(settings);
+  if (fits(settings.batch, settings.time)) return plan;
+  const largest = (limit: number, ok: (n: number) => boolean) => {
+    let n = 0;
+    for (let step = 2 ** Math.floor(Math.log2(limit)); step >= 1; step /= 2) {
+      if (n + step <= limit && ok(n + step)) n += step;
+    }
+    return n;
+  };
+  const batch = largest(settings.batch, (b) => fits(b, settings.time));
+  const time = largest(settings.time, (t) => fits(settings.batch, t));
+  const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+  const needed = clusterBytes(plan, settings.machines, budget);
+  const why = [
+    plan.largestBinding.bytes > budget.bindingBytes
+      ? `its ${plan.largestBinding.label} (${plan.largestBinding.bytes} bytes) exceeds the adapter's largest ` +
+        `storage binding (${budget.bindingBytes} bytes)`
+      : "",
+    needed > budget.availableBytes
+      ? `${settings.machines} machines need ${gib(needed)} (${gib(plan.gpuBytes)} GPU and ${gib(plan.hostBytes)} ` +
+        `host memory each), ${gib(budget.availableBytes)} is available`
+      : "",
+  ].filter(Boolean).join(", and ");
+  const instead = [
+    batch > 0 ? `batch ${batch} at sequence ${settings.time}` : "",
+    time > 0 ? `sequence ${time} at batch ${settings.batch}` : "",
+  ].filter(Boolean);
+  throw new Error(
+    `batch ${settings.batch} x sequence ${settings.time} does not fit: ${why}; ` +
+      (instead.length
+        ? `the largest that would: ${instead.join(", or ")}`
+        : "no batch or sequence would: use fewer machines or a smaller model"),
+  );
 }

@@ -30,9 +30,9 @@ function randomBatch(seed: number, config = CONFIG, rows = B, time = T) {
 }
 
 /** The flat f32 parameters as named float64 tensors (what the reference takes). */
-function toTensors(flat: Float32Array): Tensors {
+function toTensors(flat: Float32Array, config = CONFIG): Tensors {
   return new Map(
-    parameterLayout(CONFIG).specs.map((
+    parameterLayout(config).specs.map((
       spec,
     ) => [spec.name, Float64Array.from(flat.subarray(spec.offset, spec.offset + spec.size))]),
   );
@@ -106,13 +106,16 @@ Deno.test("the float64 reference's gradients agree with finite differences of it
   }
 });
 
-Deno.test("GPT-2 on the GPU: loss and every parameter's gradient match the float64 reference (relative error < 1e-3)", async () => {
-  const device = await testDevice();
-  const params = testParameters(), batch = randomBatch(2);
-  const gpu = await gpuLossAndGradients(device, params, batch);
-  const expected = gpt2LossAndGradients(CONFIG, toTensors(params), batch.inputs, batch.targets, B, T);
+/** The GPU's loss and every gradient against the float64 reference's (relative error < 1e-3). */
+async function assertMatchesReference(
+  params: Float32Array,
+  batch: { inputs: number[]; targets: number[] },
+  { config = CONFIG, rows = B, time = T, options = {} as GPT2Options } = {},
+) {
+  const gpu = await gpuLossAndGradients(await testDevice(), params, batch, { config, rows, time, options });
+  const expected = gpt2LossAndGradients(config, toTensors(params, config), batch.inputs, batch.targets, rows, time);
   assert.ok(Math.abs(gpu.loss - expected.loss) / expected.loss < 1e-5, `loss ${gpu.loss} vs ${expected.loss}`);
-  for (const spec of parameterLayout(CONFIG).specs) {
+  for (const spec of parameterLayout(config).specs) {
     assertClose(
       gpu.grads.subarray(spec.offset, spec.offset + spec.size),
       expected.grads.get(spec.name)!,
@@ -120,6 +123,20 @@ Deno.test("GPT-2 on the GPU: loss and every parameter's gradient match the float
       `grad ${spec.name}`,
     );
   }
+  return gpu;
+}
+
+Deno.test("GPT-2 on the GPU: loss and every parameter's gradient match the float64 reference (relative error < 1e-3)", async () => {
+  await assertMatchesReference(testParameters(), randomBatch(2));
+});
+
+Deno.test("GPT-2's vocabulary and width (its wte in two pieces under a 128 MiB binding) match the float64 reference", async () => {
+  const config: GPT2Config = { vocab_size: 50257, n_ctx: 4, n_embd: 768, n_head: 12, n_layer: 1 };
+  const rows = 1, time = 4;
+  const options = { maxBindingBytes: 128 * 2 ** 20 }; // the WebGPU default, whatever this adapter allows
+  const batch = randomBatch(8, config, rows, time);
+  const gpu = await assertMatchesReference(initialParameters(config, 3), batch, { config, rows, time, options });
+  assert.ok(gpu.pieces >= 2, `${gpu.pieces} pieces`);
 });
 
 Deno.test("two runs of the same step give bit-identical loss and gradients", async () => {

@@ -1,10 +1,18 @@
-// Training on one node: the loss falls on data with learnable structure, and a run resumed from its
-// exported state continues bit for bit as if it had never stopped.
+// Training on one node: the loss falls on data with learnable structure, a run resumed from its
+// exported state continues bit for bit as if it had never stopped, and the memory plan made before
+// anything is allocated is what the trainer allocates, or one error that names what would fit.
 
 import assert from "node:assert/strict";
 import { syntheticCorpus } from "../core/data.ts";
 import type { GPT2Config } from "../core/model.ts";
-import { DEFAULT_TRAINER_SETTINGS, Trainer, type TrainerSettings } from "../core/trainer.ts";
+import {
+  DEFAULT_TRAINER_SETTINGS,
+  fitMemory,
+  type MemoryPlanSettings,
+  planMemory,
+  Trainer,
+  type TrainerSettings,
+} from "../core/trainer.ts";
 import { testDevice } from "./helpers.ts";
 
 const CONFIG: GPT2Config = { vocab_size: 256, n_ctx: 32, n_embd: 48, n_head: 3, n_layer: 2 };
@@ -48,4 +56,55 @@ Deno.test("a run resumed from its exported state continues bit for bit", async (
     original.destroy();
     resumed.destroy();
   }
+});
+
+const PLAN: MemoryPlanSettings = {
+  config: CONFIG,
+  batch: 8,
+  time: 24,
+  machines: 4,
+  slotsPerOwner: 3,
+  owners: 2,
+  checkpointBytes: 100_000,
+  chunkBytes: 65536,
+};
+
+Deno.test("the memory plan's parameters, gradients, moments and activations are what the trainer allocates", async () => {
+  const trainer = new Trainer(await testDevice(), CONFIG, SETTINGS, CORPUS);
+  try {
+    const plan = planMemory(PLAN);
+    const planned = plan.gpu.slice(0, 4).reduce((sum, [, bytes]) => sum + bytes, 0); // all but the checkpoint staging
+    const moments = [trainer.m, trainer.v].flatMap((flat) => flat.pieces).reduce((sum, p) => sum + p.buffer.size, 0);
+    assert.equal(planned, trainer.model.allocatedBytes + moments);
+    assert.equal(plan.host[0][1], 3 * 2 * 100_000);
+  } finally {
+    trainer.destroy();
+  }
+});
+
+Deno.test("a plan that does not fit is one error naming the largest batch and sequence that would", () => {
+  const unlimited = { bindingBytes: 2 ** 40, availableBytes: 2 ** 50, gpuInHostMemory: true };
+  assert.equal(fitMemory(PLAN, unlimited).gpuBytes, planMemory(PLAN).gpuBytes);
+  // Memory for exactly batch 5 (at sequence 24) on 4 machines.
+  const at = (batch: number, time: number) => {
+    const plan = planMemory({ ...PLAN, batch, time });
+    return 4 * (plan.gpuBytes + plan.hostBytes);
+  };
+  const budget = { ...unlimited, availableBytes: at(5, 24) };
+  assert.throws(
+    () => fitMemory(PLAN, budget),
+    (error: Error) => {
+      assert.match(error.message, /^batch 8 x sequence 24 does not fit: 4 machines need .* GiB/);
+      const time = [...Array(24).keys()].map((t) => t + 1).filter((t) => at(8, t) <= budget.availableBytes).at(-1);
+      assert.ok(
+        error.message.endsWith(`the largest that would: batch 5 at sequence 24, or sequence ${time} at batch 8`),
+      );
+      return true;
+    },
+  );
+  // The logits, [B,T,V] floats, are the largest buffer: bound by the binding limit instead.
+  assert.throws(
+    () => fitMemory(PLAN, { ...unlimited, bindingBytes: 3 * 24 * 256 * 4 }),
+    /its logits \(196608 bytes\) exceeds the adapter's largest storage binding \(73728 bytes\); the largest that would: batch 3 at sequence 24, or sequence 9 at batch 8/,
+  );
 });
