@@ -445,7 +445,9 @@ export class RootAgent {
   #heartbeat(rank: number, incarnation: number) {
     const held = this.#leases.get(rank);
     if (held?.incarnation !== incarnation) return; // a fenced incarnation's: never renews anything
-    this.health.keepAlive(held.lease);
+    this.health.keepAlive(held.lease).catch((error) =>
+      console.error(`keeping machine ${rank}'s lease alive failed: ${error.message}`)
+    );
     for (const listener of this.#heartbeatListeners) guarded("a listener of heartbeats", () => listener(rank));
   }
 }

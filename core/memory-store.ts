@@ -408,9 +408,13 @@ export class InMemoryCheckpointStore implements CheckpointStore {
         `a ${byteLength}-byte checkpoint of machine ${owner} does not fit its ${this.#slotCapacity(index)}-byte slots`,
       );
     }
+    let kept = false;
     const slot = this.#withLock(() => {
-      const chosen = this.#slotToWrite(index, owner, iteration);
+      const chosen = this.#slotToWrite(index, iteration);
       const word = this.#slotBase(index, chosen) / 4;
+      // The iteration to keep, written again in its own slot, stays kept.
+      kept = this.#version(index, chosen) > 0 && this.#iteration(index, chosen) === iteration &&
+        Atomics.load(this.#i32, word + 1) !== 0;
       Atomics.store(this.#i32, word, this.#i32[word] | 1); // odd: being written, invisible to readers
       return chosen;
     });
@@ -425,9 +429,9 @@ export class InMemoryCheckpointStore implements CheckpointStore {
         this.#f64[word / 2 + 3] = iteration;
         this.#f64[word / 2 + 1] = byteLength;
         this.#f64[word / 2 + 2] = Date.now();
-        // Not kept, and held by no peer yet.
+        // Held by no peer yet.
         const [first, words] = this.#holders(index, slot);
-        Atomics.store(this.#i32, word + 1, 0);
+        Atomics.store(this.#i32, word + 1, kept ? 1 : 0);
         this.#i32.fill(0, first, first + words);
         Atomics.store(this.#i32, word, this.#i32[word] + 1); // even again: published
         return this.#entry(index, slot);
@@ -461,27 +465,25 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   }
 
   /**
-   * An empty slot, else an abandoned one, else a corrupt copy of the checkpoint being written (after a
-   * rollback, it is written again), else the oldest complete one: never the newest complete one, and,
-   * while another is left, never the one to keep (see `keep`).
+   * The slot of the same checkpoint if it is here already (written again after a rollback: one copy of an
+   * iteration, never two), else an empty slot, else an abandoned one, else the oldest complete one: never
+   * the newest complete one, and, while another is left, never the one to keep (see `keep`).
    * There is one writer per owner at a time, so an odd (being-written) slot that a writer sees was left
-   * by a writer that died mid-write. A corrupt copy left in place would otherwise sit beside the good one
-   * with the same iteration, and could outlive it when the oldest is evicted.
+   * by a writer that died mid-write. Two copies of one iteration would be read as one (reads find a
+   * checkpoint by its iteration), and the eviction of the oldest could drop the good one and keep a corrupt one.
    */
-  #slotToWrite(index: number, owner: number, iteration: number): number {
+  #slotToWrite(index: number, iteration: number): number {
     const slots = Array.from({ length: this.#i32[C_SLOTS] }, (_, slot) => slot);
+    const published = (slot: number) => this.#version(index, slot) > 0 && this.#version(index, slot) % 2 === 0;
+    const same = slots.find((slot) => published(slot) && this.#iteration(index, slot) === iteration);
+    if (same !== undefined) return same;
     const empty = slots.find((slot) => this.#version(index, slot) === 0);
     if (empty !== undefined) return empty;
     const abandoned = slots.find((slot) => this.#version(index, slot) % 2 === 1);
     if (abandoned !== undefined) return abandoned;
-    const corrupt = slots.find((slot) =>
-      this.#iteration(index, slot) === iteration && !this.#intact(index, slot, owner)
-    );
-    if (corrupt !== undefined) return corrupt;
     const candidates = slots.sort((a, b) => this.#iteration(index, b) - this.#iteration(index, a)).slice(1);
     const kept = (slot: number) => Atomics.load(this.#i32, this.#slotBase(index, slot) / 4 + 1) !== 0;
-    // More than one slot can hold the kept iteration (one written again after a rollback): if every
-    // candidate is kept, the oldest goes anyway.
+    // With two slots, the one to keep may be the only candidate: then it goes anyway.
     const unkept = candidates.filter((slot) => !kept(slot));
     return (unkept.length ? unkept : candidates).at(-1)!;
   }
@@ -568,23 +570,6 @@ export class InMemoryCheckpointStore implements CheckpointStore {
    * The bytes of a published slot, as a view (`copy` false) or a copy, with a check that tells whether
    * a writer has reused the slot since: a seqlock read. Null if the slot no longer holds `iteration`.
    */
-  /** Whether a published slot's bytes still pass every check. */
-  #intact(index: number, slot: number, owner: number): boolean {
-    const start = this.#slotData(index, slot), length = this.#f64[this.#slotBase(index, slot) / 8 + 1];
-    const iteration = this.#iteration(index, slot);
-    try {
-      verifyShard(
-        this.#bytes.subarray(start, start + length),
-        { owner, iteration },
-        this.#source({ owner, iteration }),
-      );
-      return true;
-    } catch (error) {
-      if (error instanceof CheckpointCorruptError) return false;
-      throw error;
-    }
-  }
-
   #readSlot(owner: number, iteration: number, copy: boolean): ReadBytes | null {
     const published = this.#publishedSlot(owner, iteration);
     if (!published) return null;
@@ -635,9 +620,14 @@ export class InMemoryCheckpointStore implements CheckpointStore {
    * done with the bytes when it returns: a later write may reuse the slot.
    */
   withCheckpoint<T>(owner: number, iteration: number, use: (bytes: Uint8Array) => T): T | null {
-    const published = this.#publishedSlot(owner, iteration);
     const read = this.#readSlot(owner, iteration, false);
-    if (!published || !read || !this.#intact(published[0], published[1], owner)) return null;
+    if (!read) return null;
+    try {
+      verifyShard(read.bytes, { owner, iteration }, this.#source({ owner, iteration }));
+    } catch (error) {
+      if (error instanceof CheckpointCorruptError) return null;
+      throw error;
+    }
     const result = use(read.bytes);
     return read.unchanged() ? result : null;
   }
