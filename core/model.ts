@@ -16,6 +16,7 @@ import type { Binding } from "../kernels/kernel.ts";
 import { LayerNorm } from "../kernels/layernorm.ts";
 import { Matmul } from "../kernels/matmul.ts";
 import { Residual } from "../kernels/residual.ts";
+import { Sampler, type SampleSettings } from "../kernels/sample.ts";
 import { PiecedBuffer, readBuffer, storageBuffer } from "./gpu.ts";
 import { Rng } from "./random.ts";
 import { STORAGE_ALIGNMENT_FLOATS } from "./shard.ts";
@@ -471,6 +472,11 @@ export class GPT2 {
     return this.grads.read();
   }
 
+  /** The logits of the last forward without the gradient, [B,T,V]. */
+  get logits(): GPUBuffer {
+    return this.#acts.logits;
+  }
+
   /** The mean of the last forward's per-position losses, summed in order in float64. */
   async readMeanLoss(): Promise<number> {
     const losses = new Float32Array(await readBuffer(this.#device, this.losses, this.batch * this.time * 4));
@@ -660,5 +666,52 @@ export class GPT2 {
     for (const buffer of this.#allBuffers) buffer.destroy();
     this.params.destroy();
     this.grads.destroy();
+  }
+}
+
+export interface GenerateSettings extends SampleSettings {
+  /** How many tokens to generate after the prompt. */
+  tokens: number;
+  /** Seeds the draws. */
+  seed: number;
+}
+
+/**
+ * Tokens sampled on the GPU from `model` (batch 1, its sequence long enough for the prompt and the new
+ * tokens) after `prompt`, yielded as each is drawn. Each token is a forward over the whole sequence so far:
+ * attention is causal, so the positions not yet filled (token 0) change nothing before them.
+ */
+export async function* generate(
+  device: GPUDevice,
+  model: GPT2,
+  prompt: readonly number[],
+  settings: GenerateSettings,
+): AsyncGenerator<number> {
+  if (model.batch !== 1) throw new Error(`generation runs on a model of batch 1, not ${model.batch}`);
+  if (prompt.length === 0) throw new Error("the prompt needs at least one token");
+  if (prompt.length + settings.tokens > model.time) {
+    throw new Error(
+      `${prompt.length} prompt tokens and ${settings.tokens} new ones exceed the model's sequence of ${model.time}`,
+    );
+  }
+  const sampler = new Sampler(device), rng = new Rng(settings.seed), V = model.config.vocab_size;
+  const token = storageBuffer(device, 4, "sampled token");
+  const sequence = [...prompt];
+  try {
+    for (let i = 0; i < settings.tokens; i++) {
+      const inputs = Array.from({ length: model.time }, (_, t) => sequence[t] ?? 0);
+      model.setBatch(inputs, inputs);
+      const encoder = device.createCommandEncoder({ label: `generate ${i}` });
+      model.encodeForward(encoder, false);
+      const pass = encoder.beginComputePass({ label: "sample" });
+      sampler.encode(pass, token, model.logits, (sequence.length - 1) * V, V, rng.uniform(), settings);
+      pass.end();
+      device.queue.submit([encoder.finish()]);
+      const next = new Uint32Array(await readBuffer(device, token))[0];
+      sequence.push(next);
+      yield next;
+    }
+  } finally {
+    token.destroy();
   }
 }

@@ -3,7 +3,7 @@
 // save ours the same way so that other tools load them; and a whole training state (weights, AdamW
 // moments, step, data order) exported to and imported from one standard safetensors file.
 
-import { type GPT2Config, parameterLayout } from "./model.ts";
+import { type GPT2Config, parameterLayout, validateConfig } from "./model.ts";
 import {
   encodeSafetensors,
   parseSafetensors,
@@ -26,6 +26,29 @@ export function parametersFromSafetensors(file: Uint8Array, config: GPT2Config, 
     params.set(tensorAsF32(parsed, name, spec.shape, source), spec.offset);
   }
   return params;
+}
+
+/**
+ * The shape of the GPT-2 in a safetensors file: from our own files' metadata, else from the tensors as
+ * Hugging Face publishes them (wte [V,C], wpe [n_ctx,C], blocks h.0 to h.<L-1>; every GPT-2 size has heads
+ * 64 wide, which the shapes alone do not tell).
+ */
+export function configFromSafetensors(file: Uint8Array, source = "safetensors file"): GPT2Config {
+  const parsed = parseSafetensors(file, source);
+  if (parsed.metadata.gpt2_config) return validateConfig(JSON.parse(parsed.metadata.gpt2_config));
+  const shape = (name: string) => {
+    const tensor = parsed.tensors.get(name) ?? parsed.tensors.get(`transformer.${name}`);
+    if (!tensor || tensor.shape.length !== 2) {
+      throw new SafetensorsError(`${source}: no 2-D tensor "${name}", not a GPT-2`);
+    }
+    return tensor.shape;
+  };
+  const [V, C] = shape("wte.weight"), [maxT] = shape("wpe.weight");
+  const layers = new Set(
+    [...parsed.tensors.keys()].map((name) => /(?:^|\.)h\.(\d+)\./.exec(name)?.[1]).filter(Boolean),
+  );
+  if (C % 64 !== 0) throw new SafetensorsError(`${source}: n_embd ${C} is not a whole number of 64-wide heads`);
+  return validateConfig({ vocab_size: V, n_ctx: maxT, n_embd: C, n_head: C / 64, n_layer: layers.size });
 }
 
 /** The parameters (flat, `parameterLayout(config)`) as named tensors: under `prefix` when one is given. */
