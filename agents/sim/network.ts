@@ -59,7 +59,7 @@ export class LinkSchedule {
 }
 
 /** A message as a machine sends it. */
-interface Outgoing {
+export interface Outgoing {
   /** Set when the sender wants to hear when the message's last byte has left its NIC (see `sent`). */
   sequence?: number;
   to: number;

@@ -4,7 +4,7 @@
 // go through the network.
 
 import * as Comlink from "comlink";
-import { acquireGpu, formatAdapter } from "../../core/gpu.ts";
+import { acquireGpu, formatAdapter, type Gpu } from "../../core/gpu.ts";
 import { InMemoryCheckpointStore } from "../../core/memory-store.ts";
 import { GpuEngine } from "../engine.ts";
 import { WallClock } from "../protocol/clock.ts";
@@ -45,9 +45,13 @@ function startHeartbeat(spec: MachineSpec, progress: Int32Array): Worker {
   return heartbeat;
 }
 
+let acquired: Promise<Gpu> | null = null;
+/** The GPU, acquired once: a spare machine's process acquires it before the machine is given a rank. */
+const device = () => acquired ??= acquireGpu();
+
 /** Starts the machine: its GPU, its memory, its network port and its heartbeats, and the agent on them. */
 async function startMachine(spec: MachineSpec): Promise<MachineAgent> {
-  const gpu = await acquireGpu();
+  const gpu = await device();
   const persistent = await openPersistentStore(spec.persistent);
   // [iteration]: what the heartbeats report, shared with the heartbeat thread.
   const progress = new Int32Array(new SharedArrayBuffer(4));
@@ -79,6 +83,9 @@ function onMachine<T>(body: (machine: MachineAgent) => T | Promise<T>): Promise<
 
 /** What the root agent calls on a machine (through comlink). */
 const api = {
+  async prepare() {
+    await device();
+  },
   async start(spec: MachineSpec): Promise<MachineStatus> {
     agent = await startMachine(spec);
     return agent.status();

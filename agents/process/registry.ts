@@ -1,0 +1,45 @@
+// What a cluster of processes keeps in etcd's health space (`gemini/<cluster>/health/`), beside the root
+// agent's own keys (`machines/<rank>`, `root/state`): the job's settings, which the first root writes and
+// every machine waits for; each machine process, under a lease it keeps alive itself; the incarnation each
+// rank was last started as; each iteration's loss; and the end of the run.
+
+import type { PeerAddress } from "../net/tcp-transport.ts";
+import type { EtcdHealthStore } from "../etcd/health.ts";
+
+export const SETTINGS_KEY = "settings";
+export const DONE_KEY = "done";
+export const PROCESSES = "processes/";
+export const INCARNATIONS = "incarnations/";
+export const LOSSES = "losses/";
+
+/** A machine process as it registers itself: where its control port is, and the rank it runs (none: a spare). */
+export interface ProcessRecord {
+  control: string;
+  rank: number | null;
+  incarnation: number;
+}
+
+/** `host:port` as an address; a mistake is one clear error. */
+export function parseAddress(text: string, what: string): PeerAddress {
+  const match = /^(.+):(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port > 65535) throw new Error(`${what} must be HOST:PORT, got "${text}"`);
+  return { hostname: match[1].replace(/^\[(.*)\]$/, "$1"), port };
+}
+
+export const formatAddress = ({ hostname, port }: PeerAddress) =>
+  `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+
+/** The value of `key` once it is set: at once if it is, else at the first put a watch sees. */
+export async function valueOf(health: EtcdHealthStore, key: string): Promise<unknown> {
+  let seen!: (value: unknown) => void;
+  const put = new Promise<unknown>((resolve) => seen = resolve);
+  const unwatch = health.watch(key, (event) => event.type === "put" && event.key === key && seen(event.value));
+  try {
+    await health.watching(); // a put from now on is seen; one before is read
+    const now = (await health.get(key)).get(key);
+    return now !== undefined ? now : await put;
+  } finally {
+    unwatch();
+  }
+}

@@ -1,0 +1,113 @@
+// A root process: it campaigns in the cluster's root election (etcd), and once elected drives the machine
+// processes with the root agent: from the start if no root has led yet, else taking over from what the
+// lost root saved in etcd (`RootAgent.takeOver`). Standbys wait in the election. Each iteration's loss is
+// written to etcd (a root that takes over goes on writing them); at the end the leader writes the final
+// state to a safetensors file, marks the run done in etcd (every process then leaves) and shuts the
+// machines down.
+
+import { encodeSafetensors, parseSafetensors, tensorAsF32 } from "../../core/safetensors.ts";
+import type { Etcd } from "../etcd/client.ts";
+import { RootElection } from "../etcd/election.ts";
+import { EtcdHealthStore } from "../etcd/health.ts";
+import { type RecoveryReport, RootAgent } from "../root-agent.ts";
+import { type ClusterSettings, describeSource } from "../protocol/spec.ts";
+import { ProcessMachines } from "./process-machines.ts";
+import { DONE_KEY, LOSSES, SETTINGS_KEY, valueOf } from "./registry.ts";
+
+export interface RootProcessOptions {
+  etcd: Etcd;
+  cluster: string;
+  secret: string | Uint8Array;
+  /** This root's name in the election. */
+  id: string;
+  /** The job, written to etcd unless a root wrote it first. */
+  settings?: ClusterSettings;
+  iterations: number;
+  heartbeatTimeoutMs: number;
+  /** How long a dead leader's lease keeps the standbys waiting (whole seconds). */
+  electionTtlSeconds: number;
+  /** Where the leader writes the final state (safetensors: params, m, v). */
+  out: string;
+  log?: (line: string) => void;
+}
+
+/** The key the root agent keeps its epoch and iteration under (see RootAgent). */
+const SAVED_KEY = "root/state";
+
+export type TrainingState = Awaited<ReturnType<RootAgent["state"]>>;
+
+export function encodeState(state: TrainingState): Uint8Array {
+  return encodeSafetensors(
+    (["params", "m", "v"] as const).map((name) => ({ name, shape: [state[name].length], data: state[name] })),
+  );
+}
+
+export function decodeState(bytes: Uint8Array, source: string): TrainingState {
+  const file = parseSafetensors(bytes, source);
+  const tensor = (name: string) => tensorAsF32(file, name, file.tensors.get(name)?.shape ?? [0], source);
+  return { params: tensor("params"), m: tensor("m"), v: tensor("v") };
+}
+
+function describeRecovery(report: RecoveryReport): string {
+  const sources = report.machines.map((machine, rank) => `${rank} from ${describeSource(machine.source)}`);
+  return `recovered ranks ${
+    report.detections.map((detection) => detection.rank).join(", ")
+  } to iteration ${report.iteration}: ${sources.join(", ")}`;
+}
+
+/**
+ * Runs one root process to the end of the job: "led" if it led the run to its end, "done" if another
+ * root finished it while this one stood by.
+ */
+export async function runRootProcess(options: RootProcessOptions): Promise<"led" | "done"> {
+  const log = options.log ?? ((line: string) => console.error(line));
+  const health = new EtcdHealthStore(options.etcd, options.cluster);
+  let finished!: () => void;
+  const done = new Promise<"done">((resolve) => finished = () => resolve("done"));
+  const unwatch = health.watch(DONE_KEY, (event) => event.type === "put" && finished());
+  try {
+    await health.watching();
+    if ((await health.get(DONE_KEY)).has(DONE_KEY)) return "done";
+    if (options.settings && !(await health.get(SETTINGS_KEY)).has(SETTINGS_KEY)) {
+      await health.put(SETTINGS_KEY, options.settings);
+    }
+    const settings = await valueOf(health, SETTINGS_KEY) as ClusterSettings;
+    const election = new RootElection(options.etcd, options.cluster, options.electionTtlSeconds);
+    const leadership = await Promise.race([election.campaign(options.id), done]);
+    if (leadership === "done") return "done";
+    log(`root ${options.id}: elected`);
+    const machines = await ProcessMachines.open(settings, health, options.cluster, options.secret, log);
+    const rootSettings = { heartbeatTimeoutMs: options.heartbeatTimeoutMs, health };
+    const root = (await health.get(SAVED_KEY)).has(SAVED_KEY)
+      ? await RootAgent.takeOver(machines, rootSettings)
+      : await RootAgent.start(machines, rootSettings);
+    log(`root ${options.id}: leads from iteration ${root.iteration}, epoch ${root.epoch}`);
+    root.onEvent((event) => {
+      if (event.type === "iteration") {
+        log(`root ${options.id}: iteration ${event.iteration} loss ${event.loss}`);
+        health.put(`${LOSSES}${event.iteration}`, event.loss).catch((error) =>
+          log(`root ${options.id}: recording a loss failed: ${error.message}`)
+        );
+      } else if (event.type === "recovery") {
+        log(`root ${options.id}: ${describeRecovery(event)}`);
+      }
+    });
+    const lost = leadership.lost.then((error) => {
+      throw new Error(`root ${options.id} lost its leadership: ${error.message}`);
+    });
+    try {
+      await Promise.race([root.runUntil(options.iterations), lost]);
+      await Deno.writeFile(options.out, encodeState(await root.state()));
+      await health.put(DONE_KEY, { iteration: root.iteration, out: options.out });
+      await root.close();
+      await leadership.resign();
+      return "led";
+    } catch (error) {
+      root.lose();
+      throw error;
+    }
+  } finally {
+    unwatch();
+    await health.close();
+  }
+}
