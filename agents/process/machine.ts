@@ -243,7 +243,9 @@ export class MachineProcess {
   async #launch(control: ControlConnection, request: LaunchRequest) {
     const { rank, incarnation, epoch, replicaPeers, peers } = request;
     if (this.#rank !== null && this.#rank !== rank) throw new Error(`this process runs rank ${this.#rank}`);
-    if (this.#trainer) throw new Error(`rank ${rank} is already running here`);
+    // A new start of the rank this process runs (a root that took over lost its registration): the old
+    // trainer ends as in a software failure, and the new one starts on the same memory.
+    this.#trainerEnded(`rank ${rank} is started again here, as incarnation ${incarnation}`);
     this.#rank = rank;
     this.#incarnation = incarnation;
     this.#store ??= hostMemory(this.#settings, rank);

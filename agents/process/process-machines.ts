@@ -19,7 +19,7 @@ import type {
   RestoreSource,
   StepResult,
 } from "../protocol/spec.ts";
-import { ControlConnection, controlCredentials } from "./control.ts";
+import { ControlConnection, controlCredentials, ControlLost } from "./control.ts";
 import type { LaunchRequest } from "./machine.ts";
 import { INCARNATIONS, parseAddress, PROCESSES, type ProcessRecord } from "./registry.ts";
 
@@ -33,9 +33,17 @@ interface Member {
   trainerEnded: boolean;
 }
 
+/** What a machine whose control link is lost answers: nothing, as a failed machine (its lease tells the root). */
+const silence = () => new Promise<never>(() => {});
+
 /** The calls of `MachineControl` over a control connection. */
 function remoteControl(control: ControlConnection): MachineControl {
-  const call = <T>(op: string, args: Record<string, unknown> = {}) => control.request(op, args) as Promise<T>;
+  const call = <T>(op: string, args: Record<string, unknown> = {}) =>
+    control.request(op, args).catch((error) =>
+      error instanceof ControlLost ? silence() : Promise.reject(error)
+    ) as Promise<
+      T
+    >;
   return {
     step: (plan: IterationPlan) => call<StepResult>("step", { plan }),
     abort: (epoch: number) => call<void>("abort", { epoch }),
@@ -58,6 +66,8 @@ export class ProcessMachines implements Machines {
   readonly #members = new Map<number, Member>();
   /** Processes claimed as spares by a launch under way. */
   readonly #claimed = new Set<string>();
+  /** Processes this root fenced: never used again. */
+  readonly #fenced = new Set<string>();
   readonly #log: (line: string) => void;
 
   static async open(
@@ -90,7 +100,9 @@ export class ProcessMachines implements Machines {
   ): Promise<Machine> {
     const previous = this.#members.get(rank);
     this.#members.delete(rank);
-    const { id, control } = previous?.trainerEnded && !previous.control.closed ? previous : await this.#spare();
+    const { id, control } = previous?.trainerEnded && !previous.control.closed
+      ? previous
+      : await this.#holder(rank) ?? await this.#spare();
     const incarnation = await this.#nextIncarnation(rank);
     const peers = [...this.#members].map(([peer, member]): [number, string] => [peer, member.address]);
     const request: LaunchRequest = { rank, incarnation, epoch, replicaPeers, peers };
@@ -147,6 +159,7 @@ export class ProcessMachines implements Machines {
     // A process whose trainer ended on its own is not suspect: its memory serves the rank's next start.
     if (!member || member.trainerEnded) return;
     this.#members.delete(rank);
+    this.#fenced.add(member.id);
     // Written before the connection closes: a stopped process reads it when it goes on.
     member.control.tell("fence").catch(() => {}).finally(() => member.control.close());
   }
@@ -176,6 +189,24 @@ export class ProcessMachines implements Machines {
     const next = typeof last === "number" ? last + 1 : 0;
     await this.#health.put(key, next);
     return next;
+  }
+
+  /**
+   * The process registered as running `rank` that this root does not drive (its registration as a machine
+   * ran out while a root took over, say), connected: the rank restarts there, on its memory. Null if none
+   * is, or it cannot be reached.
+   */
+  async #holder(rank: number): Promise<{ id: string; control: ControlConnection } | null> {
+    const records = [...(await this.#health.get(PROCESSES)).values()] as ProcessRecord[];
+    const record = records.find((process) => process.rank === rank && !this.#fenced.has(process.control));
+    if (!record) return null;
+    try {
+      const address = parseAddress(record.control, "a process's address");
+      return { id: record.control, control: await ControlConnection.dial(address, this.#credentials) };
+    } catch (error) {
+      this.#log(`root: rank ${rank}'s process ${record.control} cannot be reached: ${(error as Error).message}`);
+      return null;
+    }
   }
 
   /** A spare process, connected: one registered now, or the first to register. */

@@ -1,7 +1,7 @@
 // What a cluster of processes keeps in etcd's health space (`gemini/<cluster>/health/`), beside the root
 // agent's own keys (`machines/<rank>`, `root/state`): the job's settings, which the first root writes and
 // every machine waits for; each machine process, under a lease it keeps alive itself; the incarnation each
-// rank was last started as; each iteration's loss; and the end of the run.
+// rank was last started as; each iteration's loss and each recovery; and the end of the run.
 
 import type { PeerAddress } from "../net/tcp-transport.ts";
 import type { EtcdHealthStore } from "../etcd/health.ts";
@@ -11,6 +11,16 @@ export const DONE_KEY = "done";
 export const PROCESSES = "processes/";
 export const INCARNATIONS = "incarnations/";
 export const LOSSES = "losses/";
+export const RECOVERIES = "recoveries/";
+
+/** A recovery as a root records it (under its epoch): the ranks recovered, and where each shard came from. */
+export interface RecoveryRecord {
+  root: string;
+  ranks: number[];
+  iteration: number;
+  /** By rank: "local", "peer 3", "persistent" or "initial". */
+  sources: string[];
+}
 
 /** A machine process as it registers itself: where its control port is, and the rank it runs (none: a spare). */
 export interface ProcessRecord {
@@ -30,16 +40,29 @@ export function parseAddress(text: string, what: string): PeerAddress {
 export const formatAddress = ({ hostname, port }: PeerAddress) =>
   `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
 
-/** The value of `key` once it is set: at once if it is, else at the first put a watch sees. */
-export async function valueOf(health: EtcdHealthStore, key: string): Promise<unknown> {
-  let seen!: (value: unknown) => void;
-  const put = new Promise<unknown>((resolve) => seen = resolve);
-  const unwatch = health.watch(key, (event) => event.type === "put" && event.key === key && seen(event.value));
+/**
+ * The first entry under `prefix` for which `test` holds: one there now, else the first put a watch sees.
+ */
+export async function waitFor(
+  health: EtcdHealthStore,
+  prefix: string,
+  test: (key: string, value: unknown) => boolean = () => true,
+): Promise<[string, unknown]> {
+  let seen!: (entry: [string, unknown]) => void;
+  const put = new Promise<[string, unknown]>((resolve) => seen = resolve);
+  const unwatch = health.watch(prefix, (event) => {
+    if (event.type === "put" && test(event.key, event.value)) seen([event.key, event.value]);
+  });
   try {
     await health.watching(); // a put from now on is seen; one before is read
-    const now = (await health.get(key)).get(key);
-    return now !== undefined ? now : await put;
+    const now = [...await health.get(prefix)].find(([key, value]) => test(key, value));
+    return now ?? await put;
   } finally {
     unwatch();
   }
+}
+
+/** The value of `key` once it is set. */
+export async function valueOf(health: EtcdHealthStore, key: string): Promise<unknown> {
+  return (await waitFor(health, key, (found) => found === key))[1];
 }

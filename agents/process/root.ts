@@ -12,7 +12,7 @@ import { EtcdHealthStore } from "../etcd/health.ts";
 import { type RecoveryReport, RootAgent } from "../root-agent.ts";
 import { type ClusterSettings, describeSource } from "../protocol/spec.ts";
 import { ProcessMachines } from "./process-machines.ts";
-import { DONE_KEY, LOSSES, SETTINGS_KEY, valueOf } from "./registry.ts";
+import { DONE_KEY, LOSSES, RECOVERIES, type RecoveryRecord, SETTINGS_KEY, valueOf } from "./registry.ts";
 
 export interface RootProcessOptions {
   etcd: Etcd;
@@ -90,6 +90,15 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
         );
       } else if (event.type === "recovery") {
         log(`root ${options.id}: ${describeRecovery(event)}`);
+        const record: RecoveryRecord = {
+          root: options.id,
+          ranks: event.detections.map((detection) => detection.rank),
+          iteration: event.iteration,
+          sources: event.machines.map((machine) => describeSource(machine.source)),
+        };
+        health.put(`${RECOVERIES}${event.epoch}`, record).catch((error) =>
+          log(`root ${options.id}: recording a recovery failed: ${error.message}`)
+        );
       }
     });
     const lost = leadership.lost.then((error) => {
@@ -98,16 +107,17 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
     try {
       await Promise.race([root.runUntil(options.iterations), lost]);
       await Deno.writeFile(options.out, encodeState(await root.state()));
-      await health.put(DONE_KEY, { iteration: root.iteration, out: options.out });
+      await health.put(DONE_KEY, { iteration: root.iteration, out: options.out, root: options.id });
       await root.close();
+      await health.close();
       await leadership.resign();
       return "led";
     } catch (error) {
+      // The machines' leases are left as they are, for the root that takes over.
       root.lose();
       throw error;
     }
   } finally {
     unwatch();
-    await health.close();
   }
 }

@@ -1,0 +1,148 @@
+// The cluster as OS processes on a real etcd that the test starts (agents/process/): four machine processes
+// and a spare, two root processes, the tiny model. Each test strikes the cluster when the root has saved a
+// given iteration in etcd (a watch, not a sleep), lets the run finish, and compares every loss and the final
+// state, bit for bit, with the in-process cluster trained without failures. Every process is ours, stopped
+// by its PID at the end.
+
+import assert from "node:assert/strict";
+import { ControlConnection, controlCredentials } from "../agents/process/control.ts";
+import { ProcessCluster } from "../agents/process/launcher.ts";
+import { processClusterSettings, sameState } from "../agents/process/options.ts";
+import { parseAddress, RECOVERIES, type RecoveryRecord, waitFor } from "../agents/process/registry.ts";
+import type { TrainingState } from "../agents/process/root.ts";
+import { runCluster } from "../agents/sim/run.ts";
+
+const MACHINES = 4, SPARES = 1, ITERATIONS = 7, SEED = 3, STRIKE_AT = 3, HEARTBEAT_TIMEOUT_MS = 2000;
+
+/** The failure-free in-process run (Workers in this process), trained once for every test. */
+let reference: Promise<{ losses: number[]; state: TrainingState }> | null = null;
+function failureFree() {
+  reference ??= runCluster({
+    adjust: (settings) =>
+      Object.assign(settings, {
+        ...processClusterSettings(MACHINES, SEED, ""),
+        persistent: settings.persistent,
+      }),
+    heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
+    keepState: true,
+  }, ({ root }) => root.runUntil(ITERATIONS)).then((run) => ({
+    losses: run.iterations.map((report) => report.loss),
+    state: run.state!,
+  }));
+  return reference;
+}
+
+/** Runs a cluster of processes, strikes it once the root has saved iteration STRIKE_AT, and checks the end. */
+async function strike(
+  story: (cluster: ProcessCluster, log: string[]) => Promise<void>,
+): Promise<{ recoveries: RecoveryRecord[]; log: string[]; done: Record<string, unknown> }> {
+  const log: string[] = [];
+  const cluster = await ProcessCluster.start({
+    machines: MACHINES,
+    spares: SPARES,
+    iterations: ITERATIONS,
+    seed: SEED,
+    heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
+    log: (line) => log.push(line),
+  });
+  try {
+    await waitFor(cluster.health, "root/state", (_, value) => (value as { iteration: number }).iteration >= STRIKE_AT);
+    await story(cluster, log);
+    const run = await cluster.finished();
+    const expected = await failureFree();
+    assert.deepEqual(run.losses, expected.losses, "every loss as in the in-process run without failures");
+    assert.ok(sameState(run.state, expected.state), "the final parameters and AdamW moments, bit for bit");
+    const recoveries = [...await cluster.health.get(RECOVERIES)].map(([, value]) => value as RecoveryRecord);
+    const done = (await cluster.health.get("done")).get("done") as Record<string, unknown>;
+    return { recoveries, log, done };
+  } catch (error) {
+    console.error(log.join("\n"));
+    throw error;
+  } finally {
+    await cluster.close();
+  }
+}
+
+const test = (name: string, fn: () => Promise<void>) =>
+  // etcd3's gRPC channels close after a test's end: the sanitizers would count them as leaks.
+  Deno.test({ name, sanitizeOps: false, sanitizeResources: false, fn });
+
+test("kill -9 of a machine process: the spare takes its rank and fetches the shard from the peer's memory", async () => {
+  let killed = "";
+  const { recoveries } = await strike(async (cluster) => {
+    const holder = await cluster.holderOf(2);
+    killed = holder.id!;
+    Deno.kill(holder.pid, "SIGKILL");
+    await holder.status;
+    // The spare now runs rank 2.
+    const [, record] = await waitFor(cluster.health, "processes/", (_, value) => {
+      const process = value as { rank: number | null; control: string };
+      return process.rank === 2 && process.control !== killed;
+    });
+    assert.notEqual((record as { control: string }).control, killed);
+  });
+  assert.equal(recoveries.length, 1);
+  assert.deepEqual(recoveries[0].ranks, [2]);
+  assert.deepEqual(recoveries[0].sources, ["local", "local", "peer 3", "local"]);
+});
+
+test("a trainer Worker ended: its process restarts it, restoring from its own memory", async () => {
+  let pid = 0;
+  const { recoveries, log } = await strike(async (cluster) => {
+    const holder = await cluster.holderOf(1);
+    pid = holder.pid;
+    Deno.kill(holder.pid, "SIGUSR1");
+    await waitFor(cluster.health, RECOVERIES);
+    assert.equal((await cluster.holderOf(1)).pid, pid, "the same process runs rank 1 again");
+  });
+  assert.equal(recoveries.length, 1);
+  assert.deepEqual(recoveries[0].ranks, [1]);
+  assert.deepEqual(recoveries[0].sources, ["local", "local", "local", "local"]);
+  assert.ok(log.some((line) => line.includes(`${pid}]`) && line.includes("its trainer was ended")));
+});
+
+test("kill -9 of the root: the standby takes over from etcd and training continues", async () => {
+  let killed = "";
+  const { done, recoveries } = await strike(async (cluster) => {
+    const leader = await cluster.leader();
+    killed = leader.name;
+    Deno.kill(leader.pid, "SIGKILL");
+    await leader.status;
+  });
+  assert.notEqual(done.root, killed, "the standby finished the run");
+  // Its first advance rolled every machine back to the newest checkpoint complete, each from its own memory.
+  const rollBack = recoveries.find((recovery) => recovery.root === done.root);
+  assert.deepEqual(rollBack?.sources, ["local", "local", "local", "local"]);
+});
+
+test("a machine stopped past its lease (SIGSTOP) is fenced; let go (SIGCONT), it leaves and nothing it sends is used", async () => {
+  const { recoveries, log } = await strike(async (cluster) => {
+    const holder = await cluster.holderOf(3);
+    Deno.kill(holder.pid, "SIGSTOP");
+    // The root gives the rank to the spare; only then does the stopped one go on.
+    await waitFor(cluster.health, RECOVERIES);
+    Deno.kill(holder.pid, "SIGCONT");
+    assert.equal((await holder.status).code, 0);
+    assert.ok(log.some((line) => line.includes(`${holder.pid}]`) && /leaves: .*fenced/.test(line)));
+  });
+  assert.equal(recoveries.length, 1);
+  assert.deepEqual(recoveries[0].ranks, [3]);
+  assert.deepEqual(recoveries[0].sources, ["local", "local", "peer 2", "local"]);
+});
+
+test("etcd stopped for a few seconds and restarted: the cluster waits and continues", async () => {
+  await strike(async (cluster) => {
+    await cluster.local!.stop();
+    // The outage's length is what is tested, not a wait for something to happen.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    await cluster.local!.restart();
+  });
+});
+
+test("a control connection without the cluster's secret is refused, and the machine goes on", async () => {
+  await strike(async (cluster) => {
+    const holder = await cluster.holderOf(0);
+    const wrong = await controlCredentials(cluster.cluster, "not the cluster's secret at all", 1);
+    await assert.rejects(ControlConnection.dial(parseAddress(holder.id!, "its address"), wrong), /secret/);
+  });
+});
