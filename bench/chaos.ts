@@ -2,7 +2,7 @@
 // (8 with --quick): faults injected by kind, shards restored by source, iterations lost, the time from a
 // failure's detection to training resumed (virtual time, on the soak's 10 MB/s links and stand-in
 // arithmetic), and whether every invariant held against the failure-free run. The share of uniformly
-// drawn pairs of hardware failures recovered from memory goes beside the placement's exact probability.
+// drawn pairs of hardware failures that memory alone could recover from goes beside the placement's exact probability.
 
 import type { ChaosReport } from "../agents/sim/chaos.ts";
 import { runChaos } from "../agents/sim/chaos.ts";
@@ -39,8 +39,8 @@ export const chaosSection: Section = {
         `the GPU's arithmetic replaced by a deterministic stand-in. Faults: software and hardware failures (one ` +
         `machine, a uniform pair, a whole group; at once, in a step, a checkpoint, a replication or a recovery), ` +
         `slow machines fenced, corrupt replicas, failed and torn persistent writes. Time to recover runs from the ` +
-        `first detection to training resumed. Pairs: uniformly drawn pairs of hardware failures recovered from ` +
-        `memory alone, beside the placement's exact probability.`,
+        `first detection to training resumed. Pairs: uniformly drawn pairs of hardware failures that memory ` +
+        `alone could recover from, beside the placement's exact probability.`,
       header: [
         "placement",
         "m",

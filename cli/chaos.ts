@@ -65,7 +65,7 @@ async function main(args: string[]): Promise<number> {
   );
   const { pairs } = report;
   console.log(
-    `pairs of hardware failures: ${pairs.fromMemory} of ${pairs.failures} recovered from memory; the placement's ` +
+    `pairs of hardware failures: ${pairs.fromMemory} of ${pairs.failures} recoverable from memory alone; the placement's ` +
       `exact probability ${pairs.exact.toFixed(3)}, the 99% interval of the share [${
         pairs.interval.map((x) => x.toFixed(3)).join(", ")
       }]`,

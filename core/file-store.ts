@@ -5,7 +5,7 @@
 
 import { readShardHeader, type ShardExpectation } from "./checkpoint.ts";
 import { describeCap, pace } from "./pace.ts";
-import { type CheckpointStore, loadNewestValid, type LoadResult, type StoredEntry } from "./store.ts";
+import { type CheckpointStore, loadNewestValid, type LoadResult, newestWhole, type StoredEntry } from "./store.ts";
 
 export interface FileStoreOptions {
   /** Checkpoints kept per owner; older ones are deleted after a save. */
@@ -78,10 +78,16 @@ export class FileCheckpointStore implements CheckpointStore {
     return { owner, iteration, bytes: shard.length, savedAt: Date.now(), kind: "own", replicatedTo: [] };
   }
 
-  /** Deletes all but the newest `keep` checkpoints of `owner`, and temporary files of writers that died. */
+  /**
+   * Deletes all but the newest `keep` checkpoints of `owner` (and the newest iteration every owner has: see
+   * `newestWhole`), and temporary files of writers that died.
+   */
   async #prune(owner: number) {
+    const whole = newestWhole(await this.entries());
     const entries = await this.entries(owner);
-    for (const old of entries.slice(this.#keep)) await Deno.remove(this.#path(owner, old.iteration)).catch(() => {});
+    for (const old of entries.slice(this.#keep)) {
+      if (old.iteration !== whole) await Deno.remove(this.#path(owner, old.iteration)).catch(() => {});
+    }
     for await (const item of Deno.readDir(this.#ownerDirectory(owner))) {
       if (item.name.includes(TEMPORARY)) {
         await Deno.remove(`${this.#ownerDirectory(owner)}/${item.name}`).catch(() => {});

@@ -43,6 +43,7 @@ import {
   type CheckpointStore,
   loadNewestValid,
   type LoadResult,
+  newestWhole,
   type ReadBytes,
   type StoredEntry,
   useNewestValid,
@@ -467,7 +468,8 @@ export class InMemoryCheckpointStore implements CheckpointStore {
   /**
    * The slot of the same checkpoint if it is here already (written again after a rollback: one copy of an
    * iteration, never two), else an empty slot, else an abandoned one, else the oldest complete one: never
-   * the newest complete one, and, while another is left, never the one to keep (see `keep`).
+   * the newest complete one, and, while another is left, never the one to keep (see `keep`) nor the newest
+   * iteration every owner here has (see `newestWhole`).
    * There is one writer per owner at a time, so an odd (being-written) slot that a writer sees was left
    * by a writer that died mid-write. Two copies of one iteration would be read as one (reads find a
    * checkpoint by its iteration), and the eviction of the oldest could drop the good one and keep a corrupt one.
@@ -482,7 +484,9 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     const abandoned = slots.find((slot) => this.#version(index, slot) % 2 === 1);
     if (abandoned !== undefined) return abandoned;
     const candidates = slots.sort((a, b) => this.#iteration(index, b) - this.#iteration(index, a)).slice(1);
-    const kept = (slot: number) => Atomics.load(this.#i32, this.#slotBase(index, slot) / 4 + 1) !== 0;
+    const whole = newestWhole(this.#entries());
+    const kept = (slot: number) =>
+      Atomics.load(this.#i32, this.#slotBase(index, slot) / 4 + 1) !== 0 || this.#iteration(index, slot) === whole;
     // With two slots, the one to keep may be the only candidate: then it goes anyway.
     const unkept = candidates.filter((slot) => !kept(slot));
     return (unkept.length ? unkept : candidates).at(-1)!;

@@ -36,6 +36,20 @@ export interface CheckpointStore {
   entries(owner?: number): Promise<StoredEntry[]>;
 }
 
+/**
+ * The newest iteration of which every owner in `entries` has a checkpoint (none: null). A store shared by the
+ * cluster's machines never evicts it to make room: owners whose writes failed or were skipped at different
+ * iterations would otherwise be left with no iteration in common, and a recovery that needs the store
+ * would have to go back to the start.
+ */
+export function newestWhole(entries: StoredEntry[]): number | null {
+  const byOwner = new Map<number, Set<number>>();
+  for (const entry of entries) byOwner.set(entry.owner, (byOwner.get(entry.owner) ?? new Set()).add(entry.iteration));
+  const [first, ...others] = [...byOwner.values()];
+  const common = [...(first ?? [])].filter((iteration) => others.every((held) => held.has(iteration)));
+  return common.length ? Math.max(...common) : null;
+}
+
 /** No checkpoint of an owner passes its checks (or there is none). */
 export class NoCheckpointError extends Error {
   override name = "NoCheckpointError";

@@ -122,6 +122,18 @@ Deno.test("a corrupt newest checkpoint is never loaded: the store falls back to 
   assert.deepEqual([inPlace.entry.iteration, inPlace.result, inPlace.skipped.length], [1, true, 1]);
 });
 
+Deno.test("a store the cluster shares keeps the newest iteration every owner has, though an owner missed later ones", async () => {
+  const store = InMemoryCheckpointStore.create(0, 4 << 20, { slotsPerOwner: 3 });
+  const iterations = async (owner: number) => (await store.entries(owner)).map((e) => e.iteration);
+  await store.save(0, 1, patternShard(1));
+  await store.save(1, 1, patternShard(1, 1)); // machine 1's later writes failed
+  for (const iteration of [2, 3, 4, 5]) await store.save(0, iteration, patternShard(iteration));
+  assert.deepEqual(await iterations(0), [5, 4, 1], "1 is all both have");
+  await store.save(1, 4, patternShard(4, 1));
+  await store.save(0, 6, patternShard(6));
+  assert.deepEqual(await iterations(0), [6, 5, 4], "now 4 is");
+});
+
 Deno.test("an iteration written again (after a rollback) replaces its copy: never two, so a corrupt one never outlives the good one", async () => {
   const store = InMemoryCheckpointStore.create(0, 4 << 20, { slotsPerOwner: 3 });
   for (const iteration of [1, 2, 3]) await store.save(0, iteration, patternShard(iteration));

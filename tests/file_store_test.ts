@@ -29,6 +29,19 @@ Deno.test("the file store saves and loads bit for bit, keeping the newest K per 
   });
 });
 
+Deno.test("the newest iteration every owner has is never pruned, though an owner missed later ones", async () => {
+  await withDirectory(async (directory) => {
+    const store = new FileCheckpointStore(directory, { keep: 2 });
+    await store.save(0, 1, patternShard(1));
+    await store.save(1, 1, patternShard(1, 1)); // machine 1's later writes failed
+    for (const iteration of [2, 3, 4]) await store.save(0, iteration, patternShard(iteration));
+    assert.deepEqual((await store.entries(0)).map((e) => e.iteration), [4, 3, 1], "1 is all both have");
+    await store.save(1, 4, patternShard(4, 1));
+    await store.save(0, 5, patternShard(5));
+    assert.deepEqual((await store.entries(0)).map((e) => e.iteration), [5, 4], "now 4 is");
+  });
+});
+
 Deno.test("a corrupt or truncated newest file is passed over for the previous checkpoint", async () => {
   await withDirectory(async (directory) => {
     const store = new FileCheckpointStore(directory);

@@ -330,6 +330,8 @@ Deno.test("the recovery plan takes the newest iteration every shard has, nearest
     from: "persistent",
   }]]]);
   assert.match(fromPersistent.choice.reason, /newest.*no speeds/);
+  // Whether memory alone could serve it: 5 for the first, and nothing for the second (shard 1 is only stored).
+  assert.deepEqual([plan.choice.newestInMemory, fromPersistent.choice.newestInMemory], [5, null]);
   assert.deepEqual(planRecovery(2, [[], []], []).sources, [[{ from: "initial" }], [{ from: "initial" }]]);
   // Every shard of 6 exists, but the root saw only iteration 5 complete (6's all-gather was cut short).
   assert.equal(planRecovery(1, [[shard(0, 6), shard(0, 5)]], [], 5).iteration, 5);

@@ -106,6 +106,11 @@ export interface RollbackCandidate {
 export interface RollbackChoice {
   candidates: RollbackCandidate[];
   reason: string;
+  /**
+   * The newest iteration of which every shard has a copy in the surviving machines' memory (none: null):
+   * whether memory alone could serve the recovery, the event GEMINI's recovery probability is about.
+   */
+  newestInMemory: number | null;
 }
 
 /**
@@ -150,6 +155,8 @@ export function planRecovery(
     .sort((a, b) => b - a)
     .filter((iteration, i, all) => all.indexOf(iteration) === i);
   const newest = complete[0];
+  const newestInMemory = complete.find((iteration) => ranks.every((owner) => inMemory(owner, iteration).length)) ??
+    null;
   const bytesOf = (owner: number, iteration: number) =>
     [...memories.flat(), ...persistent].find((entry) => entry.owner === owner && entry.iteration === iteration)
       ?.bytes ?? 0;
@@ -160,7 +167,7 @@ export function planRecovery(
     : [];
   if (!candidates.length) {
     const reason = `the newest iteration every shard has (${newest}): no speeds to estimate a rollback's cost with`;
-    return { iteration: newest, sources: sourcesOf(newest), choice: { candidates, reason } };
+    return { iteration: newest, sources: sourcesOf(newest), choice: { candidates, reason, newestInMemory } };
   }
   const total = (c: RollbackCandidate) => c.retrievalMs + c.recomputeMs;
   const best = candidates.reduce((a, b) => total(b) < total(a) ? b : a); // ties: the newer, listed first
@@ -170,7 +177,11 @@ export function planRecovery(
   const reason = best.iteration === newest
     ? `the newest iteration every shard has (${describe(best)}) resumes soonest`
     : `${describe(best)} resumes sooner than the newest, ${describe(candidates[0])}`;
-  return { iteration: best.iteration, sources: sourcesOf(best.iteration), choice: { candidates, reason } };
+  return {
+    iteration: best.iteration,
+    sources: sourcesOf(best.iteration),
+    choice: { candidates, reason, newestInMemory },
+  };
 }
 
 /** The estimated cost of rolling back to `iteration`, each machine taking its shard from its first source. */

@@ -80,7 +80,7 @@ export interface ChaosReport {
   virtualMs: number;
   meanRecoveryMs: number;
   /**
-   * Two machines' hardware lost at once (drawn uniformly): how many, how many recovered from memory alone, the
+   * Two machines' hardware lost at once (drawn uniformly): how many, how many memory alone could recover, the
    * placement's exact probability of that, and the 99% confidence interval of the share observed.
    */
   pairs: { failures: number; fromMemory: number; exact: number; interval: [number, number] };
@@ -170,7 +170,10 @@ export interface InProcessRun {
   injected: Record<string, number>;
   /** The first time a machine's host memory held more than its budget or what it should not hold; null if never. */
   memoryViolation: string | null;
-  /** Failures of two machines' hardware at once, each with whether the recovery that followed used only memory. */
+  /**
+   * Failures of two machines' hardware at once, each with whether memory alone could serve the recovery that
+   * followed (it may still read the store: when that resumes sooner).
+   */
   pairs: { ranks: number[]; fromMemory: boolean }[];
   /** The iterations at which a persistent write was made to fail, or a persisted copy torn. */
   persistFaults: number[];
@@ -237,7 +240,9 @@ export async function drive(
       }
       if (event.type === "recovery" && pair) {
         const detected = event.detections.map((d) => d.rank).sort((a, b) => a - b);
-        if (detected.join() === pair.join()) pairs.push({ ranks: pair, fromMemory: event.fromPersistent === 0 });
+        if (detected.join() === pair.join()) {
+          pairs.push({ ranks: pair, fromMemory: event.choice.newestInMemory !== null });
+        }
         pair = null;
       }
       if (event.type === "iteration") {
@@ -429,7 +434,7 @@ export async function checkRun(
   };
   if (pairs.exact < pairs.interval[0] || pairs.exact > pairs.interval[1]) {
     violations.push(
-      `${pairs.fromMemory} of ${pairs.failures} pairs of hardware failures recovered from memory: the 99% interval ` +
+      `${pairs.fromMemory} of ${pairs.failures} pairs of hardware failures recoverable from memory alone: the 99% interval ` +
         `[${pairs.interval.map((x) => x.toFixed(3)).join(", ")}] excludes the placement's exact ${
           pairs.exact.toFixed(3)
         }`,
