@@ -53,10 +53,14 @@ export async function waitFor(
   const unwatch = health.watch(prefix, (event) => {
     if (event.type === "put" && test(event.key, event.value)) seen([event.key, event.value]);
   });
+  const find = async () => [...await health.get(prefix)].find(([key, value]) => test(key, value));
   try {
+    // Read first: an etcd that cannot be reached fails this (after the client's bounded retries), where
+    // waiting for the watch to be confirmed would wait for ever.
+    const now = await find();
+    if (now) return now;
     await health.watching(); // a put from now on is seen; one before is read
-    const now = [...await health.get(prefix)].find(([key, value]) => test(key, value));
-    return now ?? await put;
+    return await find() ?? await put;
   } finally {
     unwatch();
   }

@@ -49,10 +49,13 @@ export function decodeState(bytes: Uint8Array, source: string): TrainingState {
 }
 
 function describeRecovery(report: RecoveryReport): string {
+  const ranks = report.detections.map((detection) => detection.rank);
   const sources = report.machines.map((machine, rank) => `${rank} from ${describeSource(machine.source)}`);
-  return `recovered ranks ${
-    report.detections.map((detection) => detection.rank).join(", ")
-  } to iteration ${report.iteration}: ${sources.join(", ")}`;
+  const what = ranks.length ? `recovered ranks ${ranks.join(", ")}` : "rolled every machine back";
+  const phases = (["replacement", "retrieval", "load", "synchronize"] as const).map((phase) =>
+    `${phase} ${Math.round(report[phase])} ms`
+  );
+  return `${what} to iteration ${report.iteration}: ${sources.join(", ")} (${phases.join(", ")})`;
 }
 
 /**
@@ -66,8 +69,9 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
   const done = new Promise<"done">((resolve) => finished = () => resolve("done"));
   const unwatch = health.watch(DONE_KEY, (event) => event.type === "put" && finished());
   try {
-    await health.watching();
+    // Read before the watch is confirmed: an etcd that cannot be reached fails this, after bounded retries.
     if ((await health.get(DONE_KEY)).has(DONE_KEY)) return "done";
+    await health.watching();
     if (options.settings && !(await health.get(SETTINGS_KEY)).has(SETTINGS_KEY)) {
       await health.put(SETTINGS_KEY, options.settings);
     }
@@ -75,6 +79,10 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
     const election = new RootElection(options.etcd, options.cluster, options.electionTtlSeconds);
     const leadership = await Promise.race([election.campaign(options.id), done]);
     if (leadership === "done") return "done";
+    if ((await health.get(DONE_KEY)).has(DONE_KEY)) { // finished as this root was being elected
+      await leadership.resign();
+      return "done";
+    }
     log(`root ${options.id}: elected`);
     const machines = await ProcessMachines.open(settings, health, options.cluster, options.secret, log);
     const rootSettings = { heartbeatTimeoutMs: options.heartbeatTimeoutMs, health };
