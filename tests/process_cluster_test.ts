@@ -5,6 +5,7 @@
 // by its PID at the end.
 
 import assert from "node:assert/strict";
+import { type ClusterState, ClusterStateStore } from "../agents/etcd/state.ts";
 import { ControlConnection, controlCredentials } from "../agents/process/control.ts";
 import { ProcessCluster } from "../agents/process/launcher.ts";
 import { processClusterSettings, sameState } from "../agents/process/options.ts";
@@ -33,11 +34,19 @@ function failureFree() {
   return reference;
 }
 
+/** Which process runs each rank, as the cluster's state in etcd has it. */
+const ranksOf = (state: ClusterState) =>
+  Object.fromEntries([...state.members].map(([id, member]) => [member.rank, id]));
+
+/** Every shard's newest complete iteration is the last one. */
+const allShardsAtEnd = (state: ClusterState) =>
+  assert.deepEqual([...state.shards].sort(([a], [b]) => a - b), [0, 1, 2, 3].map((rank) => [rank, ITERATIONS]));
+
 /** Runs a cluster of processes, strikes it once the root has saved iteration STRIKE_AT, and checks the end. */
 async function strike(
   story: (cluster: ProcessCluster, log: string[]) => Promise<void>,
   electionTtlSeconds = 2,
-): Promise<{ recoveries: RecoveryRecord[]; log: string[]; done: Record<string, unknown> }> {
+): Promise<{ recoveries: RecoveryRecord[]; log: string[]; done: Record<string, unknown>; state: ClusterState }> {
   const log: string[] = [];
   const cluster = await ProcessCluster.start({
     electionTtlSeconds,
@@ -58,7 +67,8 @@ async function strike(
     assert.ok(sameState(run.state, expected.state), "the final parameters and AdamW moments, bit for bit");
     const recoveries = [...await cluster.health.get(RECOVERIES)].map(([, value]) => value as RecoveryRecord);
     const done = (await cluster.health.get("done")).get("done") as Record<string, unknown>;
-    return { recoveries, log, done };
+    const state = await (await ClusterStateStore.open(cluster.client, cluster.cluster)).read();
+    return { recoveries, log, done, state };
   } catch (error) {
     console.error(log.join("\n"));
     throw error;
@@ -73,7 +83,7 @@ const test = (name: string, fn: () => Promise<void>) =>
 
 test("kill -9 of a machine process: the spare takes its rank and fetches the shard from the peer's memory", async () => {
   let killed = "";
-  const { recoveries } = await strike(async (cluster) => {
+  const { recoveries, state } = await strike(async (cluster) => {
     const holder = await cluster.holderOf(2);
     killed = holder.id!;
     Deno.kill(holder.pid, "SIGKILL");
@@ -88,6 +98,12 @@ test("kill -9 of a machine process: the spare takes its rank and fetches the sha
   assert.equal(recoveries.length, 1);
   assert.deepEqual(recoveries[0].ranks, [2]);
   assert.deepEqual(recoveries[0].sources, ["local", "local", "peer 3", "local"]);
+  // The cluster's state in etcd, as its one root kept it: rank 2 is run by the spare, and no recovery is left.
+  assert.equal(state.epoch, 1);
+  assert.deepEqual(Object.keys(ranksOf(state)), ["0", "1", "2", "3"]);
+  assert.ok(ranksOf(state)[2] !== killed && !state.members.has(killed));
+  assert.equal(state.recovery, null);
+  allShardsAtEnd(state);
 });
 
 test("a trainer Worker ended: its process restarts it, restoring from its own memory", async () => {
@@ -107,7 +123,7 @@ test("a trainer Worker ended: its process restarts it, restoring from its own me
 
 test("kill -9 of the root: the standby takes over from etcd and training continues", async () => {
   let killed = "";
-  const { done, recoveries } = await strike(async (cluster) => {
+  const { done, recoveries, state } = await strike(async (cluster) => {
     const leader = await cluster.leader();
     killed = leader.name;
     Deno.kill(leader.pid, "SIGKILL");
@@ -117,6 +133,10 @@ test("kill -9 of the root: the standby takes over from etcd and training continu
   // Its first advance rolled every machine back to the newest checkpoint complete, each from its own memory.
   const rollBack = recoveries.find((recovery) => recovery.root === done.root);
   assert.deepEqual(rollBack?.sources, ["local", "local", "local", "local"]);
+  // Each root moved the epoch on when it was elected, fencing the one before; the second kept the state.
+  assert.equal(state.epoch, 2);
+  assert.deepEqual(Object.keys(ranksOf(state)), ["0", "1", "2", "3"]);
+  allShardsAtEnd(state);
 });
 
 test("a machine stopped past its lease (SIGSTOP) is fenced; let go (SIGCONT), it leaves and nothing it sends is used", async () => {
@@ -153,4 +173,20 @@ test("a control connection without the cluster's secret is refused, and the mach
     const wrong = await controlCredentials(cluster.cluster, "not the cluster's secret at all", 1);
     await assert.rejects(ControlConnection.dial(parseAddress(holder.id!, "its address"), wrong), /secret/);
   });
+});
+
+test("a root stopped past its lease (SIGSTOP) is superseded; let go (SIGCONT), it stops and the run goes on", async () => {
+  let stopped = "";
+  const { done } = await strike(async (cluster, log) => {
+    const leader = await cluster.leader();
+    stopped = leader.name;
+    Deno.kill(leader.pid, "SIGSTOP");
+    // The standby leads once it has rolled the machines back, in an epoch the stopped root knows nothing of.
+    await waitFor(cluster.health, RECOVERIES, (_, value) => (value as RecoveryRecord).root !== stopped);
+    Deno.kill(leader.pid, "SIGCONT");
+    assert.equal((await leader.status).code, 1);
+    // Its first step was refused by the machines, and etcd's epoch says why.
+    assert.ok(log.some((line) => line.includes(`[${stopped} `) && /fenced: this write is from epoch 1/.test(line)));
+  });
+  assert.notEqual(done.root, stopped);
 });

@@ -189,6 +189,11 @@ export class MachineProcess {
         this.#owner = control;
         return this.#trainer.api.status().then((status) => ({ status, address: this.#dataAddress() }));
       }
+    }
+    // Only the root that launched or adopted this machine drives it: a root that was superseded (stopped,
+    // and gone on after another took over) is not obeyed, however long its connection stayed open.
+    if (control !== this.#owner) return Promise.reject(new Error(`${op}: another root drives this machine now`));
+    switch (op) {
       case "peer":
         this.#connect(args.rank as number, args.address as string);
         return Promise.resolve(null);

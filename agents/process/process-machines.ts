@@ -7,6 +7,7 @@
 
 import { WallClock } from "../protocol/clock.ts";
 import type { EtcdHealthStore } from "../etcd/health.ts";
+import type { MemberRecord } from "../etcd/state.ts";
 import type { Credentials } from "../net/handshake.ts";
 import type {
   ClusterSettings,
@@ -69,6 +70,8 @@ export class ProcessMachines implements Machines {
   /** Processes this root fenced: never used again. */
   readonly #fenced = new Set<string>();
   readonly #log: (line: string) => void;
+  /** Hears each change of which process runs which rank (null: it runs none any more), for the cluster's state. */
+  onMember: (id: string, member: MemberRecord | null) => void = () => {};
 
   static async open(
     settings: ClusterSettings,
@@ -114,6 +117,7 @@ export class ProcessMachines implements Machines {
     const member: Member = { id, control, address, trainerEnded: false };
     this.#follow(member, rank, onHeartbeat);
     this.#members.set(rank, member);
+    this.onMember(id, { address, rank, incarnation });
     // Every other machine learns where the rank now is, and it where they are (ranks launched at the same
     // time were not in each other's lists), before anything is asked of any.
     const others = [...this.#members].filter(([peer]) => peer !== rank);
@@ -146,6 +150,7 @@ export class ProcessMachines implements Machines {
       const member: Member = { id: record.control, control, address, trainerEnded: false };
       this.#follow(member, rank, onHeartbeat);
       this.#members.set(rank, member);
+      this.onMember(record.control, { address, rank, incarnation });
       return { rank, incarnation, control: remoteControl(control), status };
     } catch (error) {
       this.#log(`root: rank ${rank}'s process would not be adopted: ${(error as Error).message}`);
@@ -160,6 +165,7 @@ export class ProcessMachines implements Machines {
     if (!member || member.trainerEnded) return;
     this.#members.delete(rank);
     this.#fenced.add(member.id);
+    this.onMember(member.id, null);
     // Written before the connection closes: a stopped process reads it when it goes on.
     member.control.tell("fence").catch(() => {}).finally(() => member.control.close());
   }

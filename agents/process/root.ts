@@ -1,6 +1,9 @@
 // A root process: it campaigns in the cluster's root election (etcd), and once elected drives the machine
 // processes with the root agent: from the start if no root has led yet, else taking over from what the
-// lost root saved in etcd (`RootAgent.takeOver`). Standbys wait in the election. Each iteration's loss is
+// lost root saved in etcd (`RootAgent.takeOver`). It keeps the cluster's state in etcd (ClusterStateStore:
+// the members, the newest complete iteration of every shard, the recovery under way), every write fenced
+// by the epoch it moved the cluster to when it was elected: a root that was superseded and goes on has its
+// first write refused, and stops. Standbys wait in the election. Each iteration's loss is
 // written to etcd (a root that takes over goes on writing them); at the end the leader writes the final
 // state to a safetensors file, marks the run done in etcd (every process then leaves) and shuts the
 // machines down.
@@ -9,6 +12,7 @@ import { encodeSafetensors, parseSafetensors, tensorAsF32 } from "../../core/saf
 import type { Etcd } from "../etcd/client.ts";
 import { RootElection } from "../etcd/election.ts";
 import { EtcdHealthStore } from "../etcd/health.ts";
+import { ClusterStateStore, FencedError, type StateChange } from "../etcd/state.ts";
 import { type RecoveryReport, RootAgent } from "../root-agent.ts";
 import { type ClusterSettings, describeSource } from "../protocol/spec.ts";
 import { ProcessMachines } from "./process-machines.ts";
@@ -84,13 +88,36 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
       return "done";
     }
     log(`root ${options.id}: elected`);
+    // The leader moves the cluster's epoch on: whatever a superseded root still tries to write is refused.
+    const clusterState = await ClusterStateStore.open(options.etcd, options.cluster);
+    const fencing = await clusterState.advanceEpoch(await clusterState.epoch());
+    let superseded!: (error: Error) => void;
+    const fencedOut = new Promise<never>((_, reject) => superseded = reject);
+    const write = (changes: StateChange[]) =>
+      clusterState.write(fencing, changes).catch((error) => {
+        if (error instanceof FencedError) superseded(new Error(`root ${options.id} was superseded: ${error.message}`));
+        else log(`root ${options.id}: writing the cluster's state failed: ${error.message}`);
+      });
+    const shards = (iteration: number): StateChange[] =>
+      Array.from({ length: settings.machines }, (_, rank) => ({ kind: "shard", rank, iteration }));
     const machines = await ProcessMachines.open(settings, health, options.cluster, options.secret, log);
+    machines.onMember = (id, member) => write([{ kind: "member", id, member }]);
+    let failed: number[] = [];
     const rootSettings = { heartbeatTimeoutMs: options.heartbeatTimeoutMs, health };
     const root = (await health.get(SAVED_KEY)).has(SAVED_KEY)
       ? await RootAgent.takeOver(machines, rootSettings)
       : await RootAgent.start(machines, rootSettings);
     log(`root ${options.id}: leads from iteration ${root.iteration}, epoch ${root.epoch}`);
     root.onEvent((event) => {
+      if (event.type === "failure") failed = [...failed, event.detection.rank];
+      if (event.type === "recovering") {
+        write([{ kind: "recovery", recovery: { epoch: event.epoch, phase: event.phase, failed, iteration: null } }]);
+      }
+      if (event.type === "iteration" && event.plan.checkpoint) write(shards(event.iteration));
+      if (event.type === "recovery") {
+        failed = [];
+        write([{ kind: "recovery", recovery: null }, ...shards(event.iteration)]);
+      }
       if (event.type === "iteration") {
         log(`root ${options.id}: iteration ${event.iteration} loss ${event.loss}`);
         health.put(`${LOSSES}${event.iteration}`, event.loss).catch((error) =>
@@ -113,7 +140,7 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
       throw new Error(`root ${options.id} lost its leadership: ${error.message}`);
     });
     try {
-      await Promise.race([root.runUntil(options.iterations), lost]);
+      await Promise.race([root.runUntil(options.iterations), lost, fencedOut]);
       await Deno.writeFile(options.out, encodeState(await root.state()));
       await health.put(DONE_KEY, { iteration: root.iteration, out: options.out, root: options.id });
       await root.close();
@@ -123,6 +150,9 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
     } catch (error) {
       // The machines' leases are left as they are, for the root that takes over.
       root.lose();
+      // A root that failed because another took over (the machines no longer obey it) says so.
+      const epoch = await clusterState.epoch().catch(() => fencing);
+      if (epoch !== fencing) throw new FencedError(fencing, epoch);
       throw error;
     }
   } finally {
