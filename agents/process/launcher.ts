@@ -3,7 +3,7 @@
 // processes (one leads, the other stands by), every one a child process of ours that we know by its PID
 // and stop by it. Everything binds 127.0.0.1.
 
-import { Etcd } from "../etcd/client.ts";
+import { clusterPrefix, Etcd } from "../etcd/client.ts";
 import { EtcdHealthStore } from "../etcd/health.ts";
 import { RootElection } from "../etcd/election.ts";
 import { LocalEtcd } from "../etcd/local.ts";
@@ -55,7 +55,10 @@ async function lines(stream: ReadableStream<Uint8Array>, each: (line: string) =>
 export class ProcessCluster {
   readonly options: LaunchOptions;
   readonly directory: string;
-  readonly cluster = "gemini";
+  /** A name of its own, so that an etcd given to many runs keeps each one's keys apart. */
+  readonly cluster = `run-${
+    Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, "0")).join("")
+  }`;
   readonly endpoint: string;
   readonly local: LocalEtcd | null;
   readonly client: Etcd;
@@ -188,6 +191,14 @@ export class ProcessCluster {
       clearTimeout(timer);
     }));
     await this.health.close().catch(() => {});
+    // An etcd that is not ours keeps nothing of the run.
+    if (!this.local) {
+      await this.client.call(
+        "removing the run's keys",
+        () => this.client.client.namespace(clusterPrefix(this.cluster)).delete().all().exec(),
+      )
+        .catch((error) => this.#log(`cluster: removing the run's keys from etcd failed: ${error.message}`));
+    }
     this.client.close();
     await this.local?.close();
     await Deno.remove(this.directory, { recursive: true }).catch(() => {});
