@@ -1,10 +1,11 @@
 // GPT-2 at its published size on this adapter: training steps (ms and tokens/s, the first with its shader
 // compilation), the memory plan's GPU bytes beside what the trainer allocated, and generation in tokens/s.
-// For the bench to wire as rows; on a software adapter one call takes minutes.
+// On a software adapter it takes minutes.
 
 import { generate, GPT2, type GPT2Config, MODEL_PRESETS } from "../core/model.ts";
 import { Rng } from "../core/random.ts";
 import { DEFAULT_TRAINER_SETTINGS, planMemory, Trainer } from "../core/trainer.ts";
+import type { BenchContext, Section } from "./measure.ts";
 
 export interface Gpt2Measurement {
   config: GPT2Config;
@@ -68,3 +69,42 @@ export async function measureGpt2(
   }
   return { config, batch, time, pieces, steps: measured, plannedGpuBytes, allocatedGpuBytes, generation };
 }
+
+/** The bench's GPT-2 section: 124M training steps and generation on this adapter, and the memory plan's check. */
+export const gpt2Section: Section = {
+  name: "gpt2",
+  steps: () => 1,
+  async run({ device, quick, progress }: BenchContext) {
+    const measured = await measureGpt2(device, quick ? { steps: 2, tokens: 2 } : {});
+    progress.step("GPT-2 124M");
+    const later = measured.steps.slice(1), tokens = measured.batch * measured.time;
+    const mean = later.reduce((sum, step) => sum + step.milliseconds, 0) / later.length;
+    const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(3)} GiB`;
+    return {
+      title: "GPT-2 124M at its published size",
+      summary:
+        `${(tokens / (mean / 1000)).toFixed(2)} tokens/s training (batch ${measured.batch} x ${measured.time}), ` +
+        `${measured.generation.tokensPerSecond.toFixed(3)} tokens/s generating; planned GPU bytes ${
+          measured.plannedGpuBytes === measured.allocatedGpuBytes ? "equal" : "differ from"
+        } what was allocated`,
+      intro: `GPT-2 124M (${measured.pieces} pieces per flat buffer under this adapter's binding limit), random ` +
+        `tokens, batch ${measured.batch} x ${measured.time}: each training step (the first compiles the shaders), ` +
+        `greedy generation after it has compiled, and the memory plan's parameters, gradients, moments and ` +
+        `activations beside what the trainer allocated.`,
+      header: ["measure", "value"],
+      rows: [
+        ...measured.steps.map((step, i) => [
+          `training step ${i + 1}${i === 0 ? " (compiles)" : ""}`,
+          `${(step.milliseconds / 1000).toFixed(1)} s, ${step.tokensPerSecond.toFixed(2)} tokens/s`,
+        ]),
+        [
+          "generation",
+          `${measured.generation.tokensPerSecond.toFixed(3)} tokens/s (${measured.generation.tokens} tokens)`,
+        ],
+        ["GPU bytes planned", gib(measured.plannedGpuBytes)],
+        ["GPU bytes allocated", gib(measured.allocatedGpuBytes)],
+      ],
+      raw: measured,
+    };
+  },
+};

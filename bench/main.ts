@@ -4,13 +4,15 @@
 // memcpy for memory traffic and checkpoints, TensorFlow.js for kernels and training, a file with fsync for
 // in-memory checkpoints, training without checkpoints for replication under each policy (and the
 // simulation's replay of each run), the persistent store for recovery from memory; placement's exact
-// probabilities against a Monte Carlo count; the paper-scale simulation against the paper's numbers; the
-// chaos soak's invariants against the failure-free run; the TCP transport against raw loopback TCP.
+// probabilities against a Monte Carlo count; GPT-2 124M's memory plan against what it allocated; the
+// paper-scale simulation against the paper's numbers; the chaos soak's invariants against the failure-free
+// run; the TCP transport against raw loopback TCP.
 
 import { parseOptions, runCommand, UserError } from "../cli/args.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
 import { chaosSection } from "./chaos.ts";
 import { checkpointSection } from "./checkpoint.ts";
+import { gpt2Section } from "./gpt2.ts";
 import { interleavingSection } from "./interleaving.ts";
 import { kernelsSection } from "./kernels.ts";
 import { markdownTable, Progress, type Section, type SectionResult } from "./measure.ts";
@@ -25,6 +27,7 @@ const SECTIONS: Section[] = [
   memorySection,
   kernelsSection,
   trainingSection,
+  gpt2Section,
   checkpointSection,
   interleavingSection,
   recoverySection,
