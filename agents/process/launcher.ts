@@ -167,7 +167,10 @@ export class ProcessCluster {
 
   /** Waits for the run to end: every iteration's loss (by iteration) and the final state. */
   async finished(): Promise<{ losses: number[]; state: TrainingState }> {
-    await valueOf(this.health, DONE_KEY);
+    const rootsEnded = Promise.all(this.roots.map((root) => root.status)).then(() => {
+      throw new Error("every root process ended before the run was done");
+    });
+    await Promise.race([valueOf(this.health, DONE_KEY), rootsEnded]);
     await Promise.all([...this.roots, ...this.machines].map((child) => child.status));
     const losses: number[] = [];
     for (const [key, loss] of await this.health.get(LOSSES)) losses[Number(key.slice(LOSSES.length))] = loss as number;
