@@ -93,11 +93,20 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
     const fencing = await clusterState.advanceEpoch(await clusterState.epoch());
     let superseded!: (error: Error) => void;
     const fencedOut = new Promise<never>((_, reject) => superseded = reject);
+    // Writes still being tried (etcd may be away for a while): the run is marked done only after them.
+    const pending = new Set<Promise<unknown>>();
+    const track = (write: Promise<unknown>) => {
+      pending.add(write);
+      write.finally(() => pending.delete(write));
+    };
     const write = (changes: StateChange[]) =>
-      clusterState.write(fencing, changes).catch((error) => {
-        if (error instanceof FencedError) superseded(new Error(`root ${options.id} was superseded: ${error.message}`));
-        else log(`root ${options.id}: writing the cluster's state failed: ${error.message}`);
-      });
+      track(
+        clusterState.write(fencing, changes).catch((error) => {
+          if (error instanceof FencedError) {
+            superseded(new Error(`root ${options.id} was superseded: ${error.message}`));
+          } else log(`root ${options.id}: writing the cluster's state failed: ${error.message}`);
+        }),
+      );
     const shards = (iteration: number): StateChange[] =>
       Array.from({ length: settings.machines }, (_, rank) => ({ kind: "shard", rank, iteration }));
     const machines = await ProcessMachines.open(settings, health, options.cluster, options.secret, log);
@@ -120,8 +129,10 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
       }
       if (event.type === "iteration") {
         log(`root ${options.id}: iteration ${event.iteration} loss ${event.loss}`);
-        health.put(`${LOSSES}${event.iteration}`, event.loss).catch((error) =>
-          log(`root ${options.id}: recording a loss failed: ${error.message}`)
+        track(
+          health.put(`${LOSSES}${event.iteration}`, event.loss).catch((error) =>
+            log(`root ${options.id}: recording a loss failed: ${error.message}`)
+          ),
         );
       } else if (event.type === "recovery") {
         log(`root ${options.id}: ${describeRecovery(event)}`);
@@ -131,8 +142,10 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
           iteration: event.iteration,
           sources: event.machines.map((machine) => describeSource(machine.source)),
         };
-        health.put(`${RECOVERIES}${event.epoch}`, record).catch((error) =>
-          log(`root ${options.id}: recording a recovery failed: ${error.message}`)
+        track(
+          health.put(`${RECOVERIES}${event.epoch}`, record).catch((error) =>
+            log(`root ${options.id}: recording a recovery failed: ${error.message}`)
+          ),
         );
       }
     });
@@ -142,6 +155,7 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
     try {
       await Promise.race([root.runUntil(options.iterations), lost, fencedOut]);
       await Deno.writeFile(options.out, encodeState(await root.state()));
+      while (pending.size) await Promise.all(pending);
       await health.put(DONE_KEY, { iteration: root.iteration, out: options.out, root: options.id });
       await root.close();
       await health.close();
