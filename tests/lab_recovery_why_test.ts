@@ -62,6 +62,7 @@ function recovery(iteration: number, source: ObservedRecovery["machines"][number
         { iteration: iteration - 2, retrievalMs: 10, recomputeMs: 2100 },
       ],
       reason: "the newest iteration every shard has (7) resumes soonest",
+      newestInMemory: source.from === "persistent" ? null : iteration,
     },
     detection: 50,
     total: 150,
