@@ -154,19 +154,6 @@ test("a machine stopped past its lease (SIGSTOP) is fenced; let go (SIGCONT), it
   assert.deepEqual(recoveries[0].sources, ["local", "local", "local", "peer 2"]);
 });
 
-test("etcd stopped for a few seconds and restarted: the cluster waits and continues", async () => {
-  let leader = "";
-  const { done, recoveries } = await strike(async (cluster) => {
-    leader = (await cluster.leader()).name;
-    await cluster.local!.stop();
-    // The outage's length is what is tested, not a wait for something to happen.
-    await new Promise((resolve) => setTimeout(resolve, 3000));
-    await cluster.local!.restart();
-  }, 5); // the leader's lease outlives the outage and etcd's restart (etcd3 gives a leadership up after 2 TTLs)
-  assert.equal(done.root, leader, "the same root led throughout");
-  assert.deepEqual(recoveries, [], "nothing was taken for a failure");
-});
-
 test("a control connection without the cluster's secret is refused, and the machine goes on", async () => {
   await strike(async (cluster) => {
     const holder = await cluster.holderOf(0);
@@ -189,4 +176,19 @@ test("a root stopped past its lease (SIGSTOP) is superseded; let go (SIGCONT), i
     assert.ok(log.some((line) => line.includes(`[${stopped} `) && /fenced: this write is from epoch 1/.test(line)));
   });
   assert.notEqual(done.root, stopped);
+});
+
+// Last: twice in full runs of this file a test after the outage hung waiting on etcd (cause not found; the
+// gRPC client's state in this process after an outage is suspected). Alone, every test passes.
+test("etcd stopped for a few seconds and restarted: the cluster waits and continues", async () => {
+  let leader = "";
+  const { done, recoveries } = await strike(async (cluster) => {
+    leader = (await cluster.leader()).name;
+    await cluster.local!.stop();
+    // The outage's length is what is tested, not a wait for something to happen.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    await cluster.local!.restart();
+  }, 5); // the leader's lease outlives the outage and etcd's restart (etcd3 gives a leadership up after 2 TTLs)
+  assert.equal(done.root, leader, "the same root led throughout");
+  assert.deepEqual(recoveries, [], "nothing was taken for a failure");
 });
