@@ -42,6 +42,17 @@ const ranksOf = (state: ClusterState) =>
 const allShardsAtEnd = (state: ClusterState) =>
   assert.deepEqual([...state.shards].sort(([a], [b]) => a - b), [0, 1, 2, 3].map((rank) => [rank, ITERATIONS]));
 
+/** A test not ended in this long has hung (a watch lost, say): it fails with the processes' lines instead. */
+const HUNG_MS = 240_000;
+
+function unlessHung<T>(work: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no end after ${HUNG_MS / 1000} s: the test hung`)), HUNG_MS);
+  });
+  return Promise.race([work, hung]).finally(() => clearTimeout(timer));
+}
+
 /** Runs a cluster of processes, strikes it once the root has saved iteration STRIKE_AT, and checks the end. */
 async function strike(
   story: (cluster: ProcessCluster, log: string[]) => Promise<void>,
@@ -59,9 +70,15 @@ async function strike(
     log: (line) => log.push(line) && VERBOSE && console.error(line),
   });
   try {
-    await waitFor(cluster.health, "root/state", (_, value) => (value as { iteration: number }).iteration >= STRIKE_AT);
-    await story(cluster, log);
-    const run = await cluster.finished();
+    const run = await unlessHung((async () => {
+      await waitFor(
+        cluster.health,
+        "root/state",
+        (_, value) => (value as { iteration: number }).iteration >= STRIKE_AT,
+      );
+      await story(cluster, log);
+      return await cluster.finished();
+    })());
     const expected = await failureFree();
     assert.deepEqual(run.losses, expected.losses, "every loss as in the in-process run without failures");
     assert.ok(sameState(run.state, expected.state), "the final parameters and AdamW moments, bit for bit");
