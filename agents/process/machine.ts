@@ -17,7 +17,7 @@ import type { Etcd } from "../etcd/client.ts";
 import { EtcdHealthStore } from "../etcd/health.ts";
 import { type PeerAddress, TcpTransport } from "../net/tcp-transport.ts";
 import type { Delivery, TrafficKind } from "../protocol/transport.ts";
-import { type ClusterSettings, type Heartbeat, hostMemory, type MachineSpec } from "../protocol/spec.ts";
+import { type ClusterSettings, type Heartbeat, hostMemory, machinePlace, type MachineSpec } from "../protocol/spec.ts";
 import type { Outgoing } from "../sim/network.ts";
 import type { MachineApi } from "../sim/worker.ts";
 import { ControlConnection, controlCredentials } from "./control.ts";
@@ -317,18 +317,9 @@ export class MachineProcess {
     });
     crashed.catch(() => {});
     const spec: MachineSpec = {
-      rank,
-      machines: settings.machines,
-      incarnation,
-      epoch,
-      training: settings.training,
-      checkpoint: settings.checkpoint,
-      persistent: settings.persistent,
-      replicaPeers,
-      heartbeatMs: settings.heartbeatMs,
+      ...machinePlace(settings, rank, incarnation, epoch, replicaPeers),
       memory: this.#store!.memory,
       network: network.port2,
-      bandwidth: settings.network.bandwidth,
       root: heartbeats.port2,
       life: life.port2,
     };

@@ -145,6 +145,31 @@ export function hostMemory(settings: ClusterSettings, rank: number): InMemoryChe
 }
 
 /** Everything a machine needs to start: its place in the cluster, the job, its memory and its ports. */
+/** A machine's place in the cluster and its job: what every machine is told, however it is hosted. */
+export type MachinePlace = Omit<MachineSpec, "memory" | "network" | "root" | "life">;
+
+export function machinePlace(
+  settings: ClusterSettings,
+  rank: number,
+  incarnation: number,
+  epoch: number,
+  replicaPeers: number[],
+): MachinePlace {
+  const { machines, training, checkpoint, persistent, heartbeatMs, network } = settings;
+  return {
+    rank,
+    machines,
+    incarnation,
+    epoch,
+    training,
+    checkpoint,
+    persistent,
+    replicaPeers,
+    heartbeatMs,
+    bandwidth: network.bandwidth,
+  };
+}
+
 export interface MachineSpec {
   rank: number;
   machines: number;

@@ -18,6 +18,7 @@ import {
   type Heartbeat,
   hostMemory,
   type Machine,
+  machinePlace,
   type Machines,
 } from "../protocol/spec.ts";
 import type { MachineApi } from "./worker.ts";
@@ -119,18 +120,9 @@ export class SimulatedCluster implements Machines {
     life.port1.onmessage = ({ data }: MessageEvent<{ where: string }>) => this.#fail(rank, slot.armedKind, data.where);
     const api = Comlink.wrap<MachineApi>(worker);
     const spec = {
-      rank,
-      machines: this.settings.machines,
-      incarnation: slot.incarnation,
-      epoch,
-      training: this.settings.training,
-      checkpoint: this.settings.checkpoint,
-      persistent: this.settings.persistent,
-      replicaPeers,
-      heartbeatMs: this.settings.heartbeatMs,
+      ...machinePlace(this.settings, rank, slot.incarnation, epoch, replicaPeers),
       memory: slot.memory,
       network: network.port2,
-      bandwidth: this.settings.network.bandwidth,
       root: rootChannel.port2,
       life: life.port2,
     };

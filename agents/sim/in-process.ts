@@ -23,6 +23,7 @@ import {
   hostMemory,
   type Machine,
   type MachineControl,
+  machinePlace,
   type Machines,
 } from "../protocol/spec.ts";
 import { MachineAgent, silence } from "../worker-agent.ts";
@@ -229,18 +230,7 @@ export class InProcessCluster implements Machines {
     this.network.attach(rank, switchSide);
     let iteration = 0, beating = true;
     const { settings, clock } = this;
-    const agent = new MachineAgent({
-      rank,
-      machines: settings.machines,
-      incarnation,
-      epoch,
-      training: settings.training,
-      checkpoint: settings.checkpoint,
-      persistent: settings.persistent,
-      replicaPeers,
-      heartbeatMs: settings.heartbeatMs,
-      bandwidth: settings.network.bandwidth,
-    }, {
+    const agent = new MachineAgent(machinePlace(settings, rank, incarnation, epoch, replicaPeers), {
       engine: (setup) => this.#engine(setup, clock, this.#computeMs),
       transport: new NetworkEndpoint(rank, machineSide, epoch),
       clock,
