@@ -6,7 +6,7 @@
 // simulation's replay of each run), the persistent store for recovery from memory; placement's exact
 // probabilities against a Monte Carlo count; GPT-2 124M's memory plan against what it allocated; the
 // paper-scale simulation against the paper's numbers; the chaos soak's invariants against the failure-free
-// run; the TCP transport against raw loopback TCP.
+// run; the TCP transport against raw loopback TCP; a hot spare against a cold replacement.
 
 import { parseOptions, runCommand, UserError } from "../cli/args.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
@@ -19,6 +19,7 @@ import { markdownTable, Progress, type Section, type SectionResult } from "./mea
 import { memorySection } from "./memory.ts";
 import { paperSection } from "./paper.ts";
 import { placementSection } from "./placement.ts";
+import { processSection } from "./process.ts";
 import { recoverySection } from "./recovery.ts";
 import { trainingSection } from "./training.ts";
 import { transportSection } from "./transport.ts";
@@ -35,6 +36,7 @@ const SECTIONS: Section[] = [
   paperSection,
   chaosSection,
   transportSection,
+  processSection,
 ];
 const USAGE = `usage: deno task bench [--quick] [--sections ${
   SECTIONS.map((s) => s.name).join(",")

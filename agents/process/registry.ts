@@ -20,6 +20,8 @@ export interface RecoveryRecord {
   iteration: number;
   /** By rank: "local", "peer 3", "persistent" or "initial". */
   sources: string[];
+  /** Milliseconds of each phase, on the root's clock: from the first detection to training resumed. */
+  phases: { replacement: number; retrieval: number; load: number; synchronize: number; total: number };
 }
 
 /** A machine process as it registers itself: where its control port is, and the rank it runs (none: a spare). */

@@ -141,6 +141,13 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
           ranks: event.detections.map((detection) => detection.rank),
           iteration: event.iteration,
           sources: event.machines.map((machine) => describeSource(machine.source)),
+          phases: {
+            replacement: event.replacement,
+            retrieval: event.retrieval,
+            load: event.load,
+            synchronize: event.synchronize,
+            total: event.resumedAt - Math.min(event.resumedAt, ...event.detections.map((d) => d.detectedAt)),
+          },
         };
         track(
           health.put(`${RECOVERIES}${event.epoch}`, record).catch((error) =>
