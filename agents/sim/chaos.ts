@@ -5,8 +5,12 @@
 // the run, a checker holds its invariants against the same cluster trained without failures:
 // - every loss reported, iterations computed again after a rollback included, equals the failure-free one;
 // - the final parameters and AdamW moments equal the failure-free run's, bit for bit;
-// - no recovery rolls back past the last persistent checkpoint it could have used, nor forward past the last
-//   iteration the root saw complete.
+// - no recovery rolls back past the last persistent checkpoint it could have used (one interval more for each
+//   persistent write made to fail or torn), nor forward past the last iteration the root saw complete;
+// - every machine's host memory holds only what its placement puts there, within its slots, after every event;
+// - the share of uniformly drawn pairs of hardware failures that memory alone could recover from agrees with
+//   the placement's exact probability, within its 99% interval.
+// `drive` and `checkRun` serve the live Worker cluster too (live-chaos.ts).
 
 import { Rng } from "../../core/random.ts";
 import type { RootEvent } from "../protocol/root.ts";
