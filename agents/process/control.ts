@@ -124,7 +124,12 @@ export class ControlConnection {
   request(op: string, args: Record<string, unknown> = {}): Promise<unknown> {
     const id = this.#nextId++;
     const answer = new Promise((resolve, reject) => this.#pending.set(id, { resolve, reject }));
-    this.#send({ id, op, args }).catch(() => {});
+    // A request that cannot be written is never answered: its waiter fails now (the connection may have ended
+    // before it, so nothing else would fail it).
+    this.#send({ id, op, args }).catch((error) => {
+      this.#pending.get(id)?.reject(error);
+      this.#pending.delete(id);
+    });
     return answer;
   }
 
