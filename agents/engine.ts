@@ -63,11 +63,12 @@ export class GpuEngine implements TrainingEngine {
   constructor(device: GPUDevice, setup: EngineSetup) {
     const { training, shard, store, rank, loader, chunkBytes } = setup;
     this.#setup = setup;
+    // AdamW's moments for this machine's shard only: it updates nothing else.
     this.#trainer = new Trainer(device, training.config, {
       ...training.optimizer,
       batch: training.batchPerMachine,
       time: training.time,
-    });
+    }, undefined, { range: shard });
     this.#checkpointer = new Checkpointer(this.#trainer, store, {
       shard,
       owner: rank,
@@ -118,9 +119,8 @@ export class GpuEngine implements TrainingEngine {
   }
 
   async state() {
-    const { params, m, v } = await this.#trainer.exportState();
-    const { start, end } = this.#setup.shard;
-    return { params, m: m.slice(start, end), v: v.slice(start, end) };
+    const { params, m, v } = await this.#trainer.exportState(); // m and v are the shard's already
+    return { params, m, v };
   }
 
   destroy() {

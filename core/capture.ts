@@ -87,7 +87,10 @@ export class CheckpointCapture {
   /** The buffers the GPU checksums shards from: when asked to, and each is in one piece that fits one binding. */
   #checksumSources(flats: PiecedBuffer[]): GPUBuffer[] | null {
     const limit = this.#device.limits.maxStorageBufferBindingSize;
-    const buffers = flats.map((flat) => flat.pieces.length === 1 ? flat.pieces[0].buffer : null);
+    // The kernel reads every buffer from the shard's start: each must hold the state from float 0.
+    const buffers = flats.map((flat) =>
+      flat.pieces.length === 1 && flat.pieces[0].start === 0 ? flat.pieces[0].buffer : null
+    );
     const fit = buffers.every((buffer) => buffer && buffer.size <= limit);
     return this.#wantChecksumsOnGpu && ChunkChecksums.fits(this.#floats, this.#chunkWords) && fit
       ? buffers as GPUBuffer[]

@@ -1,11 +1,12 @@
 // Single-node training: forward, backward, global-norm clipping and AdamW, one GPU submission a step.
 // What resumes a run bit-exactly is explicit in `TrainerState`: parameters, AdamW m and v, the step,
 // and the data order's position and RNG. Sharded data-parallel training updates a trainer's state a shard
-// at a time (sharded.ts), and checkpoints take it a shard at a time (checkpointing.ts).
+// at a time (sharded.ts), and checkpoints take it a shard at a time (checkpointing.ts); a cluster machine's
+// trainer holds m and v for its shard only, since it never updates the rest (ZeRO-1).
 
 import { AdamW, type AdamWSettings } from "../kernels/adamw.ts";
 import { type Batch, BatchLoader, type Corpus, type DataState } from "./data.ts";
-import { type PiecedBuffer, readBuffer } from "./gpu.ts";
+import { PiecedBuffer, readBuffer } from "./gpu.ts";
 import { shardRanges } from "./shard.ts";
 import {
   activationBytes,
@@ -39,9 +40,15 @@ export interface TrainerState {
   /** Steps completed. */
   step: number;
   params: Float32Array;
+  /** AdamW's moments over the trainer's `range`: all of the parameters, or a cluster machine's shard. */
   m: Float32Array;
   v: Float32Array;
   data: DataState;
+}
+
+export interface TrainerOptions extends GPT2Options {
+  /** The range of the flat state this trainer updates, in floats (a cluster machine's shard); by default all. */
+  range?: { start: number; end: number };
 }
 
 export interface StepReport {
@@ -62,7 +69,12 @@ export class Trainer {
   readonly device: GPUDevice;
   /** The optimizer's kernels, and the squared gradient norm its update clips by. */
   readonly adamw: AdamW;
-  /** AdamW's moments, laid out and cut into pieces as model.params. */
+  /** The range of the flat state the optimizer updates, in floats. */
+  readonly range: { start: number; end: number };
+  /**
+   * AdamW's moments over `range` only, addressed as model.params is (float i of the state is float i here)
+   * and cut at the same piece boundaries, so that each piece of a range binds beside its parameters.
+   */
   readonly m: PiecedBuffer;
   readonly v: PiecedBuffer;
 
@@ -72,7 +84,7 @@ export class Trainer {
     config: GPT2Config,
     settings: TrainerSettings,
     corpus?: Corpus,
-    options: GPT2Options = {},
+    options: TrainerOptions = {},
   ) {
     if (corpus && corpus.vocabSize > config.vocab_size) {
       throw new Error(`the corpus has a vocabulary of ${corpus.vocabSize}, the model only ${config.vocab_size}`);
@@ -83,8 +95,15 @@ export class Trainer {
     this.model.writeParameters(initialParameters(config, settings.seed));
     this.loader = corpus ? new BatchLoader(corpus, settings.batch, settings.time, settings.seed) : null;
     this.adamw = new AdamW(device);
-    this.m = this.model.flatBuffer("adamw m");
-    this.v = this.model.flatBuffer("adamw v");
+    const total = this.model.totalFloats, { start, end } = options.range ?? { start: 0, end: total };
+    if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start < end && end <= total)) {
+      throw new Error(`the trainer's range [${start}, ${end}) is not inside the ${total} floats of the state`);
+    }
+    this.range = { start, end };
+    // Pieces start where the parameters' pieces do, and at `start` itself (a shard starts on a binding boundary).
+    const starts = [start, ...this.model.pieceStarts.filter((s) => s > start && s < end)];
+    this.m = PiecedBuffer.allocate(device, starts, end, "adamw m");
+    this.v = PiecedBuffer.allocate(device, starts, end, "adamw v");
   }
 
   /** One training step on the next batch of the corpus. */
@@ -122,6 +141,9 @@ export class Trainer {
    * gradients in model.grads and the norm in adamw.normSquared.
    */
   encodeUpdate(pass: GPUComputePassEncoder, start: number, end: number) {
+    if (start < this.range.start || end > this.range.end) {
+      throw new Error(`this trainer holds AdamW's moments for [${this.range.start}, ${this.range.end}) only`);
+    }
     const [params, m, v, grads] = [this.model.params, this.m, this.v, this.model.grads].map((flat) =>
       flat.parts(start, end)
     );
@@ -163,20 +185,22 @@ export class Trainer {
     return {
       step: this.step,
       params: await this.model.readParameters(),
-      m: await this.m.read(),
-      v: await this.v.read(),
+      m: await this.m.read(this.range.start, this.range.end),
+      v: await this.v.read(this.range.start, this.range.end),
       data: this.#dataState,
     };
   }
 
   importState(state: TrainerState) {
-    const n = this.model.totalFloats;
-    for (const [name, values] of [["params", state.params], ["m", state.m], ["v", state.v]] as const) {
-      if (values.length !== n) throw new Error(`trainer state: ${name} has ${values.length} floats, the model ${n}`);
+    const { start, end } = this.range;
+    const sizes = { params: this.model.totalFloats, m: end - start, v: end - start };
+    for (const [name, n] of Object.entries(sizes) as [keyof typeof sizes, number][]) {
+      const values = state[name];
+      if (values.length !== n) throw new Error(`trainer state: ${name} has ${values.length} floats, expected ${n}`);
     }
     this.model.writeParameters(state.params);
-    this.m.write(0, state.m);
-    this.v.write(0, state.v);
+    this.m.write(start, state.m);
+    this.v.write(start, state.v);
     this.loader?.restore(state.data);
     this.step = state.step;
   }
@@ -224,7 +248,10 @@ export function planMemory(s: MemoryPlanSettings): MemoryPlan {
   const gpu: [string, number][] = [
     ["parameters", flat],
     ["gradients", flat],
-    [`AdamW m and v (the machine updates its 1/${s.machines} shard)`, 2 * flat],
+    [
+      s.machines === 1 ? "AdamW m and v" : `AdamW m and v for the machine's shard (1/${s.machines} of the state)`,
+      2 * shardFloats * 4,
+    ],
     [`activations and their gradients, batch ${s.batch} x sequence ${s.time}`, activations.total],
     [
       "checkpoint staging (two captures of the shard's params, m and v)",

@@ -1,10 +1,13 @@
 // Training on one node: the loss falls on data with learnable structure, a run resumed from its
-// exported state continues bit for bit as if it had never stopped, and the memory plan made before
-// anything is allocated is what the trainer allocates, or one error that names what would fit.
+// exported state continues bit for bit as if it had never stopped, a cluster machine's trainer with AdamW's
+// moments for its shard only updates it as one holding them all, and the memory plan made before anything is
+// allocated is what the trainer allocates, or one error that names what would fit.
 
 import assert from "node:assert/strict";
 import { syntheticCorpus } from "../core/data.ts";
-import type { GPT2Config } from "../core/model.ts";
+import { shardRanges } from "../core/shard.ts";
+import { readShardParameters, updateShard } from "../core/sharded.ts";
+import { type GPT2Config, parameterLayout } from "../core/model.ts";
 import {
   DEFAULT_TRAINER_SETTINGS,
   fitMemory,
@@ -58,6 +61,41 @@ Deno.test("a run resumed from its exported state continues bit for bit", async (
   }
 });
 
+Deno.test("a trainer with m and v for its shard only updates the shard bit for bit, in the shard's bytes", async () => {
+  const device = await testDevice();
+  const settings = { ...SETTINGS, batch: 2, time: 8 }, options = { maxBindingBytes: 40960 }; // wte in pieces
+  const whole = new Trainer(device, CONFIG, settings, undefined, options);
+  const shard = shardRanges(whole.model.totalFloats, 3)[0];
+  const sharded = new Trainer(device, CONFIG, settings, undefined, { ...options, range: shard });
+  try {
+    const n = shard.end - shard.start;
+    assert.ok(sharded.m.parts(shard.start, shard.end).length > 1, "the shard spans pieces");
+    const bytes = (trainer: Trainer) => trainer.m.pieces.reduce((sum, piece) => sum + piece.buffer.size, 0);
+    assert.equal(bytes(sharded), n * 4);
+    assert.equal(bytes(whole), whole.model.totalFloats * 4);
+    for (let step = 1; step <= 3; step++) {
+      const grads = Float32Array.from({ length: n }, (_, i) => Math.sin(i * step) * 1e-2);
+      for (const trainer of [whole, sharded]) updateShard(trainer, shard, grads, 0.25 * step);
+    }
+    const [a, b] = [await whole.exportState(), await sharded.exportState()];
+    const bits = (values: Float32Array) => new Uint32Array(values.buffer, values.byteOffset, values.length);
+    assert.deepEqual(bits(await readShardParameters(sharded, shard)), bits(await readShardParameters(whole, shard)));
+    assert.deepEqual(bits(b.m), bits(a.m.slice(shard.start, shard.end)));
+    assert.deepEqual(bits(b.v), bits(a.v.slice(shard.start, shard.end)));
+    assert.ok(b.m.some((value) => value !== 0), "the moments moved");
+    // The rest of the state is not the sharded trainer's to update, nor to be given moments for.
+    const rest = shardRanges(whole.model.totalFloats, 3)[1];
+    assert.throws(
+      () => updateShard(sharded, rest, new Float32Array(rest.end - rest.start), 1),
+      /holds AdamW's moments for \[0, \d+\) only/,
+    );
+    assert.throws(() => sharded.importState(a), /m has \d+ floats, expected \d+/);
+  } finally {
+    whole.destroy();
+    sharded.destroy();
+  }
+});
+
 const PLAN: MemoryPlanSettings = {
   config: CONFIG,
   batch: 8,
@@ -69,8 +107,11 @@ const PLAN: MemoryPlanSettings = {
   chunkBytes: 65536,
 };
 
-Deno.test("the memory plan's parameters, gradients, moments and activations are what the trainer allocates", async () => {
-  const trainer = new Trainer(await testDevice(), CONFIG, SETTINGS, CORPUS);
+Deno.test("the memory plan's parameters, gradients, moments and activations are what a machine's trainer allocates", async () => {
+  // The plan is the largest machine's: the trainer holds the moments of the largest of the 4 shards.
+  const shards = shardRanges(parameterLayout(CONFIG).totalFloats, 4);
+  const range = shards.reduce((a, b) => b.end - b.start > a.end - a.start ? b : a);
+  const trainer = new Trainer(await testDevice(), CONFIG, SETTINGS, CORPUS, { range });
   try {
     const plan = planMemory(PLAN);
     const planned = plan.gpu.slice(0, 4).reduce((sum, [, bytes]) => sum + bytes, 0); // all but the checkpoint staging
