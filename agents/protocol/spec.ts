@@ -11,7 +11,7 @@ import { InMemoryCheckpointStore } from "../../core/memory-store.ts";
 import { type GPT2Config, MODEL_PRESETS, parameterLayout } from "../../core/model.ts";
 import { shardRanges } from "../../core/shard.ts";
 import type { CheckpointStore, StoredEntry } from "../../core/store.ts";
-import { DEFAULT_TRAINER_SETTINGS, type TrainerSettings } from "../../core/trainer.ts";
+import { DEFAULT_TRAINER_SETTINGS, type MemoryPlanSettings, type TrainerSettings } from "../../core/trainer.ts";
 import type { Clock } from "./clock.ts";
 import {
   DEFAULT_INTERLEAVING,
@@ -130,13 +130,33 @@ export function largestCheckpointBytes(settings: ClusterSettings): number {
   }).totalBytes;
 }
 
+/** A checkpoint slot in host memory: the largest checkpoint, 4 KiB for headers that grow, rounded to 64 bytes. */
+function slotBytes(settings: ClusterSettings): number {
+  return largestCheckpointBytes(settings) + 4096 + 64;
+}
+
+/** What a machine's memory is planned from (`planMemory`): the job, and the checkpoint slots `hostMemory` makes. */
+export function memoryPlanSettings(settings: ClusterSettings): MemoryPlanSettings {
+  const { training, checkpoint, machines, replicas } = settings;
+  return {
+    config: training.config,
+    batch: training.batchPerMachine,
+    time: training.time,
+    machines,
+    slotsPerOwner: checkpoint.slotsPerOwner,
+    owners: replicas,
+    checkpointBytes: slotBytes(settings),
+    chunkBytes: checkpoint.chunkBytes,
+  };
+}
+
 /**
  * A new host memory for machine `rank`: an arena for K checkpoints of its shard and of the shards it keeps
- * replicas of (a slot leaves 4 KiB for headers that grow, rounded to 64 bytes; the tables take under 64 KiB).
+ * replicas of (the tables take under 64 KiB).
  */
 export function hostMemory(settings: ClusterSettings, rank: number): InMemoryCheckpointStore {
   const { checkpoint, replicas, machines } = settings;
-  const arenaBytes = (1 << 16) + replicas * checkpoint.slotsPerOwner * (largestCheckpointBytes(settings) + 4096 + 64);
+  const arenaBytes = (1 << 16) + replicas * checkpoint.slotsPerOwner * slotBytes(settings);
   return InMemoryCheckpointStore.create(rank, arenaBytes, {
     slotsPerOwner: checkpoint.slotsPerOwner,
     maxOwners: replicas,
