@@ -1,8 +1,9 @@
 // <control-panel>: start, pause and single-step; the cluster's settings (checked as they are typed, each
 // problem shown beside its field; a valid change starts a new session, except the replication policy,
 // which can be switched live); the classroom presets (buttons, so that arrow keys start nothing; the
-// active one pressed); failing a whole group; presentation mode. Settings, what can be done now and the
-// active preset come in as properties; every action goes out as an event: "start", "pause", "step",
+// active one pressed); failing a whole group; presentation mode. Each model size is planned against the
+// page's memory budget: one that does not fit is disabled, the plan's reason beside it. Settings, the
+// budget, what can be done now and the active preset come in as properties; every action goes out as an event: "start", "pause", "step",
 // "fail-group", "compare", "presentation", "settings-change" ({ settings }), "replication-change"
 // ({ policy }) and "preset" ({ name }, null for none).
 
@@ -10,7 +11,8 @@ import { css, html, LitElement } from "lit";
 import { REPLICATION_POLICIES, type ReplicationPolicy } from "../agents/replication/interleaving.ts";
 import { PLACEMENT_STRATEGIES } from "../agents/replication/placement.ts";
 import { isPresetName, PRESETS } from "./presets.ts";
-import { type LabSettings, type NumberSetting, SETTING_LIMITS, settingsProblems } from "./session.ts";
+import { labFit, type PageBudget } from "./memory-fit.ts";
+import { LAB_MODELS, type LabSettings, type NumberSetting, SETTING_LIMITS, settingsProblems } from "./session.ts";
 
 /** What can be done now: the main button's action, and whether each other action can act. */
 export interface LabActions {
@@ -52,7 +54,7 @@ export class ControlPanel extends LitElement {
     settings: { attribute: false },
     actions: { attribute: false },
     preset: { type: String },
-    softwareAdapter: { type: Boolean },
+    budget: { attribute: false },
     presentation: { type: Boolean, reflect: true },
     hide: { attribute: false },
     draft: { state: true },
@@ -118,10 +120,16 @@ export class ControlPanel extends LitElement {
     input[aria-invalid="true"] {
       outline: 2px solid #a40e26;
     }
-    .problem {
+    #model-plan {
+      grid-column: 1 / -1;
+    }
+    .problem,
+    .plan {
       display: block;
-      color: #a40e26;
       font-size: 0.9em;
+    }
+    .problem {
+      color: #a40e26;
     }
     kbd {
       font-size: 0.8em;
@@ -135,7 +143,8 @@ export class ControlPanel extends LitElement {
   declare actions: LabActions;
   /** The active preset ("" for none). */
   declare preset: string;
-  declare softwareAdapter: boolean;
+  /** Where a run must fit (null: the adapter is not known yet). */
+  declare budget: PageBudget | null;
   declare presentation: boolean;
   /** Controls to leave out, by name: start, step, fail-group, compare, replication, presentation, presets, settings. */
   declare hide: string[];
@@ -153,7 +162,7 @@ export class ControlPanel extends LitElement {
       settings: true,
     };
     this.preset = "";
-    this.softwareAdapter = false;
+    this.budget = null;
     this.presentation = false;
     this.hide = [];
     this.draft = null;
@@ -165,6 +174,9 @@ export class ControlPanel extends LitElement {
 
   override render() {
     const { actions } = this, shown = this.draft ?? this.settings, problems = settingsProblems(shown);
+    const fits = Object.fromEntries(LAB_MODELS.map((model) => [model, labFit({ ...shown, model }, this.budget)]));
+    const chosen = fits[shown.model];
+    if (!problems.model && chosen.verdict === "does not fit") problems.model = chosen.text;
     // Starting with the settings as they were, not as they are typed, would mislead.
     const invalid = Object.keys(problems).length > 0 && actions.primary !== "pause" && actions.primary !== "resume";
     const active = isPresetName(this.preset) ? PRESETS[this.preset] : null;
@@ -185,10 +197,22 @@ export class ControlPanel extends LitElement {
         <label>placement<select name="placement" .value=${shown.placement}>
           ${PLACEMENT_STRATEGIES.map((s) => html`<option ?selected=${s === shown.placement}>${s}</option>`)}
         </select></label>
-        <label>model<select name="model">
-          <option ?selected=${shown.model === "tiny"}>tiny</option>
-          <option ?disabled=${this.softwareAdapter} ?selected=${shown.model === "small"}>small</option>
+        <label>model<select name="model" aria-describedby="model-plan">
+          ${LAB_MODELS.map((model) =>
+            html`
+              <option ?disabled=${fits[model].verdict === "does not fit" && model !== shown.model}
+                ?selected=${model === shown.model}>${model}</option>
+            `
+          )}
         </select></label>
+        <div id="model-plan">
+          ${problems.model
+            ? html`<span class="problem" data-problem="model">${problems.model}</span>`
+            : html`<span class="plan" data-field="memory-fit" data-verdict=${chosen.verdict}>${chosen.text}</span>`}
+          ${LAB_MODELS.filter((model) => model !== shown.model && fits[model].verdict === "does not fit").map((model) =>
+            html`<span class="plan" data-unavailable=${model}>${fits[model].text}</span>`
+          )}
+        </div>
       </fieldset>
     `;
     return html`
@@ -268,7 +292,9 @@ export class ControlPanel extends LitElement {
   #commit(event: Event) {
     this.#edit(event);
     const settings = this.draft!;
-    if (Object.keys(settingsProblems(settings)).length) return;
+    if (Object.keys(settingsProblems(settings)).length || labFit(settings, this.budget).verdict === "does not fit") {
+      return;
+    }
     this.dispatchEvent(new CustomEvent("settings-change", { detail: { settings }, bubbles: true, composed: true }));
   }
 

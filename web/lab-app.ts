@@ -17,6 +17,7 @@ import { placementGroup } from "../agents/replication/placement.ts";
 import "./cluster-view.ts";
 import type { FailRequest } from "./cluster-view.ts";
 import "./control-panel.ts";
+import "./generate-panel.ts";
 import type { LabActions } from "./control-panel.ts";
 import "./loss-chart.ts";
 import "./machine-timeline.ts";
@@ -28,9 +29,11 @@ import type { LessonNarration } from "./lesson-narration.ts";
 import "./time-control.ts";
 import { lessonSteps } from "./lessons.ts";
 import { isPresetName, type PresetName, PRESETS, readyToStrike } from "./presets.ts";
+import { labFit, type PageBudget } from "./memory-fit.ts";
 import { describeShard, type RecoveryWhy } from "./recovery-why.ts";
 import type { ObservedRecovery } from "../agents/sim/observer.ts";
 import {
+  type GenerateRequest,
   LabSession,
   type LabSettings,
   type LabState,
@@ -52,6 +55,7 @@ const PLAYBACK_TICK_MS = 100;
 export class GeminiLab extends LitElement {
   static override properties = {
     softwareAdapter: { type: Boolean },
+    budget: { attribute: false },
     state: { state: true },
     at: { state: true },
     speed: { state: true },
@@ -140,6 +144,7 @@ export class GeminiLab extends LitElement {
       margin: 0.1rem 0 0;
     }
     :host([presentation]) [data-area="probability"],
+    :host([presentation]) [data-area="generate"],
     :host([presentation]) [data-area="paper-scale"],
     :host([presentation]) .notice,
     :host([presentation]) .recovery-item:not(:last-of-type) {
@@ -151,6 +156,8 @@ export class GeminiLab extends LitElement {
   `;
 
   declare softwareAdapter: boolean;
+  /** Where a run must fit, once the page knows its adapter (null: not yet). */
+  declare budget: PageBudget | null;
   declare state: LabState;
   declare presentation: boolean;
   /** What the URL's `hide` names: sections of the page and controls of the panel to leave out. */
@@ -172,10 +179,13 @@ export class GeminiLab extends LitElement {
   #presetDone = false;
   /** Settles once every session this page has left has closed its cluster. */
   #closing: Promise<void> = Promise.resolve();
+  /** Why the model the URL asked for was refused ("": it was not). */
+  #refused = "";
 
   constructor() {
     super();
     this.softwareAdapter = false;
+    this.budget = null;
     const params = new URLSearchParams(location.search), preset = params.get("preset");
     this.#preset = isPresetName(preset) ? preset : null;
     this.presentation = params.has("presentation");
@@ -202,10 +212,12 @@ export class GeminiLab extends LitElement {
   }
 
   override willUpdate(changed: Map<string, unknown>) {
-    // A software adapter keeps the tiny model, the one that stays responsive there.
-    if (changed.has("softwareAdapter") && this.softwareAdapter && this.state.settings.model !== "tiny") {
-      this.#changeSettings({ ...this.state.settings, model: "tiny" });
-    }
+    // A model the URL asked for that does not fit is refused, with the plan's reason, for the tiny one.
+    if (!changed.has("budget") || !this.budget) return;
+    const fit = labFit(this.state.settings, this.budget);
+    if (fit.verdict !== "does not fit" || !this.#actions().settings) return;
+    this.#refused = fit.text;
+    this.#changeSettings({ ...this.state.settings, model: "tiny" });
   }
 
   override render() {
@@ -213,17 +225,20 @@ export class GeminiLab extends LitElement {
     const lesson = this.#lesson(s);
     return html`
       ${this.softwareAdapter
-        ? html`<p class="notice" data-field="software-adapter">This page runs on a software WebGPU adapter: the tiny
-            model is used, and everything runs slower than on a GPU.</p>`
+        ? html`<p class="notice" data-field="software-adapter">This page runs on a software WebGPU adapter: everything
+            runs slower than on a GPU, and only the tiny model stays responsive.</p>`
+        : ""}
+      ${this.#refused
+        ? html`<p class="notice" data-field="model-refused">The tiny model runs instead. ${this.#refused}</p>`
         : ""}
       <div class="layout">
         <section data-area="controls">
           <control-panel .settings=${live.settings} .actions=${actions} preset=${this.#preset ?? ""} .hide=${this.hide}
-            ?softwareAdapter=${this.softwareAdapter} ?presentation=${this.presentation}
+            .budget=${this.budget} ?presentation=${this.presentation}
             @start=${() => this.#primary()} @pause=${() => this.#primary()} @step=${() => this.#step()}
             @fail-group=${() => this.#failGroup()} @compare=${() => this.#compare()} @presentation=${() =>
               this.#present(!this.presentation)}
-            @settings-change=${(e: CustomEvent<{ settings: LabSettings }>) => this.#changeSettings(e.detail.settings)}
+            @settings-change=${(e: CustomEvent<{ settings: LabSettings }>) => this.#chooseSettings(e.detail.settings)}
             @replication-change=${(e: CustomEvent<{ policy: ReplicationPolicy }>) =>
               this.#changeReplication(e.detail.policy)}
             @preset=${(e: CustomEvent<{ name: PresetName | null }>) => this.#choosePreset(e.detail.name)}>
@@ -276,6 +291,15 @@ export class GeminiLab extends LitElement {
           "Recoveries: from memory and from persistent storage",
           html`<recovery-chart .recoveries=${s.recoveries} iterationMs=${s.iterationMs}></recovery-chart>
           ${s.recoveries.map((r, i) => this.#recoveryItem(r, s.explanations[i], i))}`,
+        )}
+        ${this.#section(
+          "generate",
+          "Text from the recovered parameters, and from the failure-free run's",
+          html`
+            <generate-panel .settings=${live.settings} .generation=${live.generation}
+              blocked=${this.#generateBlocked(live)}
+              @generate=${(e: CustomEvent<GenerateRequest>) => this.#generate(e.detail)}></generate-panel>
+          `,
         )}
         ${this.#section(
           "timeline",
@@ -462,6 +486,8 @@ export class GeminiLab extends LitElement {
   #actions(s: LabState = this.state): LabActions {
     const busy = s.status === "running" || s.status === "recovering";
     const group = s.plan ? placementGroup(s.plan, 0) : [];
+    // A run not started yet whose model does not fit (the panel says why) cannot start.
+    const refused = s.status === "idle" && labFit(s.settings, this.budget).verdict === "does not fit";
     return {
       primary: busy || s.status === "starting"
         ? "pause"
@@ -471,8 +497,8 @@ export class GeminiLab extends LitElement {
         ? "start"
         : "again",
       // Pausing a cluster that is still starting would not hold: its first iteration follows the start.
-      primaryEnabled: s.status !== "starting",
-      step: s.status === "idle" || s.status === "paused",
+      primaryEnabled: s.status !== "starting" && !refused,
+      step: (s.status === "idle" && !refused) || s.status === "paused",
       failGroup: this.#live(s) && group.some((rank) => s.machines[rank]?.phase !== "failed"),
       compare: s.losses.length > 0 && s.referenceStatus !== "running" && s.status !== "starting",
       settings: s.status !== "running" && s.status !== "recovering" && s.status !== "starting",
@@ -510,6 +536,12 @@ export class GeminiLab extends LitElement {
     const session = this.#session;
     await this.#closing;
     if (session === this.#session) await act(session).catch(() => {}); // errors show in the status line
+  }
+
+  /** Settings the user chose: whatever the URL asked for is past. */
+  #chooseSettings(settings: LabSettings) {
+    this.#refused = "";
+    this.#changeSettings(settings);
   }
 
   #changeSettings(settings: LabSettings) {
@@ -568,6 +600,7 @@ export class GeminiLab extends LitElement {
   }
 
   #start() {
+    if (labFit(this.state.settings, this.budget).verdict === "does not fit") return;
     if (this.state.status === "done" || this.state.status === "error") this.#renew(this.state.settings);
     this.#whenClosed((session) => session.start());
   }
@@ -578,6 +611,21 @@ export class GeminiLab extends LitElement {
 
   #compare() {
     if (this.#actions().compare) this.#session.compare().catch(() => {});
+  }
+
+  /** Why text cannot be generated from the run now ("": it can). */
+  #generateBlocked(s: LabState): string {
+    if (!s.recoveries.length) {
+      return "This compares a recovered run with the failure-free one: it is ready after a recovery (fail a " +
+        "machine, or choose a preset).";
+    }
+    if (s.status !== "paused" && s.status !== "done") return "Pause the run, or let it finish, to generate from it.";
+    if (s.referenceStatus === "running") return "Wait for the failure-free run to finish training.";
+    return s.generation?.status === "running" ? "Generating..." : "";
+  }
+
+  #generate(request: GenerateRequest) {
+    if (!this.#generateBlocked(this.state)) this.#session.generate(request);
   }
 
   #failGroup() {

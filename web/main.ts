@@ -1,12 +1,14 @@
 // The page's entry: a thin view over the same code Deno runs. It acquires the page's GPU, runs the
 // self-check here and in a Worker and hands the results to <gpu-status>, and tells <gemini-lab> (the
-// simulated cluster) whether the adapter is a software one.
+// simulated cluster) whether the adapter is a software one, and where a run must fit: the adapter's binding
+// limit and the memory the browser reports.
 
 import "./gpu-status.ts";
 import "./lab-app.ts";
 import type { CheckState } from "./gpu-status.ts";
 import type { WorkerSelfCheckReply } from "./selfcheck-worker.ts";
 import { acquireGpu } from "../core/gpu.ts";
+import { bindingLimit } from "../core/model.ts";
 import { runSelfCheck } from "../core/selfcheck.ts";
 
 const status = document.querySelector("gpu-status")!;
@@ -17,6 +19,13 @@ async function checkOnPage(): Promise<CheckState> {
     const gpu = await acquireGpu();
     status.adapter = gpu.adapter;
     lab.softwareAdapter = gpu.adapter.isFallback;
+    // In GiB, rounded down; Chromium's alone (the device asks for the adapter's own binding limits).
+    const deviceMemory = (navigator as Navigator & { deviceMemory?: number }).deviceMemory;
+    lab.budget = {
+      bindingBytes: bindingLimit(gpu.device),
+      reportedBytes: deviceMemory ? deviceMemory * 2 ** 30 : null,
+      gpuInHostMemory: gpu.adapter.isFallback,
+    };
     const result = await runSelfCheck(gpu.device);
     gpu.device.destroy();
     return { state: "done", result };

@@ -13,10 +13,16 @@ import {
   type ObservedRecovery,
 } from "../agents/sim/observer.ts";
 import { RootAgent } from "../agents/root-agent.ts";
-import { defaultClusterSettings } from "../agents/protocol/spec.ts";
+import { type ClusterSettings, defaultClusterSettings } from "../agents/protocol/spec.ts";
 import type { StoredEntry } from "../core/store.ts";
-import { MODEL_PRESETS } from "../core/model.ts";
+import { BYTE_VOCAB_SIZE, encodeBytes } from "../core/data.ts";
+import { type GenerateSettings, MODEL_PRESETS } from "../core/model.ts";
+import { generateFrom } from "./generation.ts";
 import { explainRecovery, type RecoveryWhy } from "./recovery-why.ts";
+
+/** The model sizes the lab offers: the tiny ones, and GPT-2 124M where the memory allows. */
+export const LAB_MODELS = ["tiny", "small", "gpt2"] as const;
+export type LabModel = typeof LAB_MODELS[number];
 
 export interface LabSettings {
   machines: number;
@@ -28,7 +34,7 @@ export interface LabSettings {
   networkMBps: number;
   storageMBps: number;
   heartbeatTimeoutMs: number;
-  model: "tiny" | "small";
+  model: LabModel;
   /** How checkpoints go to the peers; the one setting that may change while the cluster runs. */
   replication: ReplicationPolicy;
   /** The run stops after this many iterations. */
@@ -71,7 +77,7 @@ export function settingsProblems(settings: LabSettings): Partial<Record<keyof La
     if (!Number.isInteger(value) || value < min || value > max) problems[key] = `a whole number from ${min} to ${max}`;
   }
   if (!PLACEMENT_STRATEGIES.includes(settings.placement)) problems.placement = "group, ring or mixed";
-  if (settings.model !== "tiny" && settings.model !== "small") problems.model = "tiny or small";
+  if (!LAB_MODELS.includes(settings.model)) problems.model = LAB_MODELS.join(", ");
   if (!REPLICATION_POLICIES.includes(settings.replication)) problems.replication = "none, naive or interleaved";
   if (problems.machines || problems.replicas || problems.placement) return problems;
   // What placementPlan demands, in the page's words.
@@ -160,6 +166,33 @@ export interface FaultPeriod {
   rolledBackTo: number | null;
 }
 
+/** What to generate text from: a prompt, and the sampler's temperature (0: greedy) and seed. */
+export interface GenerateRequest {
+  prompt: string;
+  temperature: number;
+  seed: number;
+}
+
+/** Tokens generated after the prompt: a short continuation, within the tiny model's 64 positions. */
+export const GENERATED_TOKENS = 24;
+/** The longest prompt, in bytes (tokens of the byte tokenizer). */
+export const PROMPT_LIMIT = 32;
+
+/** Text generated from this run's parameters and from the failure-free run's, at the same iteration. */
+export interface GenerationView {
+  status: "running" | "done" | "error";
+  /** Why it failed (status "error"). */
+  message: string;
+  iteration: number;
+  prompt: number[];
+  settings: GenerateSettings;
+  /** The tokens drawn from the run's (recovered) parameters and from the failure-free run's. */
+  recovered: number[];
+  reference: number[];
+  /** Whether the two sets of parameters are equal bit for bit (null until both are read). */
+  sameParameters: boolean | null;
+}
+
 export interface LabState {
   status: "idle" | "starting" | "running" | "paused" | "recovering" | "done" | "error";
   message: string;
@@ -189,6 +222,8 @@ export interface LabState {
   /** The network's recent transfers and its clock. */
   transfers: TransferRecord[];
   now: number;
+  /** The last text generated from the run and its failure-free reference (null: none yet). */
+  generation: GenerationView | null;
 }
 
 const TRANSFER_WINDOW_MS = 4000;
@@ -208,6 +243,8 @@ export class LabSession extends EventTarget {
   readonly history: LabState[] = [];
   /** Checkpoint bytes queued since the last iteration was reported. */
   #checkpointBytes = 0;
+  /** The failure-free run's parameters at the iteration this run was at when it was last compared. */
+  #reference: { iteration: number; params: Float32Array } | null = null;
 
   constructor(settings: LabSettings) {
     super();
@@ -231,6 +268,7 @@ export class LabSession extends EventTarget {
       policies: {},
       transfers: [],
       now: 0,
+      generation: null,
     };
     this.history.push(this.#state);
   }
@@ -288,6 +326,8 @@ export class LabSession extends EventTarget {
     await this.#loop;
     const iterations = Math.max(0, ...this.#state.losses.map((point) => point.iteration));
     if (!iterations || this.#state.referenceStatus === "running") return;
+    // Where this run is now (behind `iterations` when paused during a replay): its parameters are compared there.
+    const at = this.#state.iteration;
     this.#update({ referenceStatus: "running", message: `training the failure-free run to iteration ${iterations}` });
     const reference: number[] = [];
     const root = await RootAgent.start(
@@ -300,6 +340,8 @@ export class LabSession extends EventTarget {
         reference[event.iteration] = event.loss;
         this.#update({ reference: [...reference] });
       });
+      await root.runUntil(at);
+      this.#reference = { iteration: at, params: (await root.state()).params };
       await root.runUntil(iterations);
     } finally {
       await root.close();
@@ -310,6 +352,45 @@ export class LabSession extends EventTarget {
       mismatches: mismatchesOf(this.#state.losses, reference),
       message: "",
     });
+  }
+
+  /**
+   * Text from this run's parameters and from the failure-free run's at the same iteration (trained first
+   * if it has not been), both with `generate`'s sampler on this page's GPU, to show that they are identical.
+   */
+  async generate(request: GenerateRequest) {
+    await this.#loop;
+    const root = this.#root;
+    if (!root || this.#state.generation?.status === "running") return;
+    const { settings, iteration } = this.#state, config = MODEL_PRESETS[settings.model];
+    const prompt = [...encodeBytes(request.prompt)];
+    const view: GenerationView = {
+      status: "running",
+      message: "",
+      iteration,
+      prompt,
+      settings: { tokens: GENERATED_TOKENS, temperature: request.temperature, topK: 40, seed: request.seed },
+      recovered: [],
+      reference: [],
+      sameParameters: null,
+    };
+    this.#update({ generation: view });
+    try {
+      const problem = generationProblem(settings, request);
+      if (problem) throw new Error(problem);
+      if (this.#reference?.iteration !== iteration) await this.compare();
+      const reference = this.#reference;
+      if (reference?.iteration !== iteration) {
+        throw new Error(`the failure-free run did not reach iteration ${iteration}`);
+      }
+      const { params } = await root.state();
+      const [recovered, expected] = await generateFrom(config, [params, reference.params], prompt, view.settings);
+      const sameParameters = params.length === reference.params.length &&
+        params.every((value, i) => Object.is(value, reference.params[i]));
+      this.#update({ generation: { ...view, status: "done", recovered, reference: expected, sameParameters } });
+    } catch (error) {
+      this.#update({ generation: { ...view, status: "error", message: (error as Error).message } });
+    }
   }
 
   /** Stops the run and its cluster for good; settles once the cluster's machines are down. */
@@ -480,6 +561,19 @@ export class LabSession extends EventTarget {
   }
 }
 
+/** Why text cannot be generated from a run with `settings` after `request` (empty: it can). */
+export function generationProblem(settings: LabSettings, request: GenerateRequest): string {
+  const config = MODEL_PRESETS[settings.model], bytes = encodeBytes(request.prompt).length;
+  if (config.vocab_size !== BYTE_VOCAB_SIZE) {
+    return `the lab generates bytes, and the ${settings.model} model's vocabulary is GPT-2's ${config.vocab_size} ` +
+      "tokens: use deno task generate with its tokenizer";
+  }
+  if (bytes === 0 || bytes > PROMPT_LIMIT) return `the prompt must be 1 to ${PROMPT_LIMIT} bytes, not ${bytes}`;
+  if (!(request.temperature >= 0)) return "the temperature must be 0 (greedy) or more";
+  if (!Number.isInteger(request.seed)) return "the seed must be a whole number";
+  return "";
+}
+
 /** The iterations where a computed loss differs from the reference's (those the reference has reached). */
 function mismatchesOf(losses: LossPoint[], reference: number[]): number[] {
   const differ = losses.filter((p) => reference[p.iteration] !== undefined && reference[p.iteration] !== p.loss);
@@ -487,7 +581,7 @@ function mismatchesOf(losses: LossPoint[], reference: number[]): number[] {
 }
 
 /** The cluster a lab run trains on: the defaults with the lab's settings, the persistent store in this browser. */
-function clusterSettings(settings: LabSettings) {
+export function clusterSettings(settings: LabSettings): ClusterSettings {
   const cluster = defaultClusterSettings({
     kind: "browser",
     name: `gemini-lab-${Date.now()}`,
