@@ -126,7 +126,9 @@ export function lessonSteps(name: PresetName): LessonStep[] {
       say: (state) =>
         `Training went on from iteration ${state.recoveries[0]?.iteration ?? 0}, doing the lost iterations again ` +
         "(ringed on the loss chart).",
-      notice: () => "Press c to train the same run without failures: every loss equals it, bit for bit.",
+      notice: () =>
+        "Press c to train the same run without failures: every loss equals it, bit for bit; and text generated " +
+        "from both runs' parameters (the text section, outside presentation mode) is the same.",
       highlight: () => [],
       transfer: null,
     },
