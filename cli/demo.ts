@@ -4,7 +4,8 @@
 // Midway a machine's hardware fails: the root agent detects it by its missed heartbeats and a replacement
 // fetches the lost shard from its group peer. Later a whole group fails, and the only way back is the
 // persistent store: the two recoveries are printed side by side. Last, the same seeded run without
-// failures is trained, and the demo checks that training continued exactly as it did.
+// failures is trained, and the demo checks that training continued exactly as it did. It trains on a
+// synthetic corpus, or with --text on a user's file, tokenized once here and given to every machine.
 
 import { PLACEMENT_STRATEGIES, type PlacementStrategy } from "../agents/replication/placement.ts";
 import type { ObservedEvent, ObservedRecovery } from "../agents/sim/observer.ts";
@@ -14,9 +15,11 @@ import {
   type ClusterSettings,
   defaultClusterSettings,
   describeSource,
-  memoryPlanSettings,
+  largestCheckpointBytes,
 } from "../agents/protocol/spec.ts";
 import { numberOption, parseOptions, runCommand, UserError } from "./args.ts";
+import { textCorpus, type TokenizerName, TOKENIZERS } from "./tokenizers.ts";
+import type { Corpus } from "../core/data.ts";
 import { acquireGpu, formatAdapter } from "../core/gpu.ts";
 import { bindingLimit, MODEL_PRESETS, parameterCount } from "../core/model.ts";
 import { fitMemory, type MemoryPlan } from "../core/trainer.ts";
@@ -24,7 +27,8 @@ import { describeSelfCheck, runSelfCheck } from "../core/selfcheck.ts";
 
 const USAGE = `usage: deno task demo [--model ${Object.keys(MODEL_PRESETS).join("|")}] [--machines N] [--replicas M] ` +
   `[--placement ${PLACEMENT_STRATEGIES.join("|")}] [--iterations I] [--batch B] [--seq T] [--lr LR] [--seed S] ` +
-  "[--persist-every P] [--network MB/s] [--storage MB/s] [--heartbeat-timeout MS]";
+  "[--persist-every P] [--network MB/s] [--storage MB/s] [--heartbeat-timeout MS] [--text FILE] " +
+  `[--tokenizer ${Object.keys(TOKENIZERS).join("|")}]`;
 
 function readOptions(args: string[]) {
   const values = parseOptions(args, {
@@ -41,6 +45,8 @@ function readOptions(args: string[]) {
     network: { type: "string", default: "400" },
     storage: { type: "string", default: "20" },
     "heartbeat-timeout": { type: "string", default: "600" },
+    text: { type: "string" },
+    tokenizer: { type: "string" },
   }, USAGE);
   const config = MODEL_PRESETS[values.model];
   if (!config) {
@@ -60,6 +66,12 @@ function readOptions(args: string[]) {
   }
   const iterations = numberOption("iterations", values.iterations, { integer: true, positive: true });
   if (iterations < 12) throw new UserError(`--iterations must be at least 12 for the story, got ${iterations}`);
+  if (values.tokenizer !== undefined && !(values.tokenizer in TOKENIZERS)) {
+    throw new UserError(`--tokenizer must be one of ${Object.keys(TOKENIZERS).join(", ")}, got "${values.tokenizer}"`);
+  }
+  if (values.tokenizer !== undefined && values.text === undefined) {
+    throw new UserError("--tokenizer names how to tokenize the --text FILE: give the file too");
+  }
   return {
     model: values.model,
     config,
@@ -75,10 +87,46 @@ function readOptions(args: string[]) {
     network: numberOption("network", values.network, { positive: true }) * 1e6,
     storage: numberOption("storage", values.storage, { positive: true }) * 1e6,
     heartbeatTimeout: numberOption("heartbeat-timeout", values["heartbeat-timeout"], { positive: true }),
+    text: values.text,
+    // A byte-level model reads bytes, any other GPT-2's BPE.
+    tokenizer: (values.tokenizer ?? (config.vocab_size === TOKENIZERS.bytes.vocab ? "bytes" : "gpt2")) as TokenizerName,
   };
 }
 
-type Options = ReturnType<typeof readOptions>;
+type Options = ReturnType<typeof readOptions> & { corpus?: Corpus };
+
+/**
+ * The --text file tokenized once, checked against the model and the batch: one UserError for a file that
+ * cannot be read, a tokenizer whose vocabulary the model does not have, or too little text.
+ */
+export async function readTextCorpus(
+  path: string,
+  tokenizer: TokenizerName,
+  { model, config, machines, batch, time }: Pick<Options, "model" | "config" | "machines" | "batch" | "time">,
+): Promise<Corpus> {
+  const { vocab } = TOKENIZERS[tokenizer];
+  if (vocab > config.vocab_size) {
+    throw new UserError(
+      `the ${tokenizer} tokenizer has ${vocab} tokens, the ${model} model only ${config.vocab_size}: ` +
+        (tokenizer === "gpt2" ? "use --model gpt2, or --tokenizer bytes" : "use a model with a larger vocabulary"),
+    );
+  }
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (error) {
+    throw new UserError(`cannot read the --text file "${path}": ${(error as Error).message}`);
+  }
+  const corpus = textCorpus(path, new TextDecoder().decode(bytes), tokenizer);
+  const needed = machines * batch * (time + 1);
+  if (corpus.tokens.length < needed) {
+    throw new UserError(
+      `the --text file "${path}" has ${corpus.tokens.length} ${tokenizer} tokens; one global batch of ${machines} ` +
+        `machines x ${batch} rows x (${time} + 1) tokens needs ${needed}: give a longer text or a smaller --batch or --seq`,
+    );
+  }
+  return corpus;
+}
 
 /** The default cluster's settings, changed as the options say. */
 function adjustSettings(options: Options, settings: ClusterSettings) {
@@ -89,6 +137,7 @@ function adjustSettings(options: Options, settings: ClusterSettings) {
     batchPerMachine: options.batch,
     time: options.time,
     optimizer: { ...settings.training.optimizer, lr: options.lr, seed: options.seed },
+    corpus: options.corpus ?? settings.training.corpus,
   };
   settings.checkpoint.persistEvery = options.persistEvery;
   settings.network.bandwidth = options.network;
@@ -101,7 +150,16 @@ function adjustSettings(options: Options, settings: ClusterSettings) {
 function planCluster(options: Options, device: GPUDevice, gpuInHostMemory: boolean): MemoryPlan {
   const settings = defaultClusterSettings({ kind: "memory" });
   adjustSettings(options, settings);
-  const plan = memoryPlanSettings(settings);
+  const plan = {
+    config: options.config,
+    batch: options.batch,
+    time: options.time,
+    machines: options.machines,
+    slotsPerOwner: settings.checkpoint.slotsPerOwner,
+    owners: options.replicas,
+    checkpointBytes: largestCheckpointBytes(settings) + 4096 + 64, // and a slot's headroom, as hostMemory leaves
+    chunkBytes: settings.checkpoint.chunkBytes,
+  };
   const budget = {
     bindingBytes: bindingLimit(device),
     availableBytes: Deno.systemMemoryInfo().available,
@@ -200,7 +258,11 @@ function compareRecoveries(peer: ObservedRecovery, persistent: ObservedRecovery)
 }
 
 async function main(args: string[]): Promise<number> {
-  const options = readOptions(args);
+  const read = readOptions(args);
+  const options: Options = {
+    ...read,
+    corpus: read.text === undefined ? undefined : await readTextCorpus(read.text, read.tokenizer, read),
+  };
   const gpu = await acquireGpu();
   console.log(`adapter: ${formatAdapter(gpu.adapter)}`);
   const check = await runSelfCheck(gpu.device);
@@ -219,6 +281,9 @@ async function main(args: string[]): Promise<number> {
       `${options.persistEvery}; network ${options.network / 1e6} MB/s a link, persistent store ` +
       `${options.storage / 1e6} MB/s`,
   );
+  if (options.corpus) {
+    console.log(`text: ${options.corpus.name}, ${options.corpus.tokens.length.toLocaleString("en")} tokens`);
+  }
   let lostGroup: number[] = [];
   const run = await train(options, async ({ root, cluster }) => {
     lostGroup = root.plan.holders[0];
@@ -249,4 +314,4 @@ async function main(args: string[]): Promise<number> {
   return sameLosses && sameState ? 0 : 1;
 }
 
-await runCommand("demo", () => main(Deno.args));
+if (import.meta.main) await runCommand("demo", () => main(Deno.args));

@@ -2,23 +2,15 @@
 // sampled on the GPU and printed token by token as each is drawn: greedy with --temperature 0, else seeded
 // top-k sampling. The GPT-2 BPE tokenizer (npm's gpt-tokenizer, r50k_base: GPT-2's own encoding) or bytes.
 
-import { decode as decodeBpe, encode as encodeBpe } from "gpt-tokenizer/encoding/r50k_base";
 import { numberOption, parseOptions, runCommand, UserError } from "./args.ts";
-import { BYTE_VOCAB_SIZE, decodeBytes, encodeBytes } from "../core/data.ts";
+import { END_OF_TEXT, TOKENIZERS } from "./tokenizers.ts";
+import { BYTE_VOCAB_SIZE } from "../core/data.ts";
 import { acquireGpu } from "../core/gpu.ts";
 import { generate, GPT2 } from "../core/model.ts";
 import { configFromSafetensors, parametersFromSafetensors } from "../core/weights.ts";
 
 const USAGE = "usage: deno task generate --weights W.safetensors [--prompt TEXT] [--tokens N] [--temperature T] " +
   "[--top-k K] [--seed S] [--tokenizer gpt2|bytes]";
-
-/** GPT-2's end-of-text token, which its text starts from when there is no prompt. */
-const END_OF_TEXT = 50256;
-
-const TOKENIZERS = {
-  gpt2: { vocab: END_OF_TEXT + 1, encode: (text: string) => encodeBpe(text), decode: decodeBpe },
-  bytes: { vocab: BYTE_VOCAB_SIZE, encode: (text: string) => [...encodeBytes(text)], decode: decodeBytes },
-};
 
 function readOptions(args: string[]) {
   const values = parseOptions(args, {

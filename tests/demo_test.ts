@@ -1,4 +1,5 @@
-// `deno task demo`, the headless main job: it trains and reports, and fails cleanly without a GPU.
+// `deno task demo`, the headless main job: it trains and reports (on the synthetic corpus or a user's text),
+// and fails cleanly without a GPU.
 
 import assert from "node:assert/strict";
 
@@ -34,6 +35,23 @@ Deno.test("deno task demo: four machines train, lose a machine and then a group,
   assert.match(demo.stdout, /^retrieval of the shards +\d+\.\d ms +\d+\.\d ms$/m);
   assert.match(demo.stdout, /^iterations lost +0 +[1-9]\d*$/m);
   assert.match(demo.stdout, /training continued exactly as the run without failures: all 15 losses .* bit for bit$/m);
+});
+
+Deno.test("deno task demo --text trains on a user's file, byte-tokenized, and recovers bit for bit", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".txt" });
+  try {
+    const line = "GEMINI keeps a checkpoint of every machine in the CPU memory of its peers. ";
+    await Deno.writeTextFile(path, line.repeat(8)); // 600 bytes: every window of the global batch is this text
+    const demo = await runDemo({}, ["--iterations", "12", "--text", path, "--tokenizer", "bytes"]);
+    assert.equal(demo.code, 0, demo.stderr);
+    assert.ok(demo.stdout.includes(`text: ${path} (bytes tokens), 600 tokens`), demo.stdout);
+    const losses = [...demo.stdout.matchAll(/^iteration +\d+ +loss (\d+\.\d+) /gm)].map((match) => Number(match[1]));
+    assert.ok(losses.length >= 2 && losses.at(-1)! < losses[0], `the loss falls: ${losses}`);
+    assert.match(demo.stdout, /shards from 0: local, 1: peer 0, 2: local, 3: local/);
+    assert.match(demo.stdout, /training continued exactly as the run without failures: all 12 losses .* bit for bit$/m);
+  } finally {
+    await Deno.remove(path);
+  }
 });
 
 Deno.test("deno task demo answers a bad option with one line and exit code 2", async () => {

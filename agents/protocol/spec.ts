@@ -27,8 +27,11 @@ export interface TrainingSpec {
   time: number;
   /** Optimizer settings and the seed of the initial parameters and the data order. */
   optimizer: Omit<TrainerSettings, "batch" | "time">;
-  /** A seeded synthetic corpus, generated the same on every machine. */
-  corpus: { tokens: number; seed: number };
+  /**
+   * A seeded synthetic corpus of `tokens` tokens, generated the same on every machine; or a user's text,
+   * tokenized once before the cluster starts, whose tokens every machine is given.
+   */
+  corpus: { tokens: number; seed: number } | Corpus;
 }
 
 export interface CheckpointSpec {
@@ -60,8 +63,14 @@ export function openPersistentStore(spec: PersistentSpec): Promise<CheckpointSto
     : BrowserCheckpointStore.open({ name: spec.name, keep: 3, bandwidth: spec.bandwidth });
 }
 
-export function corpusFor(spec: TrainingSpec): Corpus {
-  return syntheticCorpus(spec.corpus.tokens, spec.corpus.seed, spec.config.vocab_size);
+export function corpusFor({ corpus, config }: TrainingSpec): Corpus {
+  if ("seed" in corpus) return syntheticCorpus(corpus.tokens, corpus.seed, config.vocab_size);
+  if (corpus.vocabSize > config.vocab_size) {
+    throw new Error(
+      `the corpus "${corpus.name}" has a vocabulary of ${corpus.vocabSize}, the model ${config.vocab_size}`,
+    );
+  }
+  return corpus;
 }
 
 export interface NetworkSettings {
