@@ -15,7 +15,7 @@ import {
   type ClusterSettings,
   defaultClusterSettings,
   describeSource,
-  largestCheckpointBytes,
+  memoryPlanSettings,
 } from "../agents/protocol/spec.ts";
 import { numberOption, parseOptions, runCommand, UserError } from "./args.ts";
 import { textCorpus, type TokenizerName, TOKENIZERS } from "./tokenizers.ts";
@@ -150,16 +150,7 @@ function adjustSettings(options: Options, settings: ClusterSettings) {
 function planCluster(options: Options, device: GPUDevice, gpuInHostMemory: boolean): MemoryPlan {
   const settings = defaultClusterSettings({ kind: "memory" });
   adjustSettings(options, settings);
-  const plan = {
-    config: options.config,
-    batch: options.batch,
-    time: options.time,
-    machines: options.machines,
-    slotsPerOwner: settings.checkpoint.slotsPerOwner,
-    owners: options.replicas,
-    checkpointBytes: largestCheckpointBytes(settings) + 4096 + 64, // and a slot's headroom, as hostMemory leaves
-    chunkBytes: settings.checkpoint.chunkBytes,
-  };
+  const plan = memoryPlanSettings(settings);
   const budget = {
     bindingBytes: bindingLimit(device),
     availableBytes: Deno.systemMemoryInfo().available,
