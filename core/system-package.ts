@@ -40,13 +40,24 @@ function canInstallDebianPackage(): boolean {
 
 /** The program; on Debian or Ubuntu as root it installs Debian's package when none is found. */
 export async function ensureProgram(program: SystemProgram): Promise<string> {
-  const { name, installCommand } = program;
   const found = findProgram(program);
   if (found) return found;
+  await installDebianPackage(program.name, program.installCommand, `or set ${program.envVar} to ${program.envHint}`);
+  const installed = findProgram(program);
+  if (!installed) throw new Error(`installing ${program.name} failed; run it by hand: ${program.installCommand}`);
+  return installed;
+}
+
+/**
+ * Runs `installCommand` (Debian's package for `name`) on Debian or Ubuntu as root; elsewhere throws the error
+ * that gives the command to run (and `otherwise`, another way, if there is one).
+ */
+export async function installDebianPackage(name: string, installCommand: string, otherwise = "") {
   if (!canInstallDebianPackage()) {
     throw new Error(
-      `no ${name} found: install one (on Debian/Ubuntu: sudo sh -c "${installCommand}") ` +
-        `or set ${program.envVar} to ${program.envHint}`,
+      `no ${name} found: install it (on Debian/Ubuntu: sudo sh -c "${installCommand}")${
+        otherwise ? ` ${otherwise}` : ""
+      }`,
     );
   }
   console.error(`no ${name} found; installing Debian's package: ${installCommand}`);
@@ -56,7 +67,5 @@ export async function ensureProgram(program: SystemProgram): Promise<string> {
     stdout: "inherit",
     stderr: "inherit",
   }).output();
-  const installed = findProgram(program);
-  if (!success || !installed) throw new Error(`installing ${name} failed; run it by hand: ${installCommand}`);
-  return installed;
+  if (!success) throw new Error(`installing ${name} failed; run it by hand: ${installCommand}`);
 }
