@@ -6,13 +6,13 @@
 import type { DecodedShard } from "../core/checkpoint.ts";
 import { Checkpointer, type CheckpointerOptions } from "../core/checkpointing.ts";
 import type { Batch, BatchLoader } from "../core/data.ts";
-import { initialParameters } from "../core/model.ts";
+import { initialParameters, parameterLayout } from "../core/model.ts";
 import { Rng } from "../core/random.ts";
-import type { ShardRange } from "../core/shard.ts";
+import { type ShardRange, shardRanges } from "../core/shard.ts";
 import { readShardParameters, updateShard } from "../core/sharded.ts";
 import type { InMemoryCheckpointStore } from "../core/memory-store.ts";
 import type { StoredEntry } from "../core/store.ts";
-import { Trainer } from "../core/trainer.ts";
+import { Trainer, type TrainerSettings } from "../core/trainer.ts";
 import type { TrainingSpec } from "./protocol/spec.ts";
 
 export interface TrainingEngine {
@@ -60,15 +60,12 @@ export class GpuEngine implements TrainingEngine {
   readonly #trainer: Trainer;
   readonly #checkpointer: Checkpointer;
 
-  constructor(device: GPUDevice, setup: EngineSetup) {
+  /** `built`: the model and kernels `prepareModel` built ahead for this job, else they are built here. */
+  constructor(device: GPUDevice, setup: EngineSetup, built?: PreparedModel) {
     const { training, shard, store, rank, loader, chunkBytes } = setup;
     this.#setup = setup;
     // AdamW's moments for this machine's shard only: it updates nothing else.
-    this.#trainer = new Trainer(device, training.config, {
-      ...training.optimizer,
-      batch: training.batchPerMachine,
-      time: training.time,
-    }, undefined, { range: shard });
+    this.#trainer = new Trainer(device, training.config, trainerSettings(training), undefined, { range: shard, built });
     this.#checkpointer = new Checkpointer(this.#trainer, store, {
       shard,
       owner: rank,
@@ -128,6 +125,37 @@ export class GpuEngine implements TrainingEngine {
     this.#trainer.destroy();
     this.#trainer.device.destroy();
   }
+}
+
+function trainerSettings(training: TrainingSpec): TrainerSettings {
+  return { ...training.optimizer, batch: training.batchPerMachine, time: training.time };
+}
+
+/** GPT-2's buffers and AdamW's kernels on a device, built before the machine knows its shard. */
+export type PreparedModel = Pick<Trainer, "model" | "adamw">;
+
+/**
+ * What a `GpuEngine` for `training` needs before it has a rank (a spare machine builds it while it waits):
+ * the model's buffers, and every pipeline compiled and run once on a throwaway batch and update, since a
+ * software adapter compiles a pipeline's code at its first dispatch. An engine made with it starts from
+ * the initial state all the same (its trainer writes the initial parameters and zeroed moments).
+ */
+export async function prepareModel(
+  device: GPUDevice,
+  training: TrainingSpec,
+  machines: number,
+): Promise<PreparedModel> {
+  const tokens = new Uint32Array(training.batchPerMachine * training.time);
+  // A shard's update, with moments the size of the one the engine will hold: first 0's, as good as any.
+  const range = shardRanges(parameterLayout(training.config).totalFloats, machines)[0];
+  const warm = new Trainer(device, training.config, trainerSettings(training), undefined, { range });
+  await warm.computeGradients({ inputs: tokens, targets: tokens });
+  await warm.model.readGradients();
+  updateShard(warm, range, new Float32Array(range.end - range.start), 1);
+  await readShardParameters(warm, range);
+  warm.m.destroy();
+  warm.v.destroy();
+  return { model: warm.model, adamw: warm.adamw };
 }
 
 /** The state every run starts from, as a shard: the seeded initial parameters, zero moments, the data order's start. */

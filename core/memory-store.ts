@@ -267,6 +267,18 @@ export class InMemoryCheckpointStore implements CheckpointStore {
     return this.#i32[C_NODE];
   }
 
+  /**
+   * Gives an arena that holds nothing yet to machine `node`: a spare machine commits its memory before a
+   * root gives it a rank.
+   */
+  assign(node: number) {
+    checkRank(node, this.#machines, "the arena's own machine");
+    this.#withLock(() => {
+      if (Atomics.load(this.#i32, C_OWNERS_USED)) throw new Error(`${this.description} holds checkpoints already`);
+      Atomics.store(this.#i32, C_NODE, node);
+    });
+  }
+
   get description(): string {
     return this.#place ?? `host memory of machine ${this.node}`;
   }

@@ -49,6 +49,8 @@ export interface TrainerState {
 export interface TrainerOptions extends GPT2Options {
   /** The range of the flat state this trainer updates, in floats (a cluster machine's shard); by default all. */
   range?: { start: number; end: number };
+  /** The model and AdamW's kernels, built ahead on this device for this config, batch and sequence (a spare machine's). */
+  built?: Pick<Trainer, "model" | "adamw">;
 }
 
 export interface StepReport {
@@ -91,10 +93,18 @@ export class Trainer {
     }
     this.device = device;
     this.settings = settings;
-    this.model = new GPT2(device, config, settings.batch, settings.time, options);
+    const built = options.built?.model;
+    if (
+      built &&
+      JSON.stringify([built.config, built.batch, built.time]) !==
+        JSON.stringify([config, settings.batch, settings.time])
+    ) {
+      throw new Error("the model built ahead is for another config, batch or sequence");
+    }
+    this.model = built ?? new GPT2(device, config, settings.batch, settings.time, options);
     this.model.writeParameters(initialParameters(config, settings.seed));
     this.loader = corpus ? new BatchLoader(corpus, settings.batch, settings.time, settings.seed) : null;
-    this.adamw = new AdamW(device);
+    this.adamw = options.built?.adamw ?? new AdamW(device);
     const total = this.model.totalFloats, { start, end } = options.range ?? { start: 0, end: total };
     if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start < end && end <= total)) {
       throw new Error(`the trainer's range [${start}, ${end}) is not inside the ${total} floats of the state`);
