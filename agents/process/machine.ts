@@ -5,11 +5,14 @@
 // the GPU engine), its network port bridged to the TCP transport instead of the simulated switch, and its
 // heartbeats passed on to the root over the control connection.
 //
-// A process that joins without a rank is a spare: its trainer Worker is started and holds its GPU device,
-// registered in etcd with no rank, until a root gives it one. A software failure ends the trainer Worker
-// (SIGUSR1 does it on purpose): the process tells the root, keeps its memory, and a later launch of the
-// same rank starts a new trainer on that memory. A fenced process, or one whose lease ran out in etcd (it
-// was stopped past it, say), stops its trainer and leaves.
+// A process that joins without a rank is a spare, and a hot one: from the job's settings in etcd it commits
+// its arena and has its trainer Worker build everything but the rank (its GPU device, the model's buffers,
+// every pipeline compiled and run once, its heartbeat thread) before it registers in etcd with no rank.
+// Given a rank, it only binds it: the arena and the engine take the rank, the shard is restored, and it
+// goes. A software failure ends the trainer Worker (SIGUSR1 does it on purpose): the process tells the
+// root, keeps its memory, and a later launch of the same rank starts a new trainer, prepared the same way,
+// on that memory. A fenced process, or one whose lease ran out in etcd (it was stopped past it, say),
+// stops its trainer and leaves.
 
 import * as Comlink from "comlink";
 import type { InMemoryCheckpointStore } from "../../core/memory-store.ts";
@@ -70,9 +73,10 @@ export class MachineProcess {
   #renewing = false;
   #rank: number | null = null;
   #incarnation = -1;
-  #store: InMemoryCheckpointStore | null = null;
+  /** The host memory, committed before the process has a rank, and given the rank at its first launch. */
+  #store!: InMemoryCheckpointStore;
   #transport: TcpTransport | null = null;
-  /** A trainer Worker started ahead, its GPU acquired: the next launch uses it. */
+  /** A trainer Worker started ahead and prepared for the job: the next launch uses it. */
   #prepared: Promise<Trainer> | null = null;
   #trainer: Trainer | null = null;
   /** Where heartbeats and events go: the root that launched or adopted this machine. */
@@ -122,11 +126,13 @@ export class MachineProcess {
     this.#leave(why);
   }
 
-  /** Waits for the job's settings, starts a trainer ahead (GPU acquired), and registers as a spare. */
+  /** Waits for the job's settings, commits its memory and prepares a trainer ahead, and registers as a spare. */
   async #join() {
     const accepting = this.#accept();
     accepting.catch(() => {});
     this.#settings = await valueOf(this.#health, SETTINGS_KEY) as ClusterSettings;
+    // Every rank's arena has the same size: it is made (and its pages committed) as rank 0's, and assigned.
+    this.#store = hostMemory(this.#settings, 0);
     this.#prepared = this.#prepare();
     await this.#prepared;
     this.#lease = await this.#health.grant(PROCESS_LEASE_MS);
@@ -164,7 +170,7 @@ export class MachineProcess {
     }
   }
 
-  /** A trainer Worker with its GPU device acquired, not yet started as any rank. */
+  /** A trainer Worker prepared for the job (see MachineApi.prepare), not yet started as any rank. */
   async #prepare(): Promise<Trainer> {
     const worker = new Worker(new URL("../sim/worker.ts", import.meta.url), { type: "module", name: "trainer" });
     const api = Comlink.wrap<MachineApi>(worker);
@@ -174,7 +180,8 @@ export class MachineProcess {
         reject(new Error(`the trainer crashed while starting: ${event.message}`));
       };
     });
-    await Promise.race([api.prepare(), crashed]);
+    const { training, persistent, machines } = this.#settings;
+    await Promise.race([api.prepare({ training, persistent, machines }), crashed]);
     return { worker, api, ports: [] };
   }
 
@@ -251,9 +258,9 @@ export class MachineProcess {
     // A new start of the rank this process runs (a root that took over lost its registration): the old
     // trainer ends as in a software failure, and the new one starts on the same memory.
     this.#trainerEnded(`rank ${rank} is started again here, as incarnation ${incarnation}`);
+    if (this.#rank === null) this.#store.assign(rank);
     this.#rank = rank;
     this.#incarnation = incarnation;
-    this.#store ??= hostMemory(this.#settings, rank);
     this.#transport ??= await this.#startTransport(rank, epoch);
     if (this.#transport.epoch !== epoch) this.#transport.abort(epoch);
     for (const [peer, address] of peers) this.#connect(peer, address);
@@ -318,7 +325,7 @@ export class MachineProcess {
     crashed.catch(() => {});
     const spec: MachineSpec = {
       ...machinePlace(settings, rank, incarnation, epoch, replicaPeers),
-      memory: this.#store!.memory,
+      memory: this.#store.memory,
       network: network.port2,
       root: heartbeats.port2,
       life: life.port2,

@@ -1,12 +1,14 @@
 // A simulated machine's Worker: the worker agent hosted with its own GPUDevice (GPT-2 on the GPU), its NIC's
 // port to the network switch, its host memory (the cluster's SharedArrayBuffer), a heartbeat thread of its
 // own, and a port to tell the cluster that it is dying. The root agent drives it through comlink; bulk bytes
-// go through the network.
+// go through the network. A machine process has it prepared for the job before it has a rank (`prepare`:
+// a hot spare), so that its start only binds the rank; a Worker started unprepared builds as it starts.
 
 import * as Comlink from "comlink";
 import { acquireGpu, formatAdapter, type Gpu } from "../../core/gpu.ts";
 import { InMemoryCheckpointStore } from "../../core/memory-store.ts";
-import { GpuEngine } from "../engine.ts";
+import type { CheckpointStore } from "../../core/store.ts";
+import { GpuEngine, type PreparedModel, prepareModel } from "../engine.ts";
 import { WallClock } from "../protocol/clock.ts";
 import {
   type FaultPoint,
@@ -19,8 +21,11 @@ import {
 import { MachineAgent, silence } from "../worker-agent.ts";
 import { NetworkEndpoint } from "./network.ts";
 
-// The heartbeat thread: it posts { rank, incarnation, iteration } to the root agent's port at every interval.
-const HEARTBEAT_SOURCE = `onmessage = ({ data: { root, intervalMs, rank, incarnation, progress } }) => {
+// The heartbeat thread: it answers "up?" once it runs, then, given its orders, posts { rank, incarnation,
+// iteration } to the root agent's port at every interval.
+const HEARTBEAT_SOURCE = `onmessage = ({ data }) => {
+  if (data === "up?") return postMessage("up");
+  const { root, intervalMs, rank, incarnation, progress } = data;
   const iteration = new Int32Array(progress);
   const beat = () => root.postMessage({ rank, incarnation, iteration: Atomics.load(iteration, 0) });
   beat();
@@ -29,12 +34,71 @@ const HEARTBEAT_SOURCE = `onmessage = ({ data: { root, intervalMs, rank, incarna
 
 /**
  * The machine's heartbeat thread (a Worker of its Worker, from a Blob so that it needs no file of its own
- * in the page's bundle), so that long GPU work never delays a heartbeat. It ends with the machine.
+ * in the page's bundle), so that long GPU work never delays a heartbeat. It is started ahead and beats
+ * once given its orders at the machine's start; it ends with the machine. It counts as started once it
+ * has answered: in Deno, a Worker took a second to answer its first message, and the first message to
+ * one that was never sent any took half a second more, however long ago it was made.
  */
-function startHeartbeat(spec: MachineSpec, progress: Int32Array): Worker {
+async function spawnHeartbeat(): Promise<Worker> {
   const url = URL.createObjectURL(new Blob([HEARTBEAT_SOURCE], { type: "text/javascript" }));
-  const heartbeat = new Worker(url, { type: "module", name: `machine ${spec.rank} heartbeat` });
+  const heartbeat = new Worker(url, { type: "module", name: "machine heartbeat" });
   URL.revokeObjectURL(url);
+  const up = new Promise((resolve) => heartbeat.onmessage = resolve);
+  heartbeat.postMessage("up?");
+  await up;
+  return heartbeat;
+}
+
+let acquired: Promise<Gpu> | null = null;
+/** The GPU, acquired once. */
+const device = () => acquired ??= acquireGpu();
+
+/** What a machine's training needs besides its rank: a spare builds everything from it before it has one. */
+export type Job = Pick<MachineSpec, "training" | "persistent" | "machines">;
+
+/** What a machine has before its rank: its GPU, its persistent store, its heartbeat thread, and its model if prepared. */
+interface Ready {
+  job: string;
+  gpu: Gpu;
+  persistent: CheckpointStore;
+  heartbeat: Worker;
+  /** Built and run once ahead (`prepareModel`); a machine started without being prepared builds it as it starts. */
+  model?: PreparedModel;
+}
+
+/** What `prepare` made ready, for the next start. */
+let ready: Promise<Ready> | null = null;
+
+async function readyFor(job: Job, buildModel: boolean): Promise<Ready> {
+  const heartbeat = spawnHeartbeat();
+  const gpu = await device();
+  return {
+    job: JSON.stringify(job),
+    gpu,
+    persistent: await openPersistentStore(job.persistent),
+    heartbeat: await heartbeat,
+    model: buildModel ? await prepareModel(gpu.device, job.training, job.machines) : undefined,
+  };
+}
+
+/** Ends what was made ready for a start that will not come (the GPU device stays: it is acquired once). */
+function discard({ model, heartbeat }: Ready) {
+  heartbeat.terminate();
+  model?.model.destroy();
+}
+
+/**
+ * Starts the machine on what was prepared for its job (prepared now if nothing was): its memory, its
+ * network port and its heartbeats, and the agent on them.
+ */
+async function startMachine(spec: MachineSpec): Promise<MachineAgent> {
+  const job: Job = { training: spec.training, persistent: spec.persistent, machines: spec.machines };
+  const key = JSON.stringify(job), prepared = await ready;
+  ready = null;
+  if (prepared && prepared.job !== key) discard(prepared); // made for another job: of no use
+  const { gpu, model, persistent, heartbeat } = prepared?.job === key ? prepared : await readyFor(job, false);
+  // [iteration]: what the heartbeats report, shared with the heartbeat thread.
+  const progress = new Int32Array(new SharedArrayBuffer(4));
   heartbeat.postMessage({
     root: spec.root,
     intervalMs: spec.heartbeatMs,
@@ -42,22 +106,8 @@ function startHeartbeat(spec: MachineSpec, progress: Int32Array): Worker {
     incarnation: spec.incarnation,
     progress: progress.buffer,
   }, [spec.root]);
-  return heartbeat;
-}
-
-let acquired: Promise<Gpu> | null = null;
-/** The GPU, acquired once: a spare machine's process acquires it before the machine is given a rank. */
-const device = () => acquired ??= acquireGpu();
-
-/** Starts the machine: its GPU, its memory, its network port and its heartbeats, and the agent on them. */
-async function startMachine(spec: MachineSpec): Promise<MachineAgent> {
-  const gpu = await device();
-  const persistent = await openPersistentStore(spec.persistent);
-  // [iteration]: what the heartbeats report, shared with the heartbeat thread.
-  const progress = new Int32Array(new SharedArrayBuffer(4));
-  const heartbeat = startHeartbeat(spec, progress);
   return new MachineAgent(spec, {
-    engine: (setup) => new GpuEngine(gpu.device, setup),
+    engine: (setup) => new GpuEngine(gpu.device, setup, model),
     transport: new NetworkEndpoint(spec.rank, spec.network, spec.epoch),
     clock: new WallClock(),
     store: InMemoryCheckpointStore.attach(spec.memory, { incarnation: spec.incarnation }),
@@ -83,8 +133,11 @@ function onMachine<T>(body: (machine: MachineAgent) => T | Promise<T>): Promise<
 
 /** What the root agent calls on a machine (through comlink). */
 const api = {
-  async prepare() {
-    await device();
+  /** Builds everything the machine needs but its rank (a spare machine's process has this done while it waits). */
+  async prepare(job: Job) {
+    ready?.then(discard, () => {});
+    ready = readyFor(job, true);
+    await ready;
   },
   async start(spec: MachineSpec): Promise<MachineStatus> {
     agent = await startMachine(spec);
@@ -99,7 +152,15 @@ const api = {
   status: () => onMachine((machine) => machine.status()),
   state: () => onMachine((machine) => machine.state()),
   injectFault: (fault: FaultPoint) => onMachine((machine) => machine.injectFault(fault)),
-  shutdown: () => onMachine((machine) => machine.shutdown()),
+  shutdown: () => {
+    if (agent) return onMachine((machine) => machine.shutdown());
+    const prepared = ready;
+    ready = null;
+    return prepared?.then((unused) => {
+      discard(unused);
+      unused.gpu.device.destroy();
+    }) ?? Promise.resolve();
+  },
 };
 
 export type MachineApi = typeof api;
