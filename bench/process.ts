@@ -1,9 +1,10 @@
 // The process-mode section: the cluster as OS processes on a local etcd (agents/process/), four machines
 // training the tiny model, struck with SIGKILL once iteration 5 is done (a persistent checkpoint of
-// iteration 4 exists): one machine replaced by a hot spare (started, its GPU device held, waiting in etcd)
-// against a cold replacement (a process started only after the failure), and a whole placement group lost,
-// its shards from the persistent store, against one machine served from a peer's memory. Each row is the
-// recovery as the root timed it, from the detection to training resumed.
+// iteration 4 exists): one machine replaced by a hot spare (its arena committed, its engine built and its
+// pipelines run once, waiting in etcd) against a cold replacement (a process started only once the root has
+// detected the failure), and a whole placement group lost, its shards from the persistent store, against
+// one machine served from a peer's memory. Each row is the recovery as the root timed it, from the
+// detection to training resumed.
 
 import { ProcessCluster } from "../agents/process/launcher.ts";
 import { RECOVERIES, type RecoveryRecord, waitFor } from "../agents/process/registry.ts";
@@ -20,9 +21,16 @@ async function recover({ spares, ranks, cold }: (typeof CASES)[number]): Promise
   try {
     await waitFor(cluster.health, "root/state", (_, value) => (value as { iteration: number }).iteration >= 5);
     const holders = await Promise.all(ranks.map((rank) => cluster.holderOf(rank)));
+    // The root detects a failure when the machine's registration leaves etcd (its lease runs out).
+    let detected!: () => void;
+    const detection = new Promise<void>((resolve) => detected = resolve);
+    const unwatch = cluster.health.watch(`machines/${ranks[0]}`, (event) => event.type === "delete" && detected());
+    await cluster.health.watching();
     for (const holder of holders) Deno.kill(holder.pid, "SIGKILL");
     await Promise.all(holders.map((holder) => holder.status));
-    if (cold) cluster.spawnMachine(); // no spare: the root waits for a process to join
+    // No spare: the root waits for a process to join, started only now, so that it starts from nothing.
+    if (cold) await detection.then(() => cluster.spawnMachine());
+    unwatch();
     const [, record] = await waitFor(cluster.health, RECOVERIES);
     await cluster.finished();
     return record as RecoveryRecord;
@@ -47,7 +55,7 @@ export const processSection: Section = {
         `the persistent store ${s(group.phases.total)}`,
       intro: "Four machine processes and two roots on a local etcd, all on 127.0.0.1, the tiny model; SIGKILL once " +
         "iteration 5 is done. Times are the root's, from the first detection to training resumed (detection itself, " +
-        "a lease running out in etcd, comes before).",
+        "a lease running out in etcd, comes before). The cold replacement's process is started at the detection.",
       header: ["case", "sources", "replacement", "retrieval", "load", "synchronize", "total"],
       rows: records.map((record, i) => [
         CASES[i].name,
