@@ -267,6 +267,45 @@ Deno.test({
       );
 
       await t.step(
+        "a standby whose lease ends while it waits campaigns again and wins when the leader goes; one aborted leaves",
+        async () => {
+          const cluster = "requeue", admin = connect();
+          const candidates = async () =>
+            (await admin.client.getAll().prefix(`gemini/${cluster}/election/root/`).exec()).kvs;
+          /** Waits (a bounded number of looks) until the candidates' keys are as `wanted` says. */
+          const until = async (wanted: (kvs: Awaited<ReturnType<typeof candidates>>) => boolean, what: string) => {
+            for (let look = 0; !wanted(await candidates()); look++) {
+              assert.ok(look < 600, what);
+              await pause(50);
+            }
+          };
+          const leaderA = await within(new RootElection(connect(), cluster, 2).campaign("root-a"), "root-a's election");
+          const lines: string[] = [];
+          const standby = new RootElection(connect(), cluster, 2).campaign("root-b", { log: (l) => lines.push(l) });
+          await until((kvs) => kvs.length === 2, "root-b did not queue");
+          const first = (await candidates()).find((kv) => kv.value.toString() === "root-b")!.lease;
+          // Its lease ends, as etcd ends it for a process stalled past it: it queues again on a new one.
+          await admin.client.leaseClient.leaseRevoke({ ID: first });
+          await until(
+            (kvs) => kvs.some((kv) => kv.value.toString() === "root-b" && kv.lease !== first),
+            "root-b did not campaign again",
+          );
+          assert.match(lines.join("\n"), /root-b: its campaign failed \(Lease \d+ is expired or revoked\)/);
+          await leaderA.resign();
+          const leaderB = await within(standby, "root-b's election once root-a resigned");
+          assert.equal(await new RootElection(admin, cluster).leader(), "root-b");
+
+          const stop = new AbortController();
+          const standing = new RootElection(connect(), cluster, 2).campaign("root-c", { signal: stop.signal });
+          await until((kvs) => kvs.length === 2, "root-c did not queue");
+          stop.abort(new Error("the run is done"));
+          await assert.rejects(standing, /the run is done/);
+          await until((kvs) => kvs.length === 1, "root-c's key stayed after it stopped campaigning");
+          await leaderB.resign();
+        },
+      );
+
+      await t.step(
         "etcd away for longer than a lease: calls made meanwhile wait, the lease survives, the store goes on",
         async () => {
           const client = connect(BOUND_MS);

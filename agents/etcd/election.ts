@@ -5,7 +5,7 @@
 // winner then reads the cluster's state back (`ClusterStateStore.read`) and advances the epoch, which
 // fences everything the old leader might still try to write.
 
-import type { Campaign, Election } from "etcd3";
+import { type Campaign, type Election, EtcdLeaseInvalidError, isRecoverableError } from "etcd3";
 import { clusterPrefix, type Etcd } from "./client.ts";
 
 /** A won election: held until `lost` settles or `resign` is called. */
@@ -37,16 +37,44 @@ export class RootElection {
   }
 
   /**
-   * Campaigns as `id` and resolves once elected; rejects if the campaign fails before that (etcd could
-   * not be reached to grant its lease, say). A candidate waits behind the leader for as long as it leads.
+   * Campaigns as `id` and resolves once elected. A candidate whose lease ends before it is elected (its process
+   * stalled past the lease, or etcd was away for two of its lives) campaigns again on a fresh lease, saying so
+   * through `log`, until `signal` aborts; a failure that cannot pass (etcd refused it) rejects. A candidate
+   * waits behind the leader for as long as it leads.
    */
-  campaign(id: string): Promise<Leadership> {
+  async campaign(
+    id: string,
+    { signal, log }: { signal?: AbortSignal; log?: (line: string) => void } = {},
+  ): Promise<Leadership> {
+    for (;;) {
+      signal?.throwIfAborted();
+      try {
+        return await this.#campaignOnce(id, signal);
+      } catch (error) {
+        const passes = error instanceof EtcdLeaseInvalidError || (error instanceof Error && isRecoverableError(error));
+        if (!passes || signal?.aborted) throw error;
+        log?.(`${id}: its campaign failed (${error.message}); it campaigns again`);
+        await new Promise((resolve) => setTimeout(resolve, this.ttlSeconds * 1000 / 4));
+      }
+    }
+  }
+
+  #campaignOnce(id: string, signal?: AbortSignal): Promise<Leadership> {
     const campaign: Campaign = this.#election.campaign(id);
     return new Promise((resolve, reject) => {
       let elected = false, loseIt: (error: Error) => void;
       const lost = new Promise<Error>((resolve) => loseIt = resolve);
-      campaign.on("error", (error: Error) => elected ? loseIt(error) : reject(error));
+      const abort = () => {
+        reject(signal!.reason);
+        campaign.resign().catch(() => {});
+      };
+      signal?.addEventListener("abort", abort, { once: true });
+      campaign.on("error", (error: Error) => {
+        signal?.removeEventListener("abort", abort);
+        elected ? loseIt(error) : reject(error);
+      });
       campaign.on("elected", () => {
+        signal?.removeEventListener("abort", abort);
         elected = true;
         resolve({
           id,

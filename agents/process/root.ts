@@ -81,8 +81,12 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
     }
     const settings = await valueOf(health, SETTINGS_KEY) as ClusterSettings;
     const election = new RootElection(options.etcd, options.cluster, options.electionTtlSeconds);
-    const leadership = await Promise.race([election.campaign(options.id), done]);
-    if (leadership === "done") return "done";
+    const standing = new AbortController();
+    const leadership = await Promise.race([election.campaign(options.id, { signal: standing.signal, log }), done]);
+    if (leadership === "done") {
+      standing.abort(new Error("the run is done"));
+      return "done";
+    }
     if ((await health.get(DONE_KEY)).has(DONE_KEY)) { // finished as this root was being elected
       await leadership.resign();
       return "done";
