@@ -12,7 +12,7 @@ import { type ShardRange, shardRanges } from "../core/shard.ts";
 import { readShardParameters, updateShard } from "../core/sharded.ts";
 import type { InMemoryCheckpointStore } from "../core/memory-store.ts";
 import type { StoredEntry } from "../core/store.ts";
-import { Trainer, type TrainerSettings } from "../core/trainer.ts";
+import { Trainer, type TrainerOptions, type TrainerSettings } from "../core/trainer.ts";
 import type { TrainingSpec } from "./protocol/spec.ts";
 
 export interface TrainingEngine {
@@ -131,14 +131,14 @@ function trainerSettings(training: TrainingSpec): TrainerSettings {
   return { ...training.optimizer, batch: training.batchPerMachine, time: training.time };
 }
 
-/** GPT-2's buffers and AdamW's kernels on a device, built before the machine knows its shard. */
-export type PreparedModel = Pick<Trainer, "model" | "adamw">;
+/** GPT-2's buffers, holding the initial parameters, and AdamW's kernels, built before the machine knows its shard. */
+export type PreparedModel = NonNullable<TrainerOptions["built"]>;
 
 /**
  * What a `GpuEngine` for `training` needs before it has a rank (a spare machine builds it while it waits):
- * the model's buffers, and every pipeline compiled and run once on a throwaway batch and update, since a
- * software adapter compiles a pipeline's code at its first dispatch. An engine made with it starts from
- * the initial state all the same (its trainer writes the initial parameters and zeroed moments).
+ * the model's buffers holding the initial parameters, and every pipeline compiled and run once on a
+ * throwaway batch and update, since a software adapter compiles a pipeline's code at its first dispatch.
+ * An engine made with it starts from the initial state all the same.
  */
 export async function prepareModel(
   device: GPUDevice,
@@ -149,13 +149,15 @@ export async function prepareModel(
   // A shard's update, with moments the size of the one the engine will hold: first 0's, as good as any.
   const range = shardRanges(parameterLayout(training.config).totalFloats, machines)[0];
   const warm = new Trainer(device, training.config, trainerSettings(training), undefined, { range });
+  const initial = await readShardParameters(warm, range);
   await warm.computeGradients({ inputs: tokens, targets: tokens });
   await warm.model.readGradients();
   updateShard(warm, range, new Float32Array(range.end - range.start), 1);
   await readShardParameters(warm, range);
+  warm.model.params.write(range.start, initial); // the update's trace: the rest never changed
   warm.m.destroy();
   warm.v.destroy();
-  return { model: warm.model, adamw: warm.adamw };
+  return { model: warm.model, adamw: warm.adamw, seed: training.optimizer.seed };
 }
 
 /** The state every run starts from, as a shard: the seeded initial parameters, zero moments, the data order's start. */

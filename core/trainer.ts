@@ -49,8 +49,11 @@ export interface TrainerState {
 export interface TrainerOptions extends GPT2Options {
   /** The range of the flat state this trainer updates, in floats (a cluster machine's shard); by default all. */
   range?: { start: number; end: number };
-  /** The model and AdamW's kernels, built ahead on this device for this config, batch and sequence (a spare machine's). */
-  built?: Pick<Trainer, "model" | "adamw">;
+  /**
+   * The model and AdamW's kernels, built ahead on this device for this config, batch and sequence (a spare
+   * machine's), the model holding the initial parameters of `seed` (GPT-2's take 17 s to draw here).
+   */
+  built?: Pick<Trainer, "model" | "adamw"> & { seed: number };
 }
 
 export interface StepReport {
@@ -93,18 +96,14 @@ export class Trainer {
     }
     this.device = device;
     this.settings = settings;
-    const built = options.built?.model;
-    if (
-      built &&
-      JSON.stringify([built.config, built.batch, built.time]) !==
-        JSON.stringify([config, settings.batch, settings.time])
-    ) {
-      throw new Error("the model built ahead is for another config, batch or sequence");
+    const built = options.built, job = JSON.stringify([config, settings.batch, settings.time, settings.seed]);
+    if (built && JSON.stringify([built.model.config, built.model.batch, built.model.time, built.seed]) !== job) {
+      throw new Error("the model built ahead is for another config, batch, sequence or seed");
     }
-    this.model = built ?? new GPT2(device, config, settings.batch, settings.time, options);
-    this.model.writeParameters(initialParameters(config, settings.seed));
+    this.model = built?.model ?? new GPT2(device, config, settings.batch, settings.time, options);
+    if (!built) this.model.writeParameters(initialParameters(config, settings.seed));
     this.loader = corpus ? new BatchLoader(corpus, settings.batch, settings.time, settings.seed) : null;
-    this.adamw = options.built?.adamw ?? new AdamW(device);
+    this.adamw = built?.adamw ?? new AdamW(device);
     const total = this.model.totalFloats, { start, end } = options.range ?? { start: 0, end: total };
     if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start < end && end <= total)) {
       throw new Error(`the trainer's range [${start}, ${end}) is not inside the ${total} floats of the state`);

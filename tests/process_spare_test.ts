@@ -21,6 +21,7 @@ import {
 import type { MachineApi } from "../agents/sim/worker.ts";
 import { sameState } from "../agents/process/options.ts";
 import { acquireGpu } from "../core/gpu.ts";
+import { Trainer } from "../core/trainer.ts";
 
 function settingsFor(machines: number, directory: string): ClusterSettings {
   const settings = defaultClusterSettings({ kind: "files", directory });
@@ -88,6 +89,20 @@ Deno.test("a model prepared ahead trains, checkpoints and restores bit for bit a
     assert.ok(sameState(prepared.restored, fresh.restored), "the state after three steps and a restore");
   } finally {
     await Deno.remove(directory, { recursive: true });
+  }
+});
+
+Deno.test("a trainer refuses a model built ahead for another job", async () => {
+  const device = (await acquireGpu()).device;
+  try {
+    const { training } = settingsFor(2, "unused");
+    const built = await prepareModel(device, training, 2);
+    const settings = { ...training.optimizer, batch: training.batchPerMachine, time: training.time };
+    for (const other of [{ ...settings, seed: settings.seed + 1 }, { ...settings, time: settings.time / 2 }]) {
+      assert.throws(() => new Trainer(device, training.config, other, undefined, { built }), /another config/);
+    }
+  } finally {
+    device.destroy();
   }
 });
 
