@@ -1,11 +1,15 @@
 // GPT-2 at its published size on this adapter: training steps (ms and tokens/s, the first with its shader
-// compilation), the memory plan's GPU bytes beside what the trainer allocated, and generation in tokens/s.
-// On a software adapter it takes minutes.
+// compilation), the memory plan's GPU bytes beside what the trainer allocated, and generation in tokens/s;
+// beside our steps, the TensorFlow.js peer's on the same batches, or why it could not take one (as it
+// failed: a thrown error, a GPU error tfjs only logs, or a loss that is not a number). On a software adapter
+// it takes minutes.
 
-import { generate, GPT2, type GPT2Config, MODEL_PRESETS } from "../core/model.ts";
+import { generate, GPT2, type GPT2Config, initialParameters, MODEL_PRESETS } from "../core/model.ts";
 import { Rng } from "../core/random.ts";
-import { DEFAULT_TRAINER_SETTINGS, planMemory, Trainer } from "../core/trainer.ts";
+import { DEFAULT_TRAINER_SETTINGS, planMemory, Trainer, type TrainerSettings } from "../core/trainer.ts";
+import type { Batch } from "../core/data.ts";
 import type { BenchContext, Section } from "./measure.ts";
+import { tfjsDevice, TfjsGPT2, useTfjsWebGPU } from "./tfjs_gpt2.ts";
 
 export interface Gpt2Measurement {
   config: GPT2Config;
@@ -15,6 +19,8 @@ export interface Gpt2Measurement {
   pieces: number;
   /** Every training step, in order: the first compiles the shaders. */
   steps: { milliseconds: number; tokensPerSecond: number; loss: number }[];
+  /** TensorFlow.js's steps on the same batches from the same weights, or why it could not train. */
+  tfjs: { steps: { milliseconds: number; loss: number }[] } | { error: string };
   /** The plan's parameters, gradients, moments and activations, and what the trainer allocated for them. */
   plannedGpuBytes: number;
   allocatedGpuBytes: number;
@@ -27,13 +33,15 @@ export async function measureGpt2(
   device: GPUDevice,
   { config = MODEL_PRESETS.gpt2, batch = 1, time = 16, steps = 3, tokens = 4 } = {},
 ): Promise<Gpt2Measurement> {
-  const trainer = new Trainer(device, config, { ...DEFAULT_TRAINER_SETTINGS, batch, time });
+  const settings = { ...DEFAULT_TRAINER_SETTINGS, batch, time };
+  const trainer = new Trainer(device, config, settings);
   const rng = new Rng(1), random = () => Uint32Array.from({ length: batch * time }, () => rng.below(config.vocab_size));
+  const batches = Array.from({ length: steps }, () => ({ inputs: random(), targets: random() }));
   const measured: Gpt2Measurement["steps"] = [];
   let pieces, allocatedGpuBytes;
   try {
-    for (let i = 0; i < steps; i++) {
-      const { milliseconds, tokensPerSecond, loss } = await trainer.trainOn({ inputs: random(), targets: random() });
+    for (const batch of batches) {
+      const { milliseconds, tokensPerSecond, loss } = await trainer.trainOn(batch);
       measured.push({ milliseconds, tokensPerSecond, loss });
     }
     pieces = trainer.model.params.pieces.length;
@@ -67,7 +75,43 @@ export async function measureGpt2(
   } finally {
     model.destroy();
   }
-  return { config, batch, time, pieces, steps: measured, plannedGpuBytes, allocatedGpuBytes, generation };
+  // Last, and on its own device: whatever tfjs does to its device cannot touch our measurements.
+  const tfjs = await measureTfjs(config, initialParameters(config, settings.seed), batches, settings);
+  return { config, batch, time, pieces, steps: measured, tfjs, plannedGpuBytes, allocatedGpuBytes, generation };
+}
+
+/** The TensorFlow.js peer's steps on `batches`, or the first reason it could not take one. */
+async function measureTfjs(
+  config: GPT2Config,
+  params: Float32Array,
+  batches: Batch[],
+  { batch, time, lr }: TrainerSettings,
+): Promise<Gpt2Measurement["tfjs"]> {
+  if (!await useTfjsWebGPU()) return { error: "tfjs's WebGPU backend did not start on this adapter" };
+  // tfjs logs a GPU error (a buffer over the binding limit, memory) and goes on with garbage: catch them.
+  const gpu = tfjsDevice();
+  gpu.pushErrorScope("out-of-memory");
+  gpu.pushErrorScope("validation");
+  const steps: { milliseconds: number; loss: number }[] = [];
+  let thrown: string | undefined, model: TfjsGPT2 | undefined;
+  try {
+    model = new TfjsGPT2(config, params, time, lr);
+    for (const each of batches) {
+      const start = performance.now();
+      const loss = await model.trainOn(each, batch, time);
+      steps.push({ milliseconds: performance.now() - start, loss });
+      if (!Number.isFinite(loss)) break;
+    }
+  } catch (error) {
+    thrown = (error as Error).message;
+  } finally {
+    model?.dispose();
+  }
+  const validation = await gpu.popErrorScope(), memory = await gpu.popErrorScope();
+  const notANumber = steps.find((step) => !Number.isFinite(step.loss));
+  const reason = thrown ?? validation?.message ?? memory?.message ??
+    (notANumber ? `a loss of ${notANumber.loss} at step ${steps.indexOf(notANumber) + 1}` : undefined);
+  return reason === undefined ? { steps } : { error: reason.split("\n")[0].slice(0, 300) };
 }
 
 /** The bench's GPT-2 section: 124M training steps and generation on this adapter, and the memory plan's check. */
@@ -86,11 +130,14 @@ export const gpt2Section: Section = {
         `${(tokens / (mean / 1000)).toFixed(2)} tokens/s training (batch ${measured.batch} x ${measured.time}), ` +
         `${measured.generation.tokensPerSecond.toFixed(3)} tokens/s generating; planned GPU bytes ${
           measured.plannedGpuBytes === measured.allocatedGpuBytes ? "equal" : "differ from"
-        } what was allocated`,
+        } what was allocated; TensorFlow.js ${
+          "error" in measured.tfjs ? "could not train it" : `${tfjsTokensPerSecond(measured)} tokens/s`
+        }`,
       intro: `GPT-2 124M (${measured.pieces} pieces per flat buffer under this adapter's binding limit), random ` +
         `tokens, batch ${measured.batch} x ${measured.time}: each training step (the first compiles the shaders), ` +
         `greedy generation after it has compiled, and the memory plan's parameters, gradients, moments and ` +
-        `activations beside what the trainer allocated.`,
+        `activations beside what the trainer allocated. Then TensorFlow.js (its WebGPU backend, tf.train.adam) ` +
+        `from the same weights on the same batches: its steps, or the reason it could not take one, as it failed.`,
       header: ["measure", "value"],
       rows: [
         ...measured.steps.map((step, i) => [
@@ -103,8 +150,23 @@ export const gpt2Section: Section = {
         ],
         ["GPU bytes planned", gib(measured.plannedGpuBytes)],
         ["GPU bytes allocated", gib(measured.allocatedGpuBytes)],
+        ...("error" in measured.tfjs ? [["TensorFlow.js", `could not train: ${measured.tfjs.error}`]] : measured.tfjs
+          .steps.map((step, i) => [
+            `TensorFlow.js step ${i + 1}${i === 0 ? " (compiles)" : ""}`,
+            `${(step.milliseconds / 1000).toFixed(1)} s, loss ${step.loss.toFixed(4)} (ours ${
+              measured.steps[i].loss.toFixed(4)
+            })`,
+          ])),
       ],
       raw: measured,
     };
   },
 };
+
+/** TensorFlow.js's tokens/s over its steps after the first (which compiles), as ours are counted. */
+function tfjsTokensPerSecond(measured: Gpt2Measurement): string {
+  if ("error" in measured.tfjs) return "n/a";
+  const later = measured.tfjs.steps.slice(1), tokens = measured.batch * measured.time;
+  const mean = later.reduce((sum, step) => sum + step.milliseconds, 0) / later.length;
+  return (tokens / (mean / 1000)).toFixed(2);
+}

@@ -14,6 +14,11 @@ export async function useTfjsWebGPU(): Promise<boolean> {
   return await tf.setBackend("webgpu") && tf.getBackend() === "webgpu";
 }
 
+/** The GPU device of tfjs's WebGPU backend: where to catch the validation errors tfjs does not raise. */
+export function tfjsDevice(): GPUDevice {
+  return (tf.backend() as unknown as { device: GPUDevice }).device;
+}
+
 export class TfjsGPT2 {
   readonly #config: GPT2Config;
   readonly #variables: Map<string, tf.Variable>;
