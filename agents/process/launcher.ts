@@ -31,6 +31,7 @@ export interface Child {
   /** Its first stdout line (a machine's id), once printed. */
   ready: Promise<string>;
   id?: string;
+  /** Its exit status, once it has exited and every line it wrote to stderr has been logged. */
   status: Promise<Deno.CommandStatus>;
 }
 
@@ -119,10 +120,12 @@ export class ProcessCluster {
     }).spawn();
     let first!: (line: string) => void;
     const ready = new Promise<string>((resolve) => first = resolve);
-    const child: Child = { name, pid: process.pid, process, ready, status: process.status };
-    ready.then((id) => child.id = id);
     lines(process.stdout, (line) => first(line.trim())).catch(() => {});
-    lines(process.stderr, (line) => this.#log(`[${name} ${process.pid}] ${line}`)).catch(() => {});
+    const logged = lines(process.stderr, (line) => this.#log(`[${name} ${process.pid}] ${line}`)).catch(() => {});
+    // A child has ended once its last lines are logged too: what it said before it exited can be read then.
+    const status = Promise.all([process.status, logged]).then(([status]) => status);
+    const child: Child = { name, pid: process.pid, process, ready, status };
+    ready.then((id) => child.id = id);
     return child;
   }
 
@@ -171,9 +174,8 @@ export class ProcessCluster {
       throw new Error("every root process ended before the run was done");
     });
     await Promise.race([valueOf(this.health, DONE_KEY), rootsEnded]);
-    // The machines leave once the run is done. A root is not waited for: one sometimes lingers after it (cause
-    // not found yet); what it wrote is complete before the done mark, and close() stops it.
-    await Promise.all(this.machines.map((child) => child.status));
+    // Every process leaves once the run is done: one that lingers hangs here, which a test should see.
+    await Promise.all([...this.machines, ...this.roots].map((child) => child.status));
     const losses: number[] = [];
     for (const [key, loss] of await this.health.get(LOSSES)) losses[Number(key.slice(LOSSES.length))] = loss as number;
     return { losses, state: decodeState(await Deno.readFile(this.out), this.out) };
