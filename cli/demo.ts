@@ -188,10 +188,9 @@ function train(options: Options, failures: (run: RunContext) => Promise<void>, l
       console.log(describeIteration(event));
     } else if (event.type === "failure") {
       const { rank, kind, where, detectedAt, failedAt } = event.failure;
-      console.log(
-        `  ! machine ${rank}: ${kind} failure ${where}; detected by missed heartbeats after ` +
-          `${(detectedAt - failedAt).toFixed(0)} ms`,
-      );
+      // A machine fenced while it still ran has no time of failure to count from.
+      const after = detectedAt > failedAt ? ` after ${(detectedAt - failedAt).toFixed(0)} ms` : "";
+      console.log(`  ! machine ${rank}: ${kind} failure ${where}; detected by missed heartbeats${after}`);
     } else if (event.type === "recovery") {
       console.log(describeRecovery(event));
     }
