@@ -34,19 +34,18 @@ const HEARTBEAT_SOURCE = `onmessage = ({ data }) => {
 
 /**
  * The machine's heartbeat thread (a Worker of its Worker, from a Blob so that it needs no file of its own
- * in the page's bundle), so that long GPU work never delays a heartbeat. It is started ahead and beats
- * once given its orders at the machine's start; it ends with the machine. It counts as started once it
- * has answered: in Deno, a Worker took a second to answer its first message, and the first message to
- * one that was never sent any took half a second more, however long ago it was made.
+ * in the page's bundle), so that long GPU work never delays a heartbeat. It beats once given its orders at
+ * the machine's start, and ends with the machine. `up` settles once it has answered: a machine prepared
+ * ahead waits for that, since in Deno here, both cores busy, a new Worker took a second to answer its
+ * first message, and the first message to one never sent any took half a second, however old it was.
  */
-async function spawnHeartbeat(): Promise<Worker> {
+function spawnHeartbeat(): { heartbeat: Worker; up: Promise<unknown> } {
   const url = URL.createObjectURL(new Blob([HEARTBEAT_SOURCE], { type: "text/javascript" }));
   const heartbeat = new Worker(url, { type: "module", name: "machine heartbeat" });
   URL.revokeObjectURL(url);
   const up = new Promise((resolve) => heartbeat.onmessage = resolve);
   heartbeat.postMessage("up?");
-  await up;
-  return heartbeat;
+  return { heartbeat, up };
 }
 
 let acquired: Promise<Gpu> | null = null;
@@ -69,16 +68,15 @@ interface Ready {
 /** What `prepare` made ready, for the next start. */
 let ready: Promise<Ready> | null = null;
 
-async function readyFor(job: Job, buildModel: boolean): Promise<Ready> {
-  const heartbeat = spawnHeartbeat();
+/** What a machine needs before its rank; `ahead`, everything (a spare's), else only what its start waits for. */
+async function readyFor(job: Job, ahead: boolean): Promise<Ready> {
+  const { heartbeat, up } = spawnHeartbeat();
   const gpu = await device();
-  return {
-    job: JSON.stringify(job),
-    gpu,
-    persistent: await openPersistentStore(job.persistent),
-    heartbeat: await heartbeat,
-    model: buildModel ? await prepareModel(gpu.device, job.training, job.machines) : undefined,
-  };
+  const persistent = await openPersistentStore(job.persistent);
+  if (!ahead) return { job: JSON.stringify(job), gpu, persistent, heartbeat };
+  const model = await prepareModel(gpu.device, job.training, job.machines);
+  await up;
+  return { job: JSON.stringify(job), gpu, persistent, heartbeat, model };
 }
 
 /** Ends what was made ready for a start that will not come (the GPU device stays: it is acquired once). */
