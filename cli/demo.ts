@@ -44,7 +44,7 @@ function readOptions(args: string[]) {
     "persist-every": { type: "string", default: "5" },
     network: { type: "string", default: "400" },
     storage: { type: "string", default: "20" },
-    "heartbeat-timeout": { type: "string", default: "600" },
+    "heartbeat-timeout": { type: "string" },
     text: { type: "string" },
     tokenizer: { type: "string" },
   }, USAGE);
@@ -86,14 +86,28 @@ function readOptions(args: string[]) {
     persistEvery: numberOption("persist-every", values["persist-every"], { integer: true, positive: true }),
     network: numberOption("network", values.network, { positive: true }) * 1e6,
     storage: numberOption("storage", values.storage, { positive: true }) * 1e6,
-    heartbeatTimeout: numberOption("heartbeat-timeout", values["heartbeat-timeout"], { positive: true }),
+    /** Given, or chosen from the memory plan once there is one (`defaultHeartbeatTimeout`). */
+    heartbeatTimeout: values["heartbeat-timeout"] === undefined
+      ? undefined
+      : numberOption("heartbeat-timeout", values["heartbeat-timeout"], { positive: true }),
     text: values.text,
     // A byte-level model reads bytes, any other GPT-2's BPE.
     tokenizer: (values.tokenizer ?? (config.vocab_size === TOKENIZERS.bytes.vocab ? "bytes" : "gpt2")) as TokenizerName,
   };
 }
 
-type Options = ReturnType<typeof readOptions> & { corpus?: Corpus };
+/** What a run takes: the options, the --text corpus, and the heartbeat timeout once chosen. */
+type Options = Omit<ReturnType<typeof readOptions>, "heartbeatTimeout"> & { corpus?: Corpus; heartbeatTimeout: number };
+type Planned = Omit<Options, "heartbeatTimeout">;
+
+/**
+ * 600 ms, or 30 s for a machine that plans more than a GiB: committing gigabytes stalls every thread of a
+ * process (the Workers share one address space) for longer than 600 ms, and GPT-2 124M's machines were all
+ * fenced in their first step while they still ran.
+ */
+function defaultHeartbeatTimeout(plan: MemoryPlan): number {
+  return plan.gpuBytes + plan.hostBytes > 2 ** 30 ? 30_000 : 600;
+}
 
 /**
  * The --text file tokenized once, checked against the model and the batch: one UserError for a file that
@@ -129,7 +143,7 @@ export async function readTextCorpus(
 }
 
 /** The default cluster's settings, changed as the options say. */
-function adjustSettings(options: Options, settings: ClusterSettings) {
+function adjustSettings(options: Planned, settings: ClusterSettings) {
   Object.assign(settings, { machines: options.machines, replicas: options.replicas, placement: options.placement });
   settings.training = {
     ...settings.training,
@@ -147,7 +161,7 @@ function adjustSettings(options: Options, settings: ClusterSettings) {
  * Every machine's memory, planned before anything is allocated; one clear error (naming the largest batch
  * and sequence that would fit) where the cluster does not fit this computer and adapter.
  */
-function planCluster(options: Options, device: GPUDevice, gpuInHostMemory: boolean): MemoryPlan {
+function planCluster(options: Planned, device: GPUDevice, gpuInHostMemory: boolean): MemoryPlan {
   const settings = defaultClusterSettings({ kind: "memory" });
   adjustSettings(options, settings);
   const plan = memoryPlanSettings(settings);
@@ -249,7 +263,7 @@ function compareRecoveries(peer: ObservedRecovery, persistent: ObservedRecovery)
 
 async function main(args: string[]): Promise<number> {
   const read = readOptions(args);
-  const options: Options = {
+  const planned: Planned = {
     ...read,
     corpus: read.text === undefined ? undefined : await readTextCorpus(read.text, read.tokenizer, read),
   };
@@ -257,8 +271,9 @@ async function main(args: string[]): Promise<number> {
   console.log(`adapter: ${formatAdapter(gpu.adapter)}`);
   const check = await runSelfCheck(gpu.device);
   console.log(describeSelfCheck(check));
+  const plan = planCluster(planned, gpu.device, gpu.adapter.isFallback);
+  const options: Options = { ...planned, heartbeatTimeout: read.heartbeatTimeout ?? defaultHeartbeatTimeout(plan) };
   const { config, machines, replicas, iterations } = options;
-  const plan = planCluster(options, gpu.device, gpu.adapter.isFallback);
   gpu.device.destroy();
   if (check.mismatches) return 1;
   if (options.model === "gpt2") console.log(describePlan(plan, machines, gpu.adapter.isFallback));
