@@ -27,18 +27,38 @@ export async function reduceScatterMean(
   const n = shards.length, rank = network.rank;
   const next = (rank + 1) % n, previous = (rank + n - 1) % n;
   const part = (c: number) => values.subarray(shards[c].start, shards[c].end);
+  // One accumulator, summed into in place: a send copies what it sends (Transport), so it may change after.
+  const accumulator = new Float32Array(Math.max(...shards.map(({ start, end }) => end - start)));
   let partial = part((rank + n - 1) % n);
   for (let step = 0; step < n - 1; step++) {
     network.send(next, "training", "reduce-scatter", `${tag}/rs/${step}`, bytesOf(partial));
     const received = floatsOf((await network.receive(previous, `${tag}/rs/${step}`, epoch)).bytes);
     const own = part((rank + 2 * n - 2 - step) % n);
-    const sum = new Float32Array(own.length);
-    for (let i = 0; i < own.length; i++) sum[i] = received[i] + own[i];
-    partial = sum;
+    partial = accumulator.subarray(0, own.length);
+    for (let i = 0; i < own.length; i++) partial[i] = received[i] + own[i];
   }
-  const mean = new Float32Array(partial.length);
-  for (let i = 0; i < mean.length; i++) mean[i] = partial[i] / n;
+  const mean = n > 1 ? partial : partial.slice(); // one machine: its own values, which are the caller's
+  for (let i = 0; i < mean.length; i++) mean[i] /= n;
   return mean;
+}
+
+/**
+ * The ring's N-1 steps: each sends the piece `piece(c)` it has and hands the one it receives to `arrived`
+ * (every machine ends with every machine's piece).
+ */
+async function ring(
+  network: Transport,
+  count: number,
+  tag: string,
+  epoch: number,
+  piece: (c: number) => Uint8Array,
+  arrived: (c: number, bytes: Uint8Array) => void,
+) {
+  const rank = network.rank, next = (rank + 1) % count, previous = (rank + count - 1) % count;
+  for (let step = 0; step < count - 1; step++) {
+    network.send(next, "training", "all-gather", `${tag}/ag/${step}`, piece((rank + count - step) % count));
+    arrived((rank + count - 1 - step) % count, (await network.receive(previous, `${tag}/ag/${step}`, epoch)).bytes);
+  }
 }
 
 /** Every machine's `piece`, by rank (the pieces may differ in length). */
@@ -49,27 +69,35 @@ export async function allGather(
   tag: string,
   epoch: number,
 ): Promise<Uint8Array[]> {
-  const rank = network.rank, next = (rank + 1) % count, previous = (rank + count - 1) % count;
   const pieces: Uint8Array[] = new Array(count);
-  pieces[rank] = piece;
-  for (let step = 0; step < count - 1; step++) {
-    network.send(next, "training", "all-gather", `${tag}/ag/${step}`, pieces[(rank + count - step) % count]);
-    pieces[(rank + count - 1 - step) % count] = (await network.receive(previous, `${tag}/ag/${step}`, epoch)).bytes;
-  }
+  pieces[network.rank] = piece;
+  await ring(network, count, tag, epoch, (c) => pieces[c], (c, bytes) => pieces[c] = bytes);
   return pieces;
 }
 
-/** The whole flat state from every machine's shard of it. */
+/**
+ * The whole flat state from every machine's shard of it, written into `whole` (a buffer the caller reuses,
+ * or a new one): each piece goes into place as it arrives and is passed on from there, so no more than one
+ * received message is held besides `whole`.
+ */
 export async function allGatherShards(
   network: Transport,
   shard: Float32Array,
   shards: ShardRange[],
   tag: string,
   epoch: number,
+  whole: Float32Array = new Float32Array(shards[0].totalFloats),
 ): Promise<Float32Array> {
-  const pieces = await allGather(network, bytesOf(shard), shards.length, tag, epoch);
-  const whole = new Float32Array(shards[0].totalFloats);
-  pieces.forEach((piece, c) => whole.set(floatsOf(piece), shards[c].start));
+  const range = (c: number) => whole.subarray(shards[c].start, shards[c].end);
+  whole.set(shard, shards[network.rank].start);
+  await ring(
+    network,
+    shards.length,
+    tag,
+    epoch,
+    (c) => bytesOf(range(c)),
+    (c, bytes) => range(c).set(floatsOf(bytes)),
+  );
   return whole;
 }
 

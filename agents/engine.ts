@@ -20,7 +20,10 @@ export interface TrainingEngine {
   readonly step: number;
   /** Forward and backward on this machine's rows of the global batch: their mean loss. */
   computeGradients(batch: Batch): Promise<number>;
-  /** The gradient of every parameter, as the last `computeGradients` left it. */
+  /**
+   * The gradient of every parameter, as the last `computeGradients` left it, in an array the engine may
+   * reuse at the next call (a machine's one buffer in transit: the caller may write over it meanwhile).
+   */
   readGradients(): Promise<Float32Array>;
   /** The optimizer step on this machine's shard, with the shard's averaged gradient and the global squared norm. */
   updateShard(grads: Float32Array, normSquared: number): void;
@@ -59,6 +62,8 @@ export class GpuEngine implements TrainingEngine {
   readonly #setup: EngineSetup;
   readonly #trainer: Trainer;
   readonly #checkpointer: Checkpointer;
+  /** The gradients read back every iteration, and then the parameters gathered (see MachineAgent.step). */
+  readonly #transit: Float32Array<ArrayBuffer>;
 
   /** `built`: the model and kernels `prepareModel` built ahead for this job, else they are built here. */
   constructor(device: GPUDevice, setup: EngineSetup, built?: PreparedModel) {
@@ -75,6 +80,7 @@ export class GpuEngine implements TrainingEngine {
       beforeCommit: setup.beforeCommit,
       afterSave: setup.afterSave,
     });
+    this.#transit = new Float32Array(this.#trainer.model.totalFloats);
   }
 
   get step(): number {
@@ -86,7 +92,7 @@ export class GpuEngine implements TrainingEngine {
   }
 
   readGradients(): Promise<Float32Array> {
-    return this.#trainer.model.readGradients();
+    return this.#trainer.model.grads.read(0, this.#transit.length, this.#transit);
   }
 
   updateShard(grads: Float32Array, normSquared: number) {

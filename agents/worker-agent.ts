@@ -188,7 +188,8 @@ export class MachineAgent {
           if (plan.checkpoint) checkpointBlocked = await this.#beginCheckpoint();
         },
         "all-gather": async () => {
-          const params = await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch);
+          // Into the gradients' array: they are spent, and one buffer in transit is all a machine holds.
+          const params = await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch, grads);
           this.#engine.writeParameters(params);
         },
       };

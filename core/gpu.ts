@@ -141,17 +141,37 @@ export async function readBuffer(
   byteLength = source.size,
   offset = 0,
 ): Promise<ArrayBuffer> {
+  const target = new Uint8Array(byteLength);
+  await readBufferInto(device, source, target, offset);
+  return target.buffer;
+}
+
+/**
+ * The largest staging buffer a readback maps at once: a larger read goes through it in turns, so reading
+ * GPT-2's gradients does not hold a second whole copy of them in mapped memory (host memory, on a software adapter).
+ */
+export const READBACK_STAGING_BYTES = 32 << 20;
+
+/**
+ * Copies `target.byteLength` bytes of a GPU buffer from `offset` (a multiple of 4) into `target`, through one
+ * staging buffer of at most READBACK_STAGING_BYTES (waits for the queue).
+ */
+export async function readBufferInto(device: GPUDevice, source: GPUBuffer, target: Uint8Array, offset = 0) {
   const staging = device.createBuffer({
     label: `${source.label} readback`,
-    size: alignTo4(byteLength),
+    size: alignTo4(Math.min(target.byteLength, READBACK_STAGING_BYTES)),
     usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
   });
-  const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(source, offset, staging, 0, alignTo4(byteLength));
-  device.queue.submit([encoder.finish()]);
   try {
-    await staging.mapAsync(GPUMapMode.READ);
-    return staging.getMappedRange().slice(0, byteLength);
+    for (let done = 0; done < target.byteLength || done === 0; done += staging.size) {
+      const bytes = Math.min(staging.size, target.byteLength - done);
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(source, offset + done, staging, 0, alignTo4(bytes));
+      device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      target.set(new Uint8Array(staging.getMappedRange(), 0, bytes), done);
+      staging.unmap();
+    }
   } finally {
     staging.destroy();
   }
@@ -248,12 +268,12 @@ export class PiecedBuffer {
     for (const piece of this.pieces) encoder.clearBuffer(piece.buffer);
   }
 
-  /** Reads [start, end) back to the host (waits for the queue). */
-  async read(start = 0, end = this.floats): Promise<Float32Array> {
-    const out = new Float32Array(end - start);
-    for (const { binding, start: from } of this.parts(start, end)) {
-      const bytes = await readBuffer(this.#device, binding.buffer, binding.size, binding.offset);
-      out.set(new Float32Array(bytes), from - start);
+  /** Reads [start, end) back to the host, into `out` if given (a buffer the caller reuses); waits for the queue. */
+  async read(start = 0, end = this.floats, out = new Float32Array(end - start)): Promise<Float32Array> {
+    if (out.length !== end - start) throw new Error(`reading ${end - start} floats into an array of ${out.length}`);
+    for (const { binding, start: from, end: to } of this.parts(start, end)) {
+      const target = new Uint8Array(out.buffer, out.byteOffset + (from - start) * 4, (to - from) * 4);
+      await readBufferInto(this.#device, binding.buffer, target, binding.offset);
     }
     return out;
   }
