@@ -2,7 +2,7 @@
 // compilation), the memory plan's GPU bytes beside what the trainer allocated, and generation in tokens/s;
 // beside our steps, the TensorFlow.js peer's on the same batches, or why it could not take one (as it
 // failed: a thrown error, a GPU error tfjs only logs, or a loss that is not a number). On a software adapter
-// it takes minutes.
+// it takes minutes. Last, the memory plan of a cluster machine against the peak RSS a Worker cluster took.
 
 import { generate, GPT2, type GPT2Config, initialParameters, MODEL_PRESETS } from "../core/model.ts";
 import { Rng } from "../core/random.ts";
@@ -10,6 +10,7 @@ import { DEFAULT_TRAINER_SETTINGS, planMemory, Trainer, type TrainerSettings } f
 import type { Batch } from "../core/data.ts";
 import type { BenchContext, Section } from "./measure.ts";
 import { tfjsDevice, TfjsGPT2, useTfjsWebGPU } from "./tfjs_gpt2.ts";
+import { CLUSTER_MEMORY_MODEL, measureClusterPeak } from "./memory-plan.ts";
 
 export interface Gpt2Measurement {
   config: GPT2Config;
@@ -117,10 +118,15 @@ async function measureTfjs(
 /** The bench's GPT-2 section: 124M training steps and generation on this adapter, and the memory plan's check. */
 export const gpt2Section: Section = {
   name: "gpt2",
-  steps: () => 1,
+  steps: () => 2,
   async run({ device, quick, progress }: BenchContext) {
     const measured = await measureGpt2(device, quick ? { steps: 2, tokens: 2 } : {});
     progress.step("GPT-2 124M");
+    // Every checkpoint slot is written by iteration 3, and the first persistent copy taken at 4.
+    const cluster = await measureClusterPeak(CLUSTER_MEMORY_MODEL, 4, quick ? 3 : 5);
+    progress.step("cluster memory");
+    const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+    const over = `${(100 * (cluster.measuredBytes / cluster.plannedBytes - 1)).toFixed(1)}%`;
     const later = measured.steps.slice(1), tokens = measured.batch * measured.time;
     const mean = later.reduce((sum, step) => sum + step.milliseconds, 0) / later.length;
     const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(3)} GiB`;
@@ -132,12 +138,15 @@ export const gpt2Section: Section = {
           measured.plannedGpuBytes === measured.allocatedGpuBytes ? "equal" : "differ from"
         } what was allocated; TensorFlow.js ${
           "error" in measured.tfjs ? "could not train it" : `${tfjsTokensPerSecond(measured)} tokens/s`
-        }`,
+        }; a 4-machine cluster's peak RSS ${over} off its memory plan`,
       intro: `GPT-2 124M (${measured.pieces} pieces per flat buffer under this adapter's binding limit), random ` +
         `tokens, batch ${measured.batch} x ${measured.time}: each training step (the first compiles the shaders), ` +
         `greedy generation after it has compiled, and the memory plan's parameters, gradients, moments and ` +
         `activations beside what the trainer allocated. Then TensorFlow.js (its WebGPU backend, tf.train.adam) ` +
-        `from the same weights on the same batches: its steps, or the reason it could not take one, as it failed.`,
+        `from the same weights on the same batches: its steps, or the reason it could not take one, as it failed. ` +
+        `Last, ${cluster.machines} Worker machines train a ${cluster.parameters}-parameter GPT-2 (batch 1 x 16) ` +
+        `for ${cluster.iterations} iterations: the process's peak RSS, less its RSS before, against ${cluster.machines} ` +
+        `x the memory plan (GPU + host; on a software adapter GPU memory is host memory).`,
       header: ["measure", "value"],
       rows: [
         ...measured.steps.map((step, i) => [
@@ -150,6 +159,11 @@ export const gpt2Section: Section = {
         ],
         ["GPU bytes planned", gib(measured.plannedGpuBytes)],
         ["GPU bytes allocated", gib(measured.allocatedGpuBytes)],
+        [`cluster memory plan (${cluster.machines} x (GPU + host))`, mib(cluster.plannedBytes)],
+        [
+          "cluster peak RSS measured",
+          `${mib(cluster.measuredBytes)} over ${mib(cluster.baselineBytes)} before it: ${over} off the plan`,
+        ],
         ...("error" in measured.tfjs ? [["TensorFlow.js", `could not train: ${measured.tfjs.error}`]] : measured.tfjs
           .steps.map((step, i) => [
             `TensorFlow.js step ${i + 1}${i === 0 ? " (compiles)" : ""}`,
@@ -158,7 +172,7 @@ export const gpt2Section: Section = {
             })`,
           ])),
       ],
-      raw: measured,
+      raw: { ...measured, cluster },
     };
   },
 };

@@ -6,7 +6,7 @@
 
 import { AdamW, type AdamWSettings } from "../kernels/adamw.ts";
 import { type Batch, BatchLoader, type Corpus, type DataState } from "./data.ts";
-import { PiecedBuffer, readBuffer } from "./gpu.ts";
+import { PiecedBuffer, READBACK_STAGING_BYTES, readBuffer } from "./gpu.ts";
 import { shardRanges } from "./shard.ts";
 import {
   activationBytes,
@@ -247,11 +247,20 @@ export interface MemoryPlan {
   largestBinding: { label: string; bytes: number };
 }
 
+/**
+ * What a cluster machine's runtime takes besides the plan's buffers, measured on llvmpipe: 64 MiB for a
+ * Worker with its GPU device and compiled pipelines (a GPU device alone took 73 MiB in Deno's main thread;
+ * 4 machines of a 0.1M-parameter model, 266 MiB in all), and 64 MiB for the ArrayBuffers of past iterations
+ * that V8 has not yet collected (what bench/memory-plan.ts found beyond the buffers at 10.6M parameters).
+ */
+const RUNTIME_BYTES = 128 << 20;
+
 /** A machine's memory, computed from the shapes before anything is allocated. */
 export function planMemory(s: MemoryPlanSettings): MemoryPlan {
   const { totalFloats } = parameterLayout(s.config);
   const flat = totalFloats * 4;
   const shardFloats = Math.max(...shardRanges(totalFloats, s.machines).map(({ start, end }) => end - start));
+  const shard = shardFloats * 4;
   const chunks = Math.ceil((3 * shardFloats * 4) / s.chunkBytes);
   const activations = activationBytes(s.config, s.batch, s.time);
   const gpu: [string, number][] = [
@@ -272,7 +281,12 @@ export function planMemory(s: MemoryPlanSettings): MemoryPlan {
       `in-memory checkpoints (${s.slotsPerOwner} slots x ${s.owners} owners: its own and the replicas it keeps)`,
       s.slotsPerOwner * s.owners * s.checkpointBytes,
     ],
-    ["gradients and parameters in transit (reduce-scatter, all-gather)", 2 * flat],
+    ["the gradients read back, then the parameters gathered, in transit (one buffer, reused)", flat],
+    ["the parameters' upload (WebGPU keeps a copy of a written buffer until it is submitted)", flat],
+    ["readback staging (a piece at a time)", Math.min(flat, READBACK_STAGING_BYTES)],
+    ["the shard in transit: its averaged gradients, its parameters, a message sent and one received", 4 * shard],
+    ["a checkpoint's copies on their way out (one to its peers, one to the persistent store)", 2 * s.checkpointBytes],
+    ["the machine's runtime (a Worker, its GPU device, dead buffers not yet collected)", RUNTIME_BYTES],
   ];
   const sum = (rows: [string, number][]) => rows.reduce((total, [, bytes]) => total + bytes, 0);
   const largestBinding = { label: activations.label, bytes: activations.largest };

@@ -1,0 +1,70 @@
+// A cluster's memory plan against what the process really took: the in-process Worker cluster trains a
+// few iterations while its peak RSS (VmHWM, reset first) is read, less the process's RSS before it started.
+// On a software adapter GPU memory is host memory, so the plan's GPU and host bytes both count.
+
+import { runCluster } from "../agents/sim/run.ts";
+import { type ClusterSettings, memoryPlanSettings } from "../agents/protocol/spec.ts";
+import { planMemory } from "../core/trainer.ts";
+import { type GPT2Config, parameterLayout } from "../core/model.ts";
+
+/** A model whose state dominates a machine's memory (10.6M parameters) yet trains in seconds here. */
+export const CLUSTER_MEMORY_MODEL: GPT2Config = { vocab_size: 256, n_ctx: 64, n_embd: 384, n_head: 4, n_layer: 6 };
+
+export interface PeakMeasurement {
+  machines: number;
+  parameters: number;
+  iterations: number;
+  /** The plan for the whole cluster: machines x (GPU + host). */
+  plannedBytes: number;
+  /** The process's RSS before the cluster started. */
+  baselineBytes: number;
+  /** Peak RSS during the run, less the baseline. */
+  measuredBytes: number;
+}
+
+function statusBytes(field: "VmRSS" | "VmHWM"): number {
+  const line = Deno.readTextFileSync("/proc/self/status").split("\n").find((l) => l.startsWith(`${field}:`));
+  if (!line) throw new Error(`/proc/self/status has no ${field}: peak RSS is read on Linux only`);
+  return Number(line.split(/\s+/)[1]) * 1024;
+}
+
+/** Trains `iterations` on `machines` Worker machines without failures and reads the process's peak RSS. */
+export async function measureClusterPeak(
+  config: GPT2Config,
+  machines: number,
+  iterations: number,
+  batch = 1,
+  time = 16,
+): Promise<PeakMeasurement> {
+  const adjust = (settings: ClusterSettings) => {
+    settings.machines = machines;
+    settings.training = { ...settings.training, config, batchPerMachine: batch, time };
+  };
+  let plannedBytes = 0;
+  // Resets VmHWM to the current RSS (Linux's clear_refs "5"), so the peak is this run's.
+  Deno.writeTextFileSync("/proc/self/clear_refs", "5");
+  const baselineBytes = statusBytes("VmRSS");
+  await runCluster({
+    adjust: (settings) => {
+      adjust(settings);
+      const plan = planMemory(memoryPlanSettings(settings));
+      plannedBytes = machines * (plan.gpuBytes + plan.hostBytes);
+    },
+    heartbeatTimeoutMs: 60_000,
+  }, ({ root }) => root.runUntil(iterations));
+  const measuredBytes = statusBytes("VmHWM") - baselineBytes;
+  const parameters = parameterLayout(config).totalFloats;
+  return { machines, parameters, iterations, plannedBytes, baselineBytes, measuredBytes };
+}
+
+if (import.meta.main) {
+  // deno run --allow-all bench/memory-plan.ts [machines] [iterations]: the bench's row on its own.
+  const [machines, iterations] = Deno.args.map(Number);
+  const m = await measureClusterPeak(CLUSTER_MEMORY_MODEL, machines || 4, iterations || 5);
+  const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+  console.log(
+    `plan ${mib(m.plannedBytes)} MiB, measured ${mib(m.measuredBytes)} MiB over a baseline of ${
+      mib(m.baselineBytes)
+    } MiB: ${(100 * (m.measuredBytes / m.plannedBytes - 1)).toFixed(1)}% off the plan`,
+  );
+}
