@@ -9,7 +9,15 @@ import { type ClusterState, ClusterStateStore } from "../agents/etcd/state.ts";
 import { ControlConnection, controlCredentials } from "../agents/process/control.ts";
 import { ProcessCluster } from "../agents/process/launcher.ts";
 import { processClusterSettings, sameState } from "../agents/process/options.ts";
-import { parseAddress, RECOVERIES, type RecoveryRecord, waitFor } from "../agents/process/registry.ts";
+import {
+  parseAddress,
+  PROCESSES,
+  type ProcessRecord,
+  RECOVERIES,
+  type RecoveryRecord,
+  waitFor,
+} from "../agents/process/registry.ts";
+import { clusterPrefix } from "../agents/etcd/client.ts";
 import type { TrainingState } from "../agents/process/root.ts";
 import { runCluster } from "../agents/sim/run.ts";
 
@@ -99,26 +107,34 @@ const test = (name: string, fn: () => Promise<void>) =>
   Deno.test({ name, sanitizeOps: false, sanitizeResources: false, fn });
 
 test("kill -9 of a machine process: the spare takes its rank and fetches the shard from the peer's memory", async () => {
-  let killed = "";
-  const { recoveries, state } = await strike(async (cluster) => {
+  let killed = "", respared = "";
+  const { recoveries, state, log } = await strike(async (cluster) => {
+    // First the spare's lease is ended, as etcd ends one for a process stalled past it: a spare registers again.
+    const processes = cluster.client.client.namespace(`${clusterPrefix(cluster.cluster)}health/${PROCESSES}`);
+    const spare = (await processes.getAll().exec()).kvs.find((kv) => JSON.parse(kv.value.toString()).rank === null)!;
+    const { control } = JSON.parse(spare.value.toString()) as ProcessRecord;
+    await cluster.client.client.leaseClient.leaseRevoke({ ID: spare.lease });
+    await waitFor(cluster.health, PROCESSES + control); // its key went with the lease: this is its new one
+    respared = control;
     const holder = await cluster.holderOf(2);
     killed = holder.id!;
     Deno.kill(holder.pid, "SIGKILL");
     await holder.status;
     // The spare now runs rank 2.
-    const [, record] = await waitFor(cluster.health, "processes/", (_, value) => {
+    const [, record] = await waitFor(cluster.health, PROCESSES, (_, value) => {
       const process = value as { rank: number | null; control: string };
       return process.rank === 2 && process.control !== killed;
     });
     assert.notEqual((record as { control: string }).control, killed);
   });
+  assert.ok(log.some((line) => line.includes(`${respared}: its lease as a spare ran out`)));
   assert.equal(recoveries.length, 1);
   assert.deepEqual(recoveries[0].ranks, [2]);
   assert.deepEqual(recoveries[0].sources, ["local", "local", "peer 3", "local"]);
   // The cluster's state in etcd, as its one root kept it: rank 2 is run by the spare, and no recovery is left.
   assert.equal(state.epoch, 1);
   assert.deepEqual(Object.keys(ranksOf(state)), ["0", "1", "2", "3"]);
-  assert.ok(ranksOf(state)[2] !== killed && !state.members.has(killed));
+  assert.ok(ranksOf(state)[2] === respared && !state.members.has(killed), "the spare that registered again");
   assert.equal(state.recovery, null);
   allShardsAtEnd(state);
 });

@@ -149,14 +149,25 @@ export class MachineProcess {
     return this.#health.put(PROCESSES + this.id, record, this.#lease);
   }
 
-  /** Keeps the process's lease alive; a lease found ended means the cluster has given up on this process. */
+  /** Keeps the process's lease alive (see `#leaseEnded` for one found ended). */
   #renew() {
     if (this.#renewing || this.#leaving) return;
     this.#renewing = true;
-    this.#health.keepAlive(this.#lease).then(
-      (alive) => alive || this.stop("its lease in etcd ran out (it was stopped or cut off past it): fenced"),
+    this.#health.keepAlive(this.#lease).then((alive) => alive ? undefined : this.#leaseEnded()).catch(
       (error) => this.#log(`machine ${this.id}: keeping its lease alive failed: ${error.message}`),
     ).finally(() => this.#renewing = false);
+  }
+
+  /**
+   * Its lease found ended: a machine with a rank has been given up on (its rank may already be another's), so
+   * it leaves; a spare holds nothing anyone relies on, so it registers again under a new lease. Under heavy
+   * load every spare's lease once ran out as they joined, and the cluster waited for machines forever.
+   */
+  async #leaseEnded() {
+    if (this.#rank !== null) return this.stop("its lease in etcd ran out (it was stopped or cut off past it): fenced");
+    this.#log(`machine ${this.id}: its lease as a spare ran out (it was stalled past it); it registers again`);
+    this.#lease = await this.#health.grant(PROCESS_LEASE_MS);
+    await this.#register();
   }
 
   async #accept() {
