@@ -250,7 +250,7 @@ export interface MemoryPlan {
 /**
  * What a cluster machine's runtime takes besides the plan's buffers, measured on llvmpipe: 64 MiB for a
  * Worker with its GPU device and compiled pipelines (a GPU device alone took 73 MiB in Deno's main thread;
- * 4 machines of a 0.1M-parameter model, 266 MiB in all), and 64 MiB for the ArrayBuffers of past iterations
+ * 4 machines of a 0.07M-parameter model, 266 MiB in all), and 64 MiB for the ArrayBuffers of past iterations
  * that V8 has not yet collected (what bench/memory-plan.ts found beyond the buffers at 10.6M parameters).
  */
 const RUNTIME_BYTES = 128 << 20;
