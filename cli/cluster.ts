@@ -6,7 +6,8 @@
 // bit (exit code 1 if not). Every process it started is stopped, by its PID, before it returns.
 
 import { ProcessCluster } from "../agents/process/launcher.ts";
-import { processClusterSettings, sameState } from "../agents/process/options.ts";
+import { processClusterSettings } from "../agents/process/options.ts";
+import { sameState } from "../core/trainer.ts";
 import { runCluster } from "../agents/sim/run.ts";
 import { numberOption, parseOptions, runCommand } from "./args.ts";
 

@@ -46,6 +46,18 @@ export interface TrainerState {
   data: DataState;
 }
 
+/** Whether two arrays hold the same floats, bit for bit (so -0 is not 0, and a NaN is told by its bits). */
+export function sameBits(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length), y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  return x.every((word, i) => word === y[i]);
+}
+
+/** Whether two states' parameters and AdamW moments are equal bit for bit. */
+export function sameState(a: Pick<TrainerState, "params" | "m" | "v">, b: Pick<TrainerState, "params" | "m" | "v">) {
+  return (["params", "m", "v"] as const).every((name) => sameBits(a[name], b[name]));
+}
+
 export interface TrainerOptions extends GPT2Options {
   /** The range of the flat state this trainer updates, in floats (a cluster machine's shard); by default all. */
   range?: { start: number; end: number };

@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { type ClusterState, ClusterStateStore } from "../agents/etcd/state.ts";
 import { ControlConnection, controlCredentials } from "../agents/process/control.ts";
 import { ProcessCluster } from "../agents/process/launcher.ts";
-import { processClusterSettings, sameState } from "../agents/process/options.ts";
+import { processClusterSettings } from "../agents/process/options.ts";
+import { sameState } from "../core/trainer.ts";
 import {
   parseAddress,
   PROCESSES,

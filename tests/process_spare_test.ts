@@ -19,9 +19,8 @@ import {
   type MachineSpec,
 } from "../agents/protocol/spec.ts";
 import type { MachineApi } from "../agents/sim/worker.ts";
-import { sameState } from "../agents/process/options.ts";
 import { acquireGpu } from "../core/gpu.ts";
-import { Trainer } from "../core/trainer.ts";
+import { sameState, Trainer } from "../core/trainer.ts";
 
 function settingsFor(machines: number, directory: string): ClusterSettings {
   const settings = defaultClusterSettings({ kind: "files", directory });

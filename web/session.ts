@@ -17,6 +17,7 @@ import { type ClusterSettings, defaultClusterSettings } from "../agents/protocol
 import type { StoredEntry } from "../core/store.ts";
 import { BYTE_VOCAB_SIZE, encodeBytes } from "../core/data.ts";
 import { type GenerateSettings, MODEL_PRESETS } from "../core/model.ts";
+import { sameBits } from "../core/trainer.ts";
 import { generateFrom } from "./generation.ts";
 import { explainRecovery, type RecoveryWhy } from "./recovery-why.ts";
 
@@ -385,8 +386,7 @@ export class LabSession extends EventTarget {
       }
       const { params } = await root.state();
       const [recovered, expected] = await generateFrom(config, [params, reference.params], prompt, view.settings);
-      const sameParameters = params.length === reference.params.length &&
-        params.every((value, i) => Object.is(value, reference.params[i]));
+      const sameParameters = sameBits(params, reference.params);
       this.#update({ generation: { ...view, status: "done", recovered, reference: expected, sameParameters } });
     } catch (error) {
       this.#update({ generation: { ...view, status: "error", message: (error as Error).message } });

@@ -4,7 +4,6 @@
 
 import { type ClusterSettings, defaultClusterSettings } from "../protocol/spec.ts";
 import { Etcd, type EtcdOptions } from "../etcd/client.ts";
-import type { TrainingState } from "./root.ts";
 
 /** The flags every process command takes for etcd, the cluster and its secret (parseArgs's form). */
 export const COMMON_FLAGS = {
@@ -83,12 +82,4 @@ export function processClusterSettings(machines: number, seed: number, persisten
   settings.checkpoint.replication.policy = "naive";
   settings.heartbeatMs = 200;
   return settings;
-}
-
-/** Whether two training states are equal bit for bit. */
-export function sameState(a: TrainingState, b: TrainingState): boolean {
-  const bits = (array: Float32Array) => new Uint32Array(array.buffer, array.byteOffset, array.length);
-  return (["params", "m", "v"] as const).every((name) =>
-    a[name].length === b[name].length && bits(a[name]).every((word, i) => word === bits(b[name])[i])
-  );
 }
