@@ -157,9 +157,8 @@ export async function prepareModel(
   const warm = new Trainer(device, training.config, trainerSettings(training), undefined, { range });
   const initial = await readShardParameters(warm, range);
   await warm.computeGradients({ inputs: tokens, targets: tokens });
-  await warm.model.readGradients();
   updateShard(warm, range, new Float32Array(range.end - range.start), 1);
-  await readShardParameters(warm, range);
+  await device.queue.onSubmittedWorkDone(); // every pipeline has run: compiled
   warm.model.params.write(range.start, initial); // the update's trace: the rest never changed
   warm.m.destroy();
   warm.v.destroy();

@@ -173,7 +173,6 @@ export function hostMemory(settings: ClusterSettings, rank: number): InMemoryChe
   });
 }
 
-/** Everything a machine needs to start: its place in the cluster, the job, its memory and its ports. */
 /** A machine's place in the cluster and its job: what every machine is told, however it is hosted. */
 export type MachinePlace = Omit<MachineSpec, "memory" | "network" | "root" | "life">;
 
@@ -199,6 +198,7 @@ export function machinePlace(
   };
 }
 
+/** Everything a machine needs to start: its place in the cluster, the job, its memory and its ports. */
 export interface MachineSpec {
   rank: number;
   machines: number;
