@@ -49,6 +49,21 @@ function recorder() {
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The candidates' keys in `cluster`'s root election, with their values and leases. */
+async function candidates(admin: Etcd, cluster: string) {
+  return (await admin.client.getAll().prefix(`gemini/${cluster}/election/root/`).exec()).kvs;
+}
+
+type Candidates = Awaited<ReturnType<typeof candidates>>;
+
+/** Waits (a bounded number of looks) until `cluster`'s candidates are as `wanted` says. */
+async function candidatesUntil(admin: Etcd, cluster: string, wanted: (kvs: Candidates) => boolean, what: string) {
+  for (let look = 0; !wanted(await candidates(admin, cluster)); look++) {
+    assert.ok(look < 600, what);
+    await pause(50);
+  }
+}
+
 Deno.test("etcd options: bad endpoints and half-given credentials get one clear error each", () => {
   const bad: [object, RegExp][] = [
     [{ endpoints: [] }, /at least one endpoint/],
@@ -180,14 +195,9 @@ Deno.test({
         "the leader's lease revoked, or its process killed: a standby wins and reads the state back",
         async () => {
           const cluster = "failover", admin = connect();
-          const candidates = () => admin.client.getAll().prefix(`gemini/${cluster}/election/root/`).keys();
-          /** Waits (a bounded number of looks) until `count` candidates have their keys, so they queue in order. */
-          const queued = async (count: number) => {
-            for (let look = 0; (await candidates()).length < count; look++) {
-              assert.ok(look < 600, `${count} candidates did not queue`);
-              await pause(50);
-            }
-          };
+          /** Waits until `count` candidates have their keys, so they queue in order. */
+          const queued = (count: number) =>
+            candidatesUntil(admin, cluster, (kvs) => kvs.length >= count, `${count} candidates did not queue`);
           const [a, c] = ["root-a", "root-c"].map((id) => ({ id, client: connect() }));
           const leaderA = await within(new RootElection(a.client, cluster, 2).campaign(a.id), "root-a's election");
           const stateA = await ClusterStateStore.open(a.client, cluster);
@@ -270,20 +280,13 @@ Deno.test({
         "a standby whose lease ends while it waits campaigns again and wins when the leader goes; one aborted leaves",
         async () => {
           const cluster = "requeue", admin = connect();
-          const candidates = async () =>
-            (await admin.client.getAll().prefix(`gemini/${cluster}/election/root/`).exec()).kvs;
-          /** Waits (a bounded number of looks) until the candidates' keys are as `wanted` says. */
-          const until = async (wanted: (kvs: Awaited<ReturnType<typeof candidates>>) => boolean, what: string) => {
-            for (let look = 0; !wanted(await candidates()); look++) {
-              assert.ok(look < 600, what);
-              await pause(50);
-            }
-          };
+          const until = (wanted: (kvs: Candidates) => boolean, what: string) =>
+            candidatesUntil(admin, cluster, wanted, what);
           const leaderA = await within(new RootElection(connect(), cluster, 2).campaign("root-a"), "root-a's election");
           const lines: string[] = [];
           const standby = new RootElection(connect(), cluster, 2).campaign("root-b", { log: (l) => lines.push(l) });
           await until((kvs) => kvs.length === 2, "root-b did not queue");
-          const first = (await candidates()).find((kv) => kv.value.toString() === "root-b")!.lease;
+          const first = (await candidates(admin, cluster)).find((kv) => kv.value.toString() === "root-b")!.lease;
           // Its lease ends, as etcd ends it for a process stalled past it: it queues again on a new one.
           await admin.client.leaseClient.leaseRevoke({ ID: first });
           await until(
