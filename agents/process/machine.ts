@@ -22,6 +22,7 @@ import { type PeerAddress, TcpTransport } from "../net/tcp-transport.ts";
 import type { Delivery, TrafficKind } from "../protocol/transport.ts";
 import { type ClusterSettings, type Heartbeat, hostMemory, machinePlace, type MachineSpec } from "../protocol/spec.ts";
 import type { Outgoing } from "../sim/network.ts";
+import { WORKER_TEARDOWN_MS } from "../sim/cluster.ts";
 import type { MachineApi } from "../sim/worker.ts";
 import { ControlConnection, controlCredentials } from "./control.ts";
 import {
@@ -380,6 +381,9 @@ export class MachineProcess {
       trainer.worker.terminate();
       for (const port of trainer.ports) port.close();
     }
+    // A Worker ends some time after terminate(), its GPU objects dropped in its thread: a process that exits
+    // meanwhile crashed (glibc's malloc_consolidate abort, or SIGSEGV) after a fenced machine had left.
+    if (trainers.length) await new Promise((resolve) => setTimeout(resolve, WORKER_TEARDOWN_MS));
     this.#transport?.close();
     await this.#health.close().catch(() => {});
   }

@@ -36,7 +36,7 @@ export interface FailureRecord {
 }
 
 /** How long closing the cluster waits for its Workers' threads to end. */
-const WORKER_TEARDOWN_MS = 500;
+export const WORKER_TEARDOWN_MS = 500;
 
 interface Slot {
   memory: WebAssembly.Memory | SharedArrayBuffer | null;
