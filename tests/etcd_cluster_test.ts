@@ -29,7 +29,7 @@ const losses = (run: ClusterRun) => run.iterations.map((report) => report.loss);
 Deno.test({
   name:
     "the root agent on etcd's leases: a machine's lease runs out in etcd, it is replaced, and training resumes exactly",
-  // etcd3's gRPC channels close after a test's end: the sanitizers would count them as leaks.
+  // A closed client's watches and keep-alives wind down after the test's end: the sanitizers would count them.
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {

@@ -8,17 +8,8 @@
 // which we choose (at random, below 2^53, so that a JavaScript number holds it exactly): any process's
 // store can keep alive or revoke a lease another granted, as a root that takes over must.
 
-import {
-  castGrpcError,
-  EtcdLeaseInvalidError,
-  GRPCUnavailableError,
-  type IKeyValue,
-  type ILeaseKeepAliveResponse,
-  type Namespace,
-  type Watcher,
-} from "etcd3";
 import type { HealthEvent, HealthStore } from "../protocol/health.ts";
-import { clusterPrefix, type Etcd } from "./client.ts";
+import { clusterPrefix, type Etcd, type EtcdWatch, isLeaseGone } from "./client.ts";
 
 /** The whole seconds etcd is asked for, for a time to live in milliseconds. */
 export function leaseSeconds(ttlMs: number): number {
@@ -33,14 +24,14 @@ function randomLeaseId(): number {
 
 export class EtcdHealthStore implements HealthStore {
   readonly #etcd: Etcd;
-  readonly #space: Namespace;
+  readonly #prefix: string;
   /** The leases this store granted, and the time to live etcd gave each. */
   readonly #granted = new Map<number, number>();
-  readonly #watchers = new Set<Watcher>();
+  readonly #watches = new Set<EtcdWatch>();
 
   constructor(etcd: Etcd, cluster: string) {
     this.#etcd = etcd;
-    this.#space = etcd.client.namespace(`${clusterPrefix(cluster)}health/`);
+    this.#prefix = `${clusterPrefix(cluster)}health/`;
   }
 
   async grant(ttlMs: number): Promise<number> {
@@ -48,11 +39,11 @@ export class EtcdHealthStore implements HealthStore {
     for (;;) {
       const id = randomLeaseId();
       try {
-        const { TTL } = await this.#etcd.call(
+        const granted = await this.#etcd.call(
           "a lease grant",
-          () => this.#etcd.client.leaseClient.leaseGrant({ TTL: leaseSeconds(ttlMs), ID: String(id) }),
+          () => this.#etcd.leaseGrant(leaseSeconds(ttlMs), String(id)),
         );
-        this.#granted.set(id, Number(TTL) * 1000);
+        this.#granted.set(id, granted.ttlSeconds * 1000);
         return id;
       } catch (error) {
         if (!/lease already exists/.test((error as Error).message)) throw error;
@@ -66,8 +57,8 @@ export class EtcdHealthStore implements HealthStore {
   }
 
   async keepAlive(lease: number): Promise<boolean> {
-    const { TTL } = await this.#etcd.call("a lease keep-alive", () => this.#keepAliveOnce(lease));
-    if (TTL !== "0") return true;
+    const ttl = await this.#etcd.call("a lease keep-alive", () => this.#etcd.leaseKeepAlive(String(lease)));
+    if (ttl > 0) return true;
     this.#granted.delete(lease);
     return false;
   }
@@ -75,80 +66,56 @@ export class EtcdHealthStore implements HealthStore {
   async revoke(lease: number): Promise<void> {
     this.#granted.delete(lease);
     try {
-      await this.#etcd.call("a lease revoke", () => this.#etcd.client.leaseClient.leaseRevoke({ ID: String(lease) }));
+      await this.#etcd.call("a lease revoke", () => this.#etcd.leaseRevoke(String(lease)));
     } catch (error) {
-      if (!(error instanceof EtcdLeaseInvalidError)) throw error; // already gone: that is what was asked
+      if (!isLeaseGone(error)) throw error; // already gone: that is what was asked
     }
   }
 
   async put(key: string, value: unknown, lease?: number): Promise<void> {
-    const put = this.#space.put(key).value(JSON.stringify(value));
-    if (lease !== undefined) put.lease(String(lease));
+    const json = JSON.stringify(value);
     try {
-      await this.#etcd.call("a put", () => put.exec());
+      await this.#etcd.call("a put", () => this.#etcd.put(this.#prefix + key, json, lease?.toString()));
     } catch (error) {
-      if (!(error instanceof EtcdLeaseInvalidError)) throw error;
+      if (!isLeaseGone(error)) throw error;
       this.#granted.delete(lease!);
       throw new Error(`lease ${lease} has expired`);
     }
   }
 
   async get(prefix: string): Promise<Map<string, unknown>> {
-    const found = await this.#etcd.call("a get", () => this.#space.getAll().prefix(prefix).strings());
+    const found = await this.#etcd.call("a get", () => this.#etcd.get(this.#prefix + prefix, { prefix: true }));
     const values = new Map<string, unknown>();
-    for (const [key, json] of Object.entries(found)) {
-      const value = decode(key, json);
+    for (const kv of found) {
+      const key = kv.key.slice(this.#prefix.length), value = decode(key, kv.value);
       if (value !== undefined) values.set(key, value.value);
     }
     return values;
   }
 
   watch(prefix: string, listener: (event: HealthEvent) => void): () => void {
-    // The watcher exists, with its listeners, before etcd confirms it (`watching`); after an outage etcd3
-    // resumes it from the last revision it saw, so a key that expired meanwhile is still seen deleted.
-    const watcher = this.#space.watch().prefix(prefix).watcher();
-    watcher.on("put", (kv: IKeyValue) => {
-      const key = kv.key.toString(), value = decode(key, kv.value.toString());
-      if (value !== undefined) listener({ type: "put", key, value: value.value });
-    });
-    watcher.on("delete", (kv: IKeyValue) => listener({ type: "delete", key: kv.key.toString() }));
-    watcher.on("disconnected", (error: Error) => console.error(`etcd watch on ${prefix} lost: ${error.message}`));
-    watcher.on("error", (error: Error) => console.error(`etcd watch on ${prefix} failed: ${error.message}`));
-    this.#watchers.add(watcher);
+    const watch = this.#etcd.watch(this.#prefix + prefix, ({ type, kv }) => {
+      const key = kv.key.slice(this.#prefix.length);
+      if (type === "delete") return listener({ type, key });
+      const value = decode(key, kv.value);
+      if (value !== undefined) listener({ type, key, value: value.value });
+    }, (line) => console.error(line));
+    this.#watches.add(watch);
     return () => {
-      if (this.#watchers.delete(watcher)) watcher.cancel().catch(() => {});
+      if (this.#watches.delete(watch)) watch.cancel();
     };
   }
 
   /** Resolves once etcd has confirmed every watch set so far (events from then on are seen). */
   async watching(): Promise<void> {
-    await Promise.all(
-      [...this.#watchers].filter((watcher) => watcher.id === null).map((watcher) =>
-        new Promise<void>((resolve) => watcher.once("connected", () => resolve()))
-      ),
-    );
+    await Promise.all([...this.#watches].map((watch) => watch.started));
   }
 
   /** Cancels every watch and revokes every lease this store granted (their keys go at once). */
   async close(): Promise<void> {
-    for (const watcher of this.#watchers) await watcher.cancel().catch(() => {});
-    this.#watchers.clear();
+    for (const watch of this.#watches) watch.cancel();
+    this.#watches.clear();
     await Promise.all([...this.#granted.keys()].map((lease) => this.revoke(lease).catch(() => {})));
-  }
-
-  /** One keep-alive on a stream of its own (etcd answers TTL "0" for a lease that has ended). */
-  async #keepAliveOnce(lease: number): Promise<ILeaseKeepAliveResponse> {
-    const stream = await this.#etcd.client.leaseClient.leaseKeepAlive(this.#etcd.deadline());
-    try {
-      return await new Promise((resolve, reject) => {
-        stream.on("data", resolve);
-        stream.on("error", (error: Error) => reject(castGrpcError(error)));
-        stream.on("end", () => reject(new GRPCUnavailableError("the keep-alive stream ended without an answer")));
-        stream.write({ ID: String(lease) });
-      });
-    } finally {
-      stream.end();
-    }
   }
 }
 

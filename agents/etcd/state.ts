@@ -7,9 +7,8 @@
 // nothing it wrote after it was superseded is ever read. `advanceEpoch` moves the epoch on the same way,
 // so of two roots that both think they lead, only one advances it.
 
-import type { Namespace } from "etcd3";
 import type { RecoveryPhase } from "../protocol/root.ts";
-import { clusterPrefix, type Etcd } from "./client.ts";
+import { clusterPrefix, type Etcd, type KeyValue, type Operation } from "./client.ts";
 
 /** A machine process known to the cluster; a spare has no rank. */
 export interface MemberRecord {
@@ -121,34 +120,38 @@ const SHAPES: Record<string, (value: Loose) => boolean> = {
 
 export class ClusterStateStore {
   readonly #etcd: Etcd;
-  readonly #space: Namespace;
+  readonly #prefix: string;
 
-  private constructor(etcd: Etcd, space: Namespace) {
+  private constructor(etcd: Etcd, prefix: string) {
     this.#etcd = etcd;
-    this.#space = space;
+    this.#prefix = prefix;
   }
 
   /** The state of `cluster`; the first to open it sets its epoch to 0. */
   static async open(etcd: Etcd, cluster: string): Promise<ClusterStateStore> {
-    const space = etcd.client.namespace(`${clusterPrefix(cluster)}state/`);
+    const prefix = `${clusterPrefix(cluster)}state/`;
     await etcd.call(
       "creating the epoch",
-      () => space.if(EPOCH, "Create", "==", 0).then(space.put(EPOCH).value("0")).commit(),
+      () => etcd.txn([{ key: prefix + EPOCH, createRevision: 0 }], [{ put: prefix + EPOCH, value: "0" }]),
     );
-    return new ClusterStateStore(etcd, space);
+    return new ClusterStateStore(etcd, prefix);
   }
 
   /** Everything, read at one revision. */
   async read(): Promise<ClusterState> {
-    const found = await this.#etcd.call("reading the cluster state", () => this.#space.getAll().strings());
+    const found = await this.#etcd.call(
+      "reading the cluster state",
+      () => this.#etcd.get(this.#prefix, { prefix: true }),
+    );
+    const byKey = new Map(found.map((kv) => [kv.key.slice(this.#prefix.length), kv.value]));
     const state: ClusterState = {
-      epoch: parseEpoch(found[EPOCH] ?? null),
+      epoch: parseEpoch(byKey.get(EPOCH) ?? null),
       members: new Map(),
       shards: new Map(),
       replicas: new Map(),
       recovery: null,
     };
-    for (const [key, json] of Object.entries(found)) {
+    for (const [key, json] of byKey) {
       if (key === EPOCH || key === ADVANCED_BY) continue;
       let value: unknown;
       try {
@@ -171,7 +174,8 @@ export class ClusterStateStore {
 
   /** The cluster's epoch now. */
   async epoch(): Promise<number> {
-    return parseEpoch(await this.#etcd.call("reading the epoch", () => this.#space.get(EPOCH).string()));
+    const [kv] = await this.#etcd.call("reading the epoch", () => this.#etcd.get(this.#prefix + EPOCH));
+    return parseEpoch(kv?.value ?? null);
   }
 
   /**
@@ -179,17 +183,15 @@ export class ClusterStateStore {
    * `FencedError`. Tried again after a lost answer, it changes the same keys to the same values.
    */
   async write(epoch: number, changes: StateChange[]): Promise<void> {
-    const operations = changes.map((change) => {
-      const key = keyOf(change), value = valueOf(change);
-      return value === null ? this.#space.delete().key(key) : this.#space.put(key).value(JSON.stringify(value));
+    const operations = changes.map((change): Operation => {
+      const key = this.#prefix + keyOf(change), value = valueOf(change);
+      return value === null ? { delete: key } : { put: key, value: JSON.stringify(value) };
     });
     const result = await this.#etcd.call(
       "a fenced write of the cluster state",
-      () =>
-        this.#space.if(EPOCH, "Value", "==", String(epoch)).then(...operations).else(this.#space.get(EPOCH))
-          .commit(),
+      () => this.#etcd.txn(this.#atEpoch(epoch), operations, [{ get: this.#prefix + EPOCH }]),
     );
-    if (!result.succeeded) throw new FencedError(epoch, currentEpochOf(result));
+    if (!result.succeeded) throw new FencedError(epoch, currentEpochOf(result.found));
   }
 
   /**
@@ -198,20 +200,26 @@ export class ClusterStateStore {
    */
   async advanceEpoch(from: number): Promise<number> {
     const to = from + 1, token = crypto.randomUUID();
+    const [epoch, advancedBy] = [this.#prefix + EPOCH, this.#prefix + ADVANCED_BY];
     const result = await this.#etcd.call("advancing the epoch", () =>
-      this.#space.if(EPOCH, "Value", "==", String(from))
-        .then(this.#space.put(EPOCH).value(String(to)), this.#space.put(ADVANCED_BY).value(token))
-        .else(this.#space.get(EPOCH), this.#space.get(ADVANCED_BY))
-        .commit());
+      this.#etcd.txn(
+        this.#atEpoch(from),
+        [{ put: epoch, value: String(to) }, { put: advancedBy, value: token }],
+        [{ get: epoch }, { get: advancedBy }],
+      ));
     if (result.succeeded) return to;
-    const current = currentEpochOf(result);
+    const current = currentEpochOf(result.found);
     // Our first try went through and only its answer was lost: the epoch is ours.
-    if (current === to && result.responses[1]?.response_range?.kvs[0]?.value.toString() === token) return to;
+    if (current === to && result.found[1]?.[0]?.value === token) return to;
     throw new FencedError(from, current);
+  }
+
+  #atEpoch(epoch: number) {
+    return [{ key: this.#prefix + EPOCH, value: String(epoch) }];
   }
 }
 
-/** The epoch a refused transaction read in its else branch. */
-function currentEpochOf(result: { responses: { response_range?: { kvs: { value: { toString(): string } }[] } }[] }) {
-  return parseEpoch(result.responses[0]?.response_range?.kvs[0]?.value.toString() ?? null);
+/** The epoch a refused transaction read in its failure branch. */
+function currentEpochOf(found: KeyValue[][]): number {
+  return parseEpoch(found[0]?.[0]?.value ?? null);
 }

@@ -202,7 +202,7 @@ export class ProcessCluster {
     if (!this.local) {
       await this.client.call(
         "removing the run's keys",
-        () => this.client.client.namespace(clusterPrefix(this.cluster)).delete().all().exec(),
+        () => this.client.delete(clusterPrefix(this.cluster), { prefix: true }),
       )
         .catch((error) => this.#log(`cluster: removing the run's keys from etcd failed: ${error.message}`));
     }
