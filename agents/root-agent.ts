@@ -67,6 +67,17 @@ class MachineDown extends Error {
   override name = "MachineDown";
 }
 
+/** Starting a failed rank failed: no lease covers it, so the protocol hears of it as `startFailed`. */
+class StartFailed extends Error {
+  override name = "StartFailed";
+  readonly rank: number;
+
+  constructor(rank: number, cause: Error) {
+    super(cause.message);
+    this.rank = rank;
+  }
+}
+
 export class RootAgent {
   readonly machines: Machines;
   /** Where each machine's checkpoint is replicated (the cluster settings' strategy and m). */
@@ -302,9 +313,10 @@ export class RootAgent {
         return this.#answer(command.epoch, async () => {
           // A machine an abandoned attempt restarted runs already (or is starting: that launch is joined),
           // in that attempt's epoch: it moves to this one.
-          const launched = await Promise.all(
-            command.ranks.map((rank) => this.#running[rank] ?? this.#launch(rank, command.epoch)),
-          );
+          const launched = await Promise.all(command.ranks.map((rank) =>
+            this.#running[rank] ??
+              this.#launch(rank, command.epoch).catch((error: Error) => Promise.reject(new StartFailed(rank, error)))
+          ));
           await Promise.all(launched.map((machine) => machine.control.abort(command.epoch)));
           return { type: "replaced", epoch: command.epoch, at: this.clock.now() };
         });
@@ -344,15 +356,19 @@ export class RootAgent {
 
   /**
    * Runs a command's work and feeds back its result. A failure that a machine going down explains is
-   * dropped (the detection supersedes the command), as is one of an epoch already superseded; any other
-   * ends the advance with its error.
+   * dropped (the detection supersedes the command), as is one of an epoch already superseded; a failed
+   * rank's start that failed is fed back as such; any other ends the advance with its error.
    */
   #answer(epoch: number, work: () => Promise<RootInput>) {
     work().then(
       (result) => this.#dispatch(result),
       (error: Error) => {
         if (error instanceof MachineDown || error.name === "AbortedError" || epoch !== this.#state.epoch) return;
-        this.#dispatch({ type: "failed", epoch, error: error.message });
+        this.#dispatch(
+          error instanceof StartFailed
+            ? { type: "startFailed", epoch, rank: error.rank, error: error.message, at: this.clock.now() }
+            : { type: "failed", epoch, error: error.message },
+        );
       },
     );
   }

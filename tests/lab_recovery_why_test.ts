@@ -56,6 +56,7 @@ function recovery(iteration: number, source: ObservedRecovery["machines"][number
     resumedAt: 200,
     fromPersistent: source.from === "persistent" ? 1 : 0,
     skipped: [],
+    failedStarts: [],
     choice: {
       candidates: [
         { iteration, retrievalMs: 10, recomputeMs: 700 },

@@ -258,6 +258,45 @@ Deno.test("the replacement itself fails after it started: another recovery begin
   assert.deepEqual(again.state.detections.map((d) => d.detectedAt), [1, 5]);
 });
 
+Deno.test("the replacement fails as it starts: a new attempt starts it again; the third failure ends the advance", () => {
+  let { state } = feed(trained(3), { type: "detected", rank: 2, incarnation: 0, at: 1 }, { type: "advance", at: 2 });
+  const first = state.epoch;
+  // Its machine left as it was being launched (a machine process whose own lease ran out, say).
+  const failedStart = (at: number): RootInput => ({
+    type: "startFailed",
+    epoch: state.epoch,
+    rank: 2,
+    error: "control link closed",
+    at,
+  });
+  let commands: RootCommand[];
+  ({ state, commands } = feed(state, { type: "stopped", epoch: first, at: 3 }, failedStart(4)));
+  // No lease covers a start that failed, so no detection would ever come: a new attempt starts it again.
+  assert.deepEqual([state.mode, state.epoch, state.down, state.recovery?.phase], [
+    "recovering",
+    first + 1,
+    [2],
+    "stop",
+  ]);
+  assert.deepEqual(commands.at(-1), { do: "stop", epoch: first + 1, ranks: [0, 1, 3] });
+  const late: RootInput = { type: "startFailed", epoch: first, rank: 2, error: "late", at: 5 };
+  assert.deepEqual(feed(state, late).commands, [], "one from the superseded attempt changes nothing");
+  // Started at the second try: the recovery ends, and its report lists the start that failed.
+  const report = (recover(state, 6, memories([3])).commands.at(-1) as { report: RecoveryReport }).report;
+  assert.deepEqual(report.failedStarts, [{ rank: 2, error: "control link closed", at: 4 }]);
+  // Failing to start again and again, the rank ends the advance; the next advance counts its own.
+  for (const at of [6, 7]) {
+    ({ state, commands } = feed(state, { type: "stopped", epoch: state.epoch, at }, failedStart(at)));
+  }
+  assert.deepEqual(commands.at(-1), {
+    do: "reject",
+    error: "machine 2 could not be started (3 tries): control link closed",
+  });
+  assert.deepEqual([state.mode, state.down, state.rollBack], ["idle", [2], true]);
+  ({ state } = feed(state, { type: "advance", at: 8 }));
+  assert.deepEqual([state.mode, state.recovery?.failedStarts], ["recovering", []]);
+});
+
 Deno.test("a command that fails ends the advance with its error; the failures stay, so the next advance recovers", () => {
   let { state, commands } = feed(trained(3), { type: "detected", rank: 1, incarnation: 0, at: 1 }, {
     type: "advance",

@@ -12,6 +12,7 @@
 //                        └─ a machine detected failed: recovering(epoch e + 1), from stop again
 //
 //   stepping or recovering ──a command failed──▶ idle; the advance is rejected, and the next one recovers
+//   recovering(epoch e), a failed rank's start failed ──▶ recovering(epoch e + 1), starting it again
 //
 // Every command carries the epoch it was issued in, and every result the epoch of its command: a result
 // from an epoch a newer failure superseded is dropped here, so cancelling a recovery (or a step) is a
@@ -66,8 +67,18 @@ export interface RecoveryReport {
   fromPersistent: number;
   /** Sources that were tried and failed (a corrupt copy, say), with the reason. */
   skipped: string[];
+  /** Starts of failed ranks that failed themselves, each followed by a new attempt. */
+  failedStarts: FailedStart[];
   /** The iterations it could have rolled back to, their estimated costs, and why it chose `iteration`. */
   choice: RollbackChoice;
+}
+
+/** A failed rank's start that failed too: its machine left while it was being launched, say. */
+export interface FailedStart {
+  rank: number;
+  error: string;
+  /** When the root heard of it, on its clock. */
+  at: number;
 }
 
 export type RootEvent =
@@ -221,6 +232,8 @@ export interface Recovery {
   skipped: string[];
   fetched: { results: RestoreResult[]; skipped: string[] } | null;
   loads: number[] | null;
+  /** Starts that failed in this recovery's attempts so far (a new attempt keeps them). */
+  failedStarts: FailedStart[];
 }
 
 /** A copy of a shard that a recovery could not use: where it was (a machine's memory, or the persistent store). */
@@ -267,6 +280,8 @@ export type RootInput =
   | { type: "stopped"; epoch: number; at: number }
   /** The failed machines run again (restarted or replaced), in the epoch. */
   | { type: "replaced"; epoch: number; at: number }
+  /** Machine `rank`'s start, in the epoch, failed (its machine left while it was being launched, say). */
+  | { type: "startFailed"; epoch: number; rank: number; error: string; at: number }
   /** What every machine's memory and the persistent store hold. */
   | { type: "surveyed"; epoch: number; memories: StoredEntry[][]; persistent: StoredEntry[]; at: number }
   | { type: "fetched"; epoch: number; results: RestoreResult[]; skipped: string[]; at: number }
@@ -347,6 +362,12 @@ export function changedSavedState(previous: RootState, next: RootState): SavedRo
 /** Iterations whose times estimate the next one's. */
 const RECENT_ITERATIONS = 5;
 
+/**
+ * A rank whose start fails this many times in one advance ends it: a fault that is not the machines' (a
+ * bug, a bad setting) would otherwise restart the recovery for ever.
+ */
+const MAX_FAILED_STARTS = 3;
+
 /** The ranks not down. */
 const survivors = (state: RootState) =>
   Array.from({ length: state.machines }, (_, rank) => rank).filter((rank) => !state.down.includes(rank));
@@ -373,16 +394,22 @@ export function transition(state: RootState, input: RootInput): Transition {
       return detected(state, input);
     case "failed":
       if (input.epoch !== state.epoch || state.mode === "idle") return { state, commands: [] };
-      // The attempt is abandoned, and the next advance recovers: the failures stay pending, and a step cut
-      // short left the machines part-way through an iteration, so they roll back to the last one complete.
-      return {
-        state: { ...state, mode: "idle", step: null, recovery: null, rollBack: true },
-        commands: [{ do: "reject", error: input.error }],
-      };
+      return abandon(state, input.error);
   }
   if (input.epoch !== state.epoch) return { state, commands: [] }; // superseded by a newer failure
   if (input.type === "stepped") return stepped(state, input);
   return recovering(state, input);
+}
+
+/**
+ * The advance is abandoned with `error`, and the next one recovers: the failures stay pending, and a step
+ * cut short left the machines part-way through an iteration, so they roll back to the last one complete.
+ */
+function abandon(state: RootState, error: string): Transition {
+  return {
+    state: { ...state, mode: "idle", step: null, recovery: null, rollBack: true },
+    commands: [{ do: "reject", error }],
+  };
 }
 
 function beginStep(state: RootState, at: number): Transition {
@@ -439,11 +466,11 @@ function detected(state: RootState, input: Extract<RootInput, { type: "detected"
   if (state.mode === "idle") return { state: next, commands }; // the next advance recovers
   // A step or a recovery under way is abandoned: a new recovery epoch begins.
   const reached = state.mode === "recovering" ? state.recovery!.reached : state.iteration;
-  const begun = beginRecovery({ ...next, step: null }, input.at, reached);
+  const begun = beginRecovery({ ...next, step: null }, input.at, reached, state.recovery?.failedStarts);
   return { state: begun.state, commands: [...commands, ...begun.commands] };
 }
 
-function beginRecovery(state: RootState, at: number, reached: number): Transition {
+function beginRecovery(state: RootState, at: number, reached: number, failedStarts: FailedStart[] = []): Transition {
   const epoch = state.epoch + 1;
   const recovery: Recovery = {
     phase: "stop",
@@ -455,6 +482,7 @@ function beginRecovery(state: RootState, at: number, reached: number): Transitio
     skipped: [],
     fetched: null,
     loads: null,
+    failedStarts,
   };
   return {
     state: { ...state, mode: "recovering", epoch, recovery },
@@ -481,6 +509,17 @@ function recovering(state: RootState, input: RootInput & { epoch: number; at: nu
     case "replaced":
       if (recovery.phase !== "replace") break;
       return enter("retrieve", { replacement: input.at - recovery.phaseStartedAt }, { do: "survey", epoch }, []);
+    case "startFailed": {
+      if (recovery.phase !== "replace") break;
+      const failedStarts = [...recovery.failedStarts, { rank: input.rank, error: input.error, at: input.at }];
+      const tries = failedStarts.filter((failed) => failed.rank === input.rank).length;
+      if (tries >= MAX_FAILED_STARTS) {
+        return abandon(state, `machine ${input.rank} could not be started (${tries} tries): ${input.error}`);
+      }
+      // The rank is still down, and a start that failed registered no lease, so no detection would ever
+      // restart the recovery: a new attempt starts the rank again (on another machine, if its own has left).
+      return beginRecovery(state, input.at, recovery.reached, failedStarts);
+    }
     case "surveyed": {
       if (recovery.phase !== "retrieve" || recovery.plan) break;
       return replan(state, recovery, { memories: input.memories, persistent: input.persistent });
@@ -546,6 +585,7 @@ function finishRecovery(state: RootState, recovery: Recovery, at: number): Trans
     resumedAt: at,
     fromPersistent: machines.filter((result) => result.source.from === "persistent").length,
     skipped: [...recovery.skipped, ...fetched.skipped],
+    failedStarts: recovery.failedStarts,
     choice: plan.choice,
   };
   const next: RootState = {
