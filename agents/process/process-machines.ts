@@ -106,13 +106,23 @@ export class ProcessMachines implements Machines {
     const { id, control } = previous?.trainerEnded && !previous.control.closed
       ? previous
       : await this.#holder(rank) ?? await this.#spare();
-    const incarnation = await this.#nextIncarnation(rank);
-    const peers = [...this.#members].map(([peer, member]): [number, string] => [peer, member.address]);
-    const request: LaunchRequest = { rank, incarnation, epoch, replicaPeers, peers };
-    const { status, address } = await control.request("launch", { ...request }) as {
-      status: MachineStatus;
-      address: string;
-    };
+    let incarnation: number, status: MachineStatus, address: string;
+    try {
+      incarnation = await this.#nextIncarnation(rank);
+      const peers = [...this.#members].map(([peer, member]): [number, string] => [peer, member.address]);
+      const request: LaunchRequest = { rank, incarnation, epoch, replicaPeers, peers };
+      ({ status, address } = await control.request("launch", { ...request }) as {
+        status: MachineStatus;
+        address: string;
+      });
+    } catch (error) {
+      // The process left while it was being launched (its own lease ran out under load, say) or could not
+      // start the rank: the root starts the rank again (a spare stays claimed: it is offered no other rank),
+      // and this connection serves nothing any more.
+      this.#log(`root: starting rank ${rank} on ${id} failed: ${(error as Error).message}`);
+      control.close();
+      throw error;
+    }
     this.#claimed.delete(id);
     const member: Member = { id, control, address, trainerEnded: false };
     this.#follow(member, rank, onHeartbeat);

@@ -59,7 +59,9 @@ function describeRecovery(report: RecoveryReport): string {
   const phases = (["replacement", "retrieval", "load", "synchronize"] as const).map((phase) =>
     `${phase} ${Math.round(report[phase])} ms`
   );
-  return `${what} to iteration ${report.iteration}: ${sources.join(", ")} (${phases.join(", ")})`;
+  const failedStarts = report.failedStarts.map((failed) => `; rank ${failed.rank}'s start failed: ${failed.error}`);
+  const recovered = `${what} to iteration ${report.iteration}: ${sources.join(", ")}`;
+  return `${recovered} (${phases.join(", ")})${failedStarts.join("")}`;
 }
 
 /**
