@@ -136,12 +136,8 @@ export class Trainer {
   /** One training step on `batch`: forward, backward, clipping and AdamW. */
   async trainOn(batch: Batch): Promise<StepReport> {
     const start = performance.now();
-    const encoder = this.#encodeGradients(batch);
-    const pass = encoder.beginComputePass({ label: "optimizer" });
-    const n = this.model.totalFloats;
-    this.adamw.encodeGradNorm(pass, this.model.grads.parts(0, n));
-    this.encodeUpdate(pass, 0, n);
-    pass.end();
+    const encoder = this.device.createCommandEncoder({ label: `step ${this.step + 1}` });
+    this.encodeStep(encoder, batch);
     this.device.queue.submit([encoder.finish()]);
     const loss = await this.model.readMeanLoss();
     const normSquared = new Float32Array(await readBuffer(this.device, this.adamw.normSquared))[0];
@@ -155,6 +151,16 @@ export class Trainer {
       milliseconds,
       tokensPerSecond: tokens / (milliseconds / 1000),
     };
+  }
+
+  /** Records one training step on `batch` into `encoder`: forward, backward, clipping and AdamW. */
+  encodeStep(encoder: GPUCommandEncoder, batch: Batch) {
+    this.#encodeGradients(encoder, batch);
+    const pass = encoder.beginComputePass({ label: "optimizer" });
+    const n = this.model.totalFloats;
+    this.adamw.encodeGradNorm(pass, this.model.grads.parts(0, n));
+    this.encodeUpdate(pass, 0, n);
+    pass.end();
   }
 
   /**
@@ -185,16 +191,16 @@ export class Trainer {
 
   /** Forward and backward on `batch` without an update: returns the mean loss, and model.grads holds the gradients. */
   async computeGradients(batch: Batch): Promise<number> {
-    this.device.queue.submit([this.#encodeGradients(batch).finish()]);
+    const encoder = this.device.createCommandEncoder({ label: `gradients ${this.step + 1}` });
+    this.#encodeGradients(encoder, batch);
+    this.device.queue.submit([encoder.finish()]);
     return await this.model.readMeanLoss();
   }
 
-  #encodeGradients(batch: Batch): GPUCommandEncoder {
+  #encodeGradients(encoder: GPUCommandEncoder, batch: Batch) {
     this.model.setBatch(batch.inputs, batch.targets);
-    const encoder = this.device.createCommandEncoder({ label: `step ${this.step + 1}` });
     this.model.encodeForward(encoder, true);
     this.model.encodeBackward(encoder);
-    return encoder;
   }
 
   /** Where the data order is; without a corpus, batches come from the caller and there is no order to save. */

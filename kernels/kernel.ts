@@ -113,7 +113,12 @@ export class Kernel<S extends KernelSpec> {
       if (!binding) throw new Error(`${this.#label}: no buffer given for binding "${name}"`);
       entries.push({ binding: i + 1, resource: binding instanceof GPUBuffer ? { buffer: binding } : binding });
     });
-    const bindGroup = this.#device.createBindGroup({ layout: this.#pipeline.getBindGroupLayout(0), entries });
+    // The label names the sizes too: a GPU error, or a profile of the dispatches, then says which call it was.
+    const label = `${this.#label} ${
+      this.#fields.map(([name]) => `${name}=${(uniforms as Record<string, number>)[name]}`).join(" ")
+    }`;
+    const layout = this.#pipeline.getBindGroupLayout(0);
+    const bindGroup = this.#device.createBindGroup({ label, layout, entries });
     pass.setPipeline(this.#pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(grid[0], grid[1] ?? 1, grid[2] ?? 1);

@@ -14,14 +14,19 @@
 // Register-blocked: each thread computes a 4x4 block of `out` (a 16x16 workgroup a 64x64 tile), reading
 // its four rows of op(A) and four columns of op(B) straight from storage. Rows and columns past the edge
 // are clamped to the last one for reading and skipped for writing, so any M, N, K works and the inner
-// loop has no branch. No workgroup memory: on software adapters a barrier costs more than the reuse
+// loop has no branch. A GPT-2 step at batch x sequence 16 has M = 16 in most of its matmuls (and M = 1
+// in the bias gradients): there a 64-row tile would compute 48 clamped rows for nothing, so a small M
+// gets a workgroup of 16 x 4 (or 16 x 1) threads, a 64x16 (or 64x4) tile, with the same code per thread. No workgroup memory: on software adapters a barrier costs more than the reuse
 // saves (measured on llvmpipe: 5.4 GFLOP/s here against 1.6 for a 64x64x16 shared-memory tiling,
 // which also took 25-50 s to compile there).
 // Each output is summed by one thread in increasing k, so results are the same run after run.
 
 import { type Binding, Kernel, type KernelSpec } from "./kernel.ts";
 
-const TILE = 64; // outputs per workgroup along each dimension
+const TILE_COLUMNS = 64; // outputs per workgroup along N: 16 threads of 4 columns
+// Threads per workgroup along M (4 rows each), the fewest that cover M: a tile of 4, 16 or 64 rows.
+const ROW_THREADS = [1, 4, 16] as const;
+type RowThreads = typeof ROW_THREADS[number];
 
 export interface MatmulLayout {
   transposeA?: boolean;
@@ -58,7 +63,7 @@ interface MatmulSpec extends KernelSpec {
   };
 }
 
-function matmulSpec({ transposeA, transposeB, bias, accumulate, splitK }: MatmulLayout): MatmulSpec {
+function matmulSpec({ transposeA, transposeB, bias, accumulate, splitK }: MatmulLayout, rows: RowThreads): MatmulSpec {
   const aAt = (row: string) =>
     transposeA ? `a[args.a_offset + k * args.a_stride + ${row}]` : `a[args.a_offset + ${row} * args.a_stride + k]`;
   const bAt = (col: string) => transposeB ? `b[${col} * args.k + k]` : `b[k * args.n + ${col}]`;
@@ -75,7 +80,7 @@ function matmulSpec({ transposeA, transposeB, bias, accumulate, splitK }: Matmul
   return {
     entryPoint: "matmul",
     label: `matmul${transposeA ? "_tA" : ""}${transposeB ? "_tB" : ""}` +
-      `${bias ? "_bias" : ""}${accumulate ? "_acc" : ""}${splitK ? "_splitk" : ""}`,
+      `${bias ? "_bias" : ""}${accumulate ? "_acc" : ""}${splitK ? "_splitk" : ""}_${4 * rows}rows`,
     uniforms: UNIFORMS,
     storage: {
       out: ["read_write", "f32"],
@@ -85,7 +90,7 @@ function matmulSpec({ transposeA, transposeB, bias, accumulate, splitK }: Matmul
       ...(splitK ? { partial: ["read_write", "f32"] } : {}),
     },
     code: /* wgsl */ `
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(16, ${rows})
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.y * 4u;
   let col0 = gid.x * 4u;
@@ -148,14 +153,21 @@ export interface MatmulView {
   last?: boolean;
 }
 
-/** One matmul layout, compiled once. */
+/** One matmul layout, compiled once for each tile height it is called with. */
 export class Matmul {
-  readonly #kernel: Kernel<MatmulSpec>;
-  readonly #transposeA: boolean;
+  readonly #device: GPUDevice;
+  readonly #layout: MatmulLayout;
+  readonly #kernels = new Map<RowThreads, Kernel<MatmulSpec>>();
 
   constructor(device: GPUDevice, layout: MatmulLayout = {}) {
-    this.#kernel = new Kernel(device, matmulSpec(layout));
-    this.#transposeA = layout.transposeA ?? false;
+    this.#device = device;
+    this.#layout = layout;
+  }
+
+  #kernel(rows: RowThreads): Kernel<MatmulSpec> {
+    let kernel = this.#kernels.get(rows);
+    if (!kernel) this.#kernels.set(rows, kernel = new Kernel(this.#device, matmulSpec(this.#layout, rows)));
+    return kernel;
   }
 
   /** out[M,N] (+)= op(A)·op(B) (+ bias), sizes M, N and K as in the header. */
@@ -175,7 +187,7 @@ export class Matmul {
       m,
       n,
       k,
-      a_stride: view.aStride ?? (this.#transposeA ? m : k),
+      a_stride: view.aStride ?? (this.#layout.transposeA ? m : k),
       a_offset: view.aOffset ?? 0,
       out_stride: view.outStride ?? n,
       out_offset: view.outOffset ?? 0,
@@ -183,6 +195,7 @@ export class Matmul {
       last: last ? 1 : 0,
     };
     const buffers = { out, a, b, ...(bias ? { bias } : {}), ...(partial ? { partial } : {}) };
-    this.#kernel.dispatch(pass, uniforms, buffers, [Math.ceil(n / TILE), Math.ceil(m / TILE)]);
+    const rows = ROW_THREADS.find((threads) => 4 * threads >= m) ?? ROW_THREADS.at(-1)!;
+    this.#kernel(rows).dispatch(pass, uniforms, buffers, [Math.ceil(n / TILE_COLUMNS), Math.ceil(m / (4 * rows))]);
   }
 }
