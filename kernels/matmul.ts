@@ -8,25 +8,35 @@
 // and the tied lm_head, logits = x·wteᵀ with wte stored [V,C], uses transposeB.
 // wte may be stored in pieces of rows (when it is bigger than one storage binding), so A and out can be
 // a block of columns of a wider matrix (a row stride and a first column), and with `splitK` the sum over
-// K can run over several dispatches, one per piece of B: each carries its 4x4 accumulators on in a
+// K can run over several dispatches, one per piece of B: each carries its accumulators on in a
 // scratch buffer, so the sum runs in the same order, and rounds the same, as in one dispatch.
 //
-// Register-blocked: each thread computes a 4x4 block of `out` (a 16x16 workgroup a 64x64 tile), reading
-// its four rows of op(A) and four columns of op(B) straight from storage. Rows and columns past the edge
-// are clamped to the last one for reading and skipped for writing, so any M, N, K works and the inner
-// loop has no branch. A GPT-2 step at batch x sequence 16 has M = 16 in most of its matmuls (and M = 1
-// in the bias gradients): there a 64-row tile would compute 48 clamped rows for nothing, so a small M
-// gets a workgroup of 16 x 4 (or 16 x 1) threads, a 64x16 (or 64x4) tile, with the same code per thread. No workgroup memory: on software adapters a barrier costs more than the reuse
-// saves (measured on llvmpipe: 5.4 GFLOP/s here against 1.6 for a 64x64x16 shared-memory tiling,
-// which also took 25-50 s to compile there).
-// Each output is summed by one thread in increasing k, so results are the same run after run.
+// Register-blocked: each thread computes a block of `out`, reading its rows of op(A) and columns of op(B)
+// straight from storage. Rows and columns past the edge are clamped to the last one for reading and
+// skipped for writing, so any M, N, K works and the inner loop has no branch. Two tiles:
+//   square: 4x4 outputs a thread, 16x16 threads, a 64x64 tile;
+//   skinny: 16x16 outputs a thread, 8 threads along N, a 16x128 tile, for M <= 16 or K <= 16.
+// GPT-2 at batch x sequence 16 has M = 16 in most matmuls (K = 16 in the weight gradients): a 64-row
+// tile computed 48 clamped rows for nothing there, and a thread's loop over a short K did too little
+// to pay for itself. On llvmpipe, which runs a workgroup 8 threads at a time, each of them walking the
+// whole loop, the skinny tile took M = 16 from 0.2 to about 2 GFLOP/s (bench/profile.ts).
+// No workgroup memory: on software adapters a barrier costs more than the reuse saves (measured on
+// llvmpipe: 5.4 GFLOP/s here against 1.6 for a 64x64x16 shared-memory tiling, which also took 25-50 s
+// to compile there).
+// Each output is summed by one thread in increasing k, whichever the tile, so results are the same
+// run after run, and the same bits in either tile.
 
 import { type Binding, Kernel, type KernelSpec } from "./kernel.ts";
 
-const TILE_COLUMNS = 64; // outputs per workgroup along N: 16 threads of 4 columns
-// Threads per workgroup along M (4 rows each), the fewest that cover M: a tile of 4, 16 or 64 rows.
-const ROW_THREADS = [1, 4, 16] as const;
-type RowThreads = typeof ROW_THREADS[number];
+/** Each thread a block of `rows` x 4·`groups` outputs; `threads` along N and M in a workgroup. */
+interface Tile {
+  name: string;
+  rows: number;
+  groups: number;
+  threads: readonly [number, number];
+}
+const SQUARE: Tile = { name: "square", rows: 4, groups: 1, threads: [16, 16] };
+const SKINNY: Tile = { name: "skinny", rows: 16, groups: 4, threads: [8, 1] };
 
 export interface MatmulLayout {
   transposeA?: boolean;
@@ -63,24 +73,31 @@ interface MatmulSpec extends KernelSpec {
   };
 }
 
-function matmulSpec({ transposeA, transposeB, bias, accumulate, splitK }: MatmulLayout, rows: RowThreads): MatmulSpec {
+function matmulSpec({ transposeA, transposeB, bias, accumulate, splitK }: MatmulLayout, tile: Tile): MatmulSpec {
+  const { rows, groups } = tile;
+  const each = (count: number, line: (i: number) => string) =>
+    Array.from({ length: count }, (_, i) => line(i)).join("\n  ");
   const aAt = (row: string) =>
     transposeA ? `a[args.a_offset + k * args.a_stride + ${row}]` : `a[args.a_offset + ${row} * args.a_stride + k]`;
   const bAt = (col: string) => transposeB ? `b[${col} * args.k + k]` : `b[k * args.n + ${col}]`;
-  const tile = (body: string) => /* wgsl */ `
-  for (var i = 0u; i < 4u; i++) {
+  // `body` for each output of the thread's block inside out, as `acc` at `row`, `col`.
+  const outputs = (body: (acc: string) => string) => /* wgsl */ `
+  for (var i = 0u; i < ${rows}u; i++) {
     let row = row0 + i;
     if (row >= args.m) { break; }
     for (var j = 0u; j < 4u; j++) {
-      let col = col0 + j;
-      if (col >= args.n) { break; }
-      ${body}
+      ${
+    each(
+      groups,
+      (g) => `if (col0 + ${4 * g}u + j < args.n) { let col = col0 + ${4 * g}u + j; ${body(`acc${g}[i][j]`)} }`,
+    )
+  }
     }
   }`;
   return {
     entryPoint: "matmul",
     label: `matmul${transposeA ? "_tA" : ""}${transposeB ? "_tB" : ""}` +
-      `${bias ? "_bias" : ""}${accumulate ? "_acc" : ""}${splitK ? "_splitk" : ""}_${4 * rows}rows`,
+      `${bias ? "_bias" : ""}${accumulate ? "_acc" : ""}${splitK ? "_splitk" : ""}_${tile.name}`,
     uniforms: UNIFORMS,
     storage: {
       out: ["read_write", "f32"],
@@ -90,46 +107,29 @@ function matmulSpec({ transposeA, transposeB, bias, accumulate, splitK }: Matmul
       ...(splitK ? { partial: ["read_write", "f32"] } : {}),
     },
     code: /* wgsl */ `
-@compute @workgroup_size(16, ${rows})
+@compute @workgroup_size(${tile.threads[0]}, ${tile.threads[1]})
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let row0 = gid.y * 4u;
-  let col0 = gid.x * 4u;
-  let r0 = min(row0, args.m - 1u);
-  let r1 = min(row0 + 1u, args.m - 1u);
-  let r2 = min(row0 + 2u, args.m - 1u);
-  let r3 = min(row0 + 3u, args.m - 1u);
-  let c0 = min(col0, args.n - 1u);
-  let c1 = min(col0 + 1u, args.n - 1u);
-  let c2 = min(col0 + 2u, args.n - 1u);
-  let c3 = min(col0 + 3u, args.n - 1u);
-  var acc: array<vec4<f32>, 4>;  // acc[i][j]: row row0 + i, column col0 + j
-  ${
-      splitK
-        ? `if (args.first == 0u) {${tile("acc[i][j] = partial[row * args.n + col];")}
-  }`
-        : ""
-    }
+  let row0 = gid.y * ${rows}u;
+  let col0 = gid.x * ${4 * groups}u;
+  ${each(rows, (i) => `let r${i} = min(row0 + ${i}u, args.m - 1u);`)}
+  ${each(4 * groups, (j) => `let c${j} = min(col0 + ${j}u, args.n - 1u);`)}
+  // acc<g>[i][j]: row row0 + i, column col0 + 4g + j
+  ${each(groups, (g) => `var acc${g}: array<vec4<f32>, ${rows}>;`)}
+  ${splitK ? `if (args.first == 0u) {${outputs((acc) => `${acc} = partial[row * args.n + col];`)}\n  }` : ""}
   for (var k = 0u; k < args.k; k++) {
-    let av = vec4<f32>(${aAt("r0")}, ${aAt("r1")}, ${aAt("r2")}, ${aAt("r3")});
-    let bv = vec4<f32>(${bAt("c0")}, ${bAt("c1")}, ${bAt("c2")}, ${bAt("c3")});
-    acc[0] += av.x * bv;
-    acc[1] += av.y * bv;
-    acc[2] += av.z * bv;
-    acc[3] += av.w * bv;
+    ${each(groups, (g) => `let b${g} = vec4<f32>(${[0, 1, 2, 3].map((j) => bAt(`c${4 * g + j}`)).join(", ")});`)}
+    ${each(rows, (i) => `let a${i} = ${aAt(`r${i}`)};${each(groups, (g) => ` acc${g}[${i}] += a${i} * b${g};`)}`)}
   }
   ${
       splitK
-        ? `if (args.last == 0u) {${tile("partial[row * args.n + col] = acc[i][j];")}
-    return;
-  }`
+        ? `if (args.last == 0u) {${outputs((acc) => `partial[row * args.n + col] = ${acc};`)}\n    return;\n  }`
         : ""
     }
   ${
-      tile(`let at = args.out_offset + row * args.out_stride + col;
-      var value = acc[i][j];
-      ${bias ? "value += bias[col];" : ""}
-      ${accumulate ? "value += out[at];" : ""}
-      out[at] = value;`)
+      outputs((acc) =>
+        `let at = args.out_offset + row * args.out_stride + col; var value = ${acc};` +
+        `${bias ? " value += bias[col];" : ""}${accumulate ? " value += out[at];" : ""} out[at] = value;`
+      )
     }
 }
 `,
@@ -153,20 +153,20 @@ export interface MatmulView {
   last?: boolean;
 }
 
-/** One matmul layout, compiled once for each tile height it is called with. */
+/** One matmul layout, compiled once for each tile it is called with. */
 export class Matmul {
   readonly #device: GPUDevice;
   readonly #layout: MatmulLayout;
-  readonly #kernels = new Map<RowThreads, Kernel<MatmulSpec>>();
+  readonly #kernels = new Map<Tile, Kernel<MatmulSpec>>();
 
   constructor(device: GPUDevice, layout: MatmulLayout = {}) {
     this.#device = device;
     this.#layout = layout;
   }
 
-  #kernel(rows: RowThreads): Kernel<MatmulSpec> {
-    let kernel = this.#kernels.get(rows);
-    if (!kernel) this.#kernels.set(rows, kernel = new Kernel(this.#device, matmulSpec(this.#layout, rows)));
+  #kernel(tile: Tile): Kernel<MatmulSpec> {
+    let kernel = this.#kernels.get(tile);
+    if (!kernel) this.#kernels.set(tile, kernel = new Kernel(this.#device, matmulSpec(this.#layout, tile)));
     return kernel;
   }
 
@@ -195,7 +195,8 @@ export class Matmul {
       last: last ? 1 : 0,
     };
     const buffers = { out, a, b, ...(bias ? { bias } : {}), ...(partial ? { partial } : {}) };
-    const rows = ROW_THREADS.find((threads) => 4 * threads >= m) ?? ROW_THREADS.at(-1)!;
-    this.#kernel(rows).dispatch(pass, uniforms, buffers, [Math.ceil(n / TILE_COLUMNS), Math.ceil(m / (4 * rows))]);
+    const tile = m <= 16 || k <= 16 ? SKINNY : SQUARE;
+    const grid = [Math.ceil(n / (4 * tile.groups * tile.threads[0])), Math.ceil(m / (tile.rows * tile.threads[1]))];
+    this.#kernel(tile).dispatch(pass, uniforms, buffers, grid);
   }
 }
