@@ -63,8 +63,8 @@ interface Timed {
 function workOf(op: string, sizes: Record<string, number>, grid: number[], clearBytes: number): Timed["work"] {
   if (op.startsWith("matmul")) return { flop: 2 * sizes.m * sizes.n * sizes.k };
   if (op === "clear") return { bytes: clearBytes };
-  // params, m, v read and written, grads read: 7 floats an element, one thread an element.
-  if (op === "adamw") return { bytes: 28 * grid[0] * grid[1] * 256 };
+  // params, m, v read and written, grads read: 7 floats an element, 4 elements a thread (1 in the tail).
+  if (op.startsWith("adamw")) return { bytes: 28 * grid[0] * grid[1] * 256 * (op === "adamw_vec4" ? 4 : 1) };
   if (op === "gradnorm_threads") return { bytes: 4 * sizes.n };
   return {};
 }

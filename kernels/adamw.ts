@@ -7,7 +7,11 @@
 // adamw:     g = grad * clip, clip = min(1, max_norm / norm) (no clipping when max_norm is 0);
 //            m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 //            p = p (1 - lr wd) - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)   (as torch.optim.AdamW)
-//            element-wise, so a piece or a shard is updated on its own, over the whole of its binding.
+//            element-wise, so a piece or a shard is updated on its own.
+//            Four elements a thread (vec4 loads and stores, the same arithmetic on each): on llvmpipe every
+//            storage access carries a bounds check and a per-thread load or store, and a vec4 pays for one
+//            where four floats paid for four. A range that is not a multiple of 64 floats ends in a
+//            second, scalar dispatch (binding offsets are 256-byte aligned).
 
 import { type Binding, gridFor, Kernel, type KernelSpec, perItemEntry } from "./kernel.ts";
 
@@ -68,8 +72,9 @@ fn gradnorm_final() {
 `,
 } satisfies KernelSpec;
 
-const ADAMW = {
+const adamwSpec = <E extends "f32" | "vec4<f32>">(element: E) => ({
   entryPoint: "adamw",
+  label: `adamw_${element === "f32" ? "scalar" : "vec4"}`,
   uniforms: {
     lr: "f32",
     beta1: "f32",
@@ -83,10 +88,10 @@ const ADAMW = {
   // The settings and bias corrections change every step.
   rewriteUniforms: true,
   storage: {
-    params: ["read_write", "f32"],
-    m: ["read_write", "f32"],
-    v: ["read_write", "f32"],
-    grads: ["read", "f32"],
+    params: ["read_write", element],
+    m: ["read_write", element],
+    v: ["read_write", element],
+    grads: ["read", element],
     norm_sq: ["read", "f32"],
   },
   code: /* wgsl */ `
@@ -106,7 +111,15 @@ ${perItemEntry("adamw")} {
   params[i] = params[i] * (1.0 - args.lr * args.weight_decay) - args.lr * m_hat / (sqrt(v_hat) + args.eps);
 }
 `,
-} satisfies KernelSpec;
+} as const satisfies KernelSpec);
+type AdamWSpec<E extends "f32" | "vec4<f32>"> = ReturnType<typeof adamwSpec<E>>;
+
+/** [first, first + bytes) of `binding`, in bytes. */
+function subrange(binding: Binding, first: number, bytes: number): GPUBufferBinding {
+  return binding instanceof GPUBuffer
+    ? { buffer: binding, offset: first, size: bytes }
+    : { buffer: binding.buffer, offset: (binding.offset ?? 0) + first, size: bytes };
+}
 
 export interface AdamWSettings {
   lr: number;
@@ -122,7 +135,8 @@ export class AdamW {
   readonly #threads: Kernel<typeof GRADNORM_THREADS>;
   readonly #partial: Kernel<typeof GRADNORM_PARTIAL>;
   readonly #final: Kernel<typeof GRADNORM_FINAL>;
-  readonly #update: Kernel<typeof ADAMW>;
+  readonly #update: Kernel<AdamWSpec<"vec4<f32>">>;
+  readonly #updateTail: Kernel<AdamWSpec<"f32">>;
   readonly #threadSums: GPUBuffer;
   readonly #partialSums: GPUBuffer;
   /** The squared global gradient norm of the last step, [1]; the trainer reads it for its log. */
@@ -132,7 +146,8 @@ export class AdamW {
     this.#threads = new Kernel(device, GRADNORM_THREADS);
     this.#partial = new Kernel(device, GRADNORM_PARTIAL);
     this.#final = new Kernel(device, GRADNORM_FINAL);
-    this.#update = new Kernel(device, ADAMW);
+    this.#update = new Kernel(device, adamwSpec("vec4<f32>"));
+    this.#updateTail = new Kernel(device, adamwSpec("f32"));
     const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     this.#threadSums = device.createBuffer({ label: "gradnorm thread sums", size: GRID_THREADS * 4, usage: storage });
     this.#partialSums = device.createBuffer({ label: "gradnorm partials", size: NORM_GROUPS * 4, usage: storage });
@@ -155,7 +170,7 @@ export class AdamW {
   }
 
   /**
-   * Step `t` (1-based) of AdamW over params, m, v (all [n]: the whole of each binding) with grads[n],
+   * Step `t` (1-based) of AdamW over params, m, v (the first n floats of each binding) with grads[n],
    * clipped by the norm that `encodeGradNorm` put in normSquared. The step's settings are written with
    * queue.writeBuffer, so one command buffer holds the updates of one step only (of every piece of it).
    */
@@ -179,6 +194,12 @@ export class AdamW {
       bias_correction2: 1 - settings.beta2 ** t,
       max_norm: settings.maxGradNorm,
     };
-    this.#update.dispatch(pass, args, { params, m, v, grads, norm_sq: this.normSquared }, gridFor(n));
+    const norm_sq = this.normSquared, aligned = Math.floor(n / 64) * 64;
+    const part = (first: number, end: number) => {
+      const bind = (binding: Binding) => subrange(binding, first * 4, (end - first) * 4);
+      return { params: bind(params), m: bind(m), v: bind(v), grads: bind(grads), norm_sq };
+    };
+    if (aligned > 0) this.#update.dispatch(pass, args, part(0, aligned), gridFor(aligned / 4));
+    if (aligned < n) this.#updateTail.dispatch(pass, args, part(aligned, n), gridFor(n - aligned));
   }
 }

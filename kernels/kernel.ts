@@ -40,7 +40,7 @@ export type Binding = GPUBuffer | GPUBufferBinding;
 export type Scalar = "f32" | "u32";
 
 /** A storage binding: its access and its element type (an `array<type>` in WGSL). */
-export type StorageBinding = readonly ["read" | "read_write", Scalar];
+export type StorageBinding = readonly ["read" | "read_write", Scalar | "vec4<f32>"];
 
 export interface KernelSpec {
   /** The WGSL entry point; it also labels the pipeline in GPU errors unless `label` is given. */
