@@ -118,9 +118,11 @@ export class ProcessMachines implements Machines {
     } catch (error) {
       // The process left while it was being launched (its own lease ran out under load, say) or could not
       // start the rank: the root starts the rank again (a spare stays claimed: it is offered no other rank),
-      // and this connection serves nothing any more.
+      // and this connection serves nothing any more. Nor is it a member any more: the cluster's state (which
+      // a root that takes over reads) would otherwise keep it beside the rank's next holder.
       this.#log(`root: starting rank ${rank} on ${id} failed: ${(error as Error).message}`);
       control.close();
+      this.onMember(id, null);
       throw error;
     }
     this.#claimed.delete(id);
