@@ -186,6 +186,12 @@ Deno.test({
           2,
           "opening an existing cluster keeps its epoch",
         );
+        // A machine's write of its rank, fenced the same way through the health store.
+        const health = new EtcdHealthStore(connect(), "fencing");
+        await health.putAtEpoch(2, "processes/m-a", { rank: 0 });
+        const stale = await health.putAtEpoch(1, "processes/m-b", { rank: 1 }).catch((error) => error);
+        assert.ok(stale instanceof FencedError && stale.currentEpoch === 2, `expected a FencedError, got ${stale}`);
+        assert.deepEqual(await health.get("processes/"), new Map([["processes/m-a", { rank: 0 }]]));
         // A value that is not what its key should hold (written by hand, or by something else): one clear error.
         await connect().put("gemini/fencing/state/shards/3", '"three"');
         await assert.rejects(() => other.read(), /key shards\/3 holds "three": not a shards entry/);

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { type ClusterState, ClusterStateStore } from "../agents/etcd/state.ts";
 import { ControlConnection, controlCredentials } from "../agents/process/control.ts";
 import { ProcessCluster } from "../agents/process/launcher.ts";
+import type { LaunchRequest } from "../agents/process/machine.ts";
 import { processClusterSettings } from "../agents/process/options.ts";
 import { sameState } from "../core/trainer.ts";
 import {
@@ -209,13 +210,26 @@ test(
   },
 );
 
-test("a control connection without the cluster's secret is refused, and the machine goes on", async () => {
-  await strike(async (cluster) => {
-    const holder = await cluster.holderOf(0);
-    const wrong = await controlCredentials(cluster.cluster, "not the cluster's secret at all", 1);
-    await assert.rejects(ControlConnection.dial(parseAddress(holder.id!, "its address"), wrong), /secret/);
-  });
-});
+test(
+  "a control connection without the cluster's secret is refused, and so is a launch from an older epoch; the machine goes on",
+  async () => {
+    await strike(async (cluster) => {
+      const holder = await cluster.holderOf(0), address = parseAddress(holder.id!, "its address");
+      const wrong = await controlCredentials(cluster.cluster, "not the cluster's secret at all", 1);
+      await assert.rejects(ControlConnection.dial(address, wrong), /secret/);
+      // A root that knows the secret but was superseded: etcd refuses the machine's write of the rank, so the
+      // machine starts nothing for it.
+      const right = await controlCredentials(cluster.cluster, await Deno.readTextFile(cluster.secretFile), 1);
+      const stale = await ControlConnection.dial(address, right);
+      try {
+        const launch: LaunchRequest = { rank: 0, incarnation: 9, epoch: 9, fencing: 0, replicaPeers: [], peers: [] };
+        await assert.rejects(stale.request("launch", { ...launch }), /fenced: this write is from epoch 0/);
+      } finally {
+        stale.close();
+      }
+    });
+  },
+);
 
 test("a root stopped past its lease (SIGSTOP) is superseded; let go (SIGCONT), it stops and the run goes on", async () => {
   let stopped = "";

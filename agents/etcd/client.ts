@@ -91,7 +91,7 @@ export type Compare =
 
 /** An operation in a transaction's branch. */
 export type Operation =
-  | { put: string; value: string }
+  | { put: string; value: string; lease?: string }
   | { delete: string }
   | { get: string };
 
@@ -292,7 +292,13 @@ export class Etcd {
   async txn(compare: Compare[], success: Operation[], failure: Operation[] = []): Promise<TxnResult> {
     const request = (operation: Operation) =>
       "put" in operation
-        ? { request_put: { key: encode(operation.put), value: encode(operation.value) } }
+        ? {
+          request_put: {
+            key: encode(operation.put),
+            value: encode(operation.value),
+            ...(operation.lease ? { lease: operation.lease } : {}),
+          },
+        }
         : "delete" in operation
         ? { request_delete_range: { key: encode(operation.delete) } }
         : { request_range: { key: encode(operation.get) } };

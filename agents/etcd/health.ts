@@ -10,6 +10,7 @@
 
 import type { HealthEvent, HealthStore } from "../protocol/health.ts";
 import { clusterPrefix, type Etcd, type EtcdWatch, isLeaseGone } from "./client.ts";
+import { epochKey, FencedError, refusedEpoch } from "./state.ts";
 
 /** The whole seconds etcd is asked for, for a time to live in milliseconds. */
 export function leaseSeconds(ttlMs: number): number {
@@ -25,6 +26,7 @@ function randomLeaseId(): number {
 export class EtcdHealthStore implements HealthStore {
   readonly #etcd: Etcd;
   readonly #prefix: string;
+  readonly #epochKey: string;
   /** The leases this store granted, and the time to live etcd gave each. */
   readonly #granted = new Map<number, number>();
   readonly #watches = new Set<EtcdWatch>();
@@ -32,6 +34,7 @@ export class EtcdHealthStore implements HealthStore {
   constructor(etcd: Etcd, cluster: string) {
     this.#etcd = etcd;
     this.#prefix = `${clusterPrefix(cluster)}health/`;
+    this.#epochKey = epochKey(cluster);
   }
 
   async grant(ttlMs: number): Promise<number> {
@@ -72,10 +75,33 @@ export class EtcdHealthStore implements HealthStore {
     }
   }
 
-  async put(key: string, value: unknown, lease?: number): Promise<void> {
+  put(key: string, value: unknown, lease?: number): Promise<void> {
     const json = JSON.stringify(value);
+    return this.#onLease(
+      lease,
+      () => this.#etcd.call("a put", () => this.#etcd.put(this.#prefix + key, json, lease?.toString())),
+    );
+  }
+
+  /**
+   * A put that etcd makes only while the cluster's epoch (`ClusterStateStore`'s) is still `epoch`; otherwise
+   * nothing changes and it throws a `FencedError`. A machine writes its rank this way, so that a root that
+   * was superseded cannot have one started.
+   */
+  async putAtEpoch(epoch: number, key: string, value: unknown, lease?: number): Promise<void> {
+    const put = { put: this.#prefix + key, value: JSON.stringify(value), lease: lease?.toString() };
+    const result = await this.#onLease(lease, () =>
+      this.#etcd.call(
+        "a fenced put",
+        () => this.#etcd.txn([{ key: this.#epochKey, value: String(epoch) }], [put], [{ get: this.#epochKey }]),
+      ));
+    if (!result.succeeded) throw new FencedError(epoch, refusedEpoch(result.found));
+  }
+
+  /** Runs a write bound to `lease`; a lease that etcd no longer has is one clear error. */
+  async #onLease<T>(lease: number | undefined, write: () => Promise<T>): Promise<T> {
     try {
-      await this.#etcd.call("a put", () => this.#etcd.put(this.#prefix + key, json, lease?.toString()));
+      return await write();
     } catch (error) {
       if (!isLeaseGone(error)) throw error;
       this.#granted.delete(lease!);

@@ -62,6 +62,11 @@ export class FencedError extends Error {
 }
 
 const EPOCH = "epoch";
+
+/** The key of `cluster`'s epoch, which every fenced write compares. */
+export function epochKey(cluster: string): string {
+  return `${clusterPrefix(cluster)}state/${EPOCH}`;
+}
 /** Who last advanced the epoch: a retried advance whose first try went through knows it was its own. */
 const ADVANCED_BY = "epoch-advanced-by";
 
@@ -191,7 +196,7 @@ export class ClusterStateStore {
       "a fenced write of the cluster state",
       () => this.#etcd.txn(this.#atEpoch(epoch), operations, [{ get: this.#prefix + EPOCH }]),
     );
-    if (!result.succeeded) throw new FencedError(epoch, currentEpochOf(result.found));
+    if (!result.succeeded) throw new FencedError(epoch, refusedEpoch(result.found));
   }
 
   /**
@@ -208,7 +213,7 @@ export class ClusterStateStore {
         [{ get: epoch }, { get: advancedBy }],
       ));
     if (result.succeeded) return to;
-    const current = currentEpochOf(result.found);
+    const current = refusedEpoch(result.found);
     // Our first try went through and only its answer was lost: the epoch is ours.
     if (current === to && result.found[1]?.[0]?.value === token) return to;
     throw new FencedError(from, current);
@@ -219,7 +224,7 @@ export class ClusterStateStore {
   }
 }
 
-/** The epoch a refused transaction read in its failure branch. */
-function currentEpochOf(found: KeyValue[][]): number {
+/** The epoch a refused transaction read first in its failure branch. */
+export function refusedEpoch(found: KeyValue[][]): number {
   return parseEpoch(found[0]?.[0]?.value ?? null);
 }

@@ -265,8 +265,12 @@ export class MachineProcess {
   }
 
   async #launch(control: ControlConnection, request: LaunchRequest) {
-    const { rank, incarnation, epoch, replicaPeers, peers } = request;
+    const { rank, incarnation, epoch, fencing, replicaPeers, peers } = request;
     if (this.#rank !== null && this.#rank !== rank) throw new Error(`this process runs rank ${this.#rank}`);
+    // Its rank is written first, and only while the cluster's epoch in etcd is the launching root's: the launch
+    // of a root that was superseded (stopped, and gone on after another took over) is refused by etcd itself.
+    const record: ProcessRecord = { control: this.id, rank, incarnation };
+    await this.#health.putAtEpoch(fencing, PROCESSES + this.id, record, this.#lease);
     // A new start of the rank this process runs (a root that took over lost its registration): the old
     // trainer ends as in a software failure, and the new one starts on the same memory.
     this.#trainerEnded(`rank ${rank} is started again here, as incarnation ${incarnation}`);
@@ -280,7 +284,6 @@ export class MachineProcess {
     const trainer = await (this.#prepared ?? this.#prepare());
     this.#prepared = null;
     const status = await this.#startTrainer(trainer, { rank, incarnation, epoch, replicaPeers });
-    await this.#register();
     return { status, address: this.#dataAddress() };
   }
 
@@ -306,7 +309,7 @@ export class MachineProcess {
 
   async #startTrainer(
     trainer: Trainer,
-    { rank, incarnation, epoch, replicaPeers }: Omit<LaunchRequest, "peers">,
+    { rank, incarnation, epoch, replicaPeers }: Omit<LaunchRequest, "peers" | "fencing">,
   ) {
     const settings = this.#settings, transport = this.#transport!;
     const network = new MessageChannel(), heartbeats = new MessageChannel(), life = new MessageChannel();
@@ -394,6 +397,8 @@ export interface LaunchRequest {
   rank: number;
   incarnation: number;
   epoch: number;
+  /** The cluster's epoch in etcd that the launching root advanced it to when it was elected (see state.ts). */
+  fencing: number;
   replicaPeers: number[];
   /** Where every other running rank's transport listens. */
   peers: [number, string][];

@@ -61,6 +61,7 @@ function remoteControl(control: ControlConnection): MachineControl {
 export class ProcessMachines implements Machines {
   readonly settings: ClusterSettings;
   readonly clock = new WallClock();
+  readonly #fencing: number;
   readonly #health: EtcdHealthStore;
   readonly #credentials: Credentials;
   /** The process running each rank. */
@@ -73,23 +74,27 @@ export class ProcessMachines implements Machines {
   /** Hears each change of which process runs which rank (null: it runs none any more), for the cluster's state. */
   onMember: (id: string, member: MemberRecord | null) => void = () => {};
 
+  /** `fencing`: the cluster's epoch in etcd that the root advanced it to when elected; its launches carry it. */
   static async open(
     settings: ClusterSettings,
     health: EtcdHealthStore,
     cluster: string,
     secret: string | Uint8Array,
+    fencing: number,
     log?: (line: string) => void,
   ): Promise<ProcessMachines> {
-    return new ProcessMachines(settings, health, await controlCredentials(cluster, secret, 1), log);
+    return new ProcessMachines(settings, health, await controlCredentials(cluster, secret, 1), fencing, log);
   }
 
   private constructor(
     settings: ClusterSettings,
     health: EtcdHealthStore,
     credentials: Credentials,
+    fencing: number,
     log = (line: string) => console.error(line),
   ) {
     this.settings = settings;
+    this.#fencing = fencing;
     this.#health = health;
     this.#credentials = credentials;
     this.#log = log;
@@ -110,7 +115,7 @@ export class ProcessMachines implements Machines {
     try {
       incarnation = await this.#nextIncarnation(rank);
       const peers = [...this.#members].map(([peer, member]): [number, string] => [peer, member.address]);
-      const request: LaunchRequest = { rank, incarnation, epoch, replicaPeers, peers };
+      const request: LaunchRequest = { rank, incarnation, epoch, fencing: this.#fencing, replicaPeers, peers };
       ({ status, address } = await control.request("launch", { ...request }) as {
         status: MachineStatus;
         address: string;

@@ -115,7 +115,7 @@ export async function runRootProcess(options: RootProcessOptions): Promise<"led"
       );
     const shards = (iteration: number): StateChange[] =>
       Array.from({ length: settings.machines }, (_, rank) => ({ kind: "shard", rank, iteration }));
-    const machines = await ProcessMachines.open(settings, health, options.cluster, options.secret, log);
+    const machines = await ProcessMachines.open(settings, health, options.cluster, options.secret, fencing, log);
     machines.onMember = (id, member) => write([{ kind: "member", id, member }]);
     let failed: number[] = [];
     const rootSettings = { heartbeatTimeoutMs: options.heartbeatTimeoutMs, health };
