@@ -256,9 +256,11 @@ Deno.test("a reader Worker never sees a torn checkpoint while a writer Worker is
     const loaded = await store.load(0);
     assert.equal(loaded.entry.iteration, stopped - 1, "the newest complete checkpoint is the last finished write");
     assert.ok(holdsPattern(loaded.shard.tensors, stopped - 1));
-    // The abandoned slot is reclaimed by the next write, and the newest complete one is untouched by it.
-    await store.save(0, 100, patternShard(100, 0, 200_000));
-    assert.deepEqual((await store.entries(0)).map((e) => e.iteration).slice(0, 2), [100, stopped - 1]);
+    // The abandoned slot is reclaimed by the next write, and the newest complete one is untouched by it. (The
+    // writer goes on until the reader has read 10 times: under load that took it past iteration 100.)
+    const next = stopped + 100;
+    await store.save(0, next, patternShard(next, 0, 200_000));
+    assert.deepEqual((await store.entries(0)).map((e) => e.iteration).slice(0, 2), [next, stopped - 1]);
   } finally {
     writer.terminate();
     reader.terminate();

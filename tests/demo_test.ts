@@ -27,13 +27,15 @@ Deno.test("deno task demo: four machines train, lose a machine and then a group,
   assert.equal(iterations.at(-1)![3], "every 1 iteration(s)", "at 400 MB/s a checkpoint fits one iteration's spans");
   assert.ok(Number(iterations.at(-1)![2]) < Number(iterations[0][2]), "the loss falls");
   assert.match(demo.stdout, /machine 1: hardware failure in the middle of iteration 5; detected by missed heartbeats/);
-  assert.match(
-    demo.stdout,
-    /rolled back to iteration 4 \(0 lost\); shards from 0: local, 1: peer 0, 2: local, 3: local/,
-  );
+  // Iteration 4's checkpoint is replicated in iteration 5's idle spans: if the failure comes first (it did under
+  // load), the newest complete everywhere is iteration 3's, so GEMINI loses at most one iteration.
+  const [, rolledBack, lost] = demo.stdout.match(
+    /rolled back to iteration (\d+) \((\d+) lost\); shards from 0: local, 1: peer 0, 2: local, 3: local/,
+  ) ?? assert.fail(`no recovery from a peer in:\n${demo.stdout}`);
+  assert.ok(["3", "4"].includes(rolledBack) && Number(lost) === 4 - Number(rolledBack), `${rolledBack}, ${lost} lost`);
   assert.match(demo.stdout, /shards from 0: persistent, 1: persistent, /);
   assert.match(demo.stdout, /^retrieval of the shards +\d+\.\d ms +\d+\.\d ms$/m);
-  assert.match(demo.stdout, /^iterations lost +0 +[1-9]\d*$/m);
+  assert.match(demo.stdout, new RegExp(`^iterations lost +${lost} +[1-9]\\d*$`, "m"));
   assert.match(demo.stdout, /training continued exactly as the run without failures: all 15 losses .* bit for bit$/m);
 });
 
