@@ -53,6 +53,22 @@ export function sameBits(a: Float32Array, b: Float32Array): boolean {
   return x.every((word, i) => word === y[i]);
 }
 
+/**
+ * A SHA-256 of a state's parameters and AdamW moments, bit for bit: two states with the same digest are
+ * the same, so a run's final state can be compared with another's after its memory is given back.
+ */
+export async function stateDigest(state: Pick<TrainerState, "params" | "m" | "v">): Promise<string> {
+  const digests = await Promise.all(
+    (["params", "m", "v"] as const).map((name) =>
+      crypto.subtle.digest("SHA-256", state[name] as Float32Array<ArrayBuffer>)
+    ),
+  );
+  const all = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new Uint8Array(digests.flatMap((d) => [...new Uint8Array(d)]))),
+  );
+  return Array.from(all, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
 /** Whether two states' parameters and AdamW moments are equal bit for bit. */
 export function sameState(a: Pick<TrainerState, "params" | "m" | "v">, b: Pick<TrainerState, "params" | "m" | "v">) {
   return (["params", "m", "v"] as const).every((name) => sameBits(a[name], b[name]));
