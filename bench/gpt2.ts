@@ -10,7 +10,7 @@ import { DEFAULT_TRAINER_SETTINGS, planMemory, Trainer, type TrainerSettings } f
 import type { Batch } from "../core/data.ts";
 import type { BenchContext, Section } from "./measure.ts";
 import { tfjsDevice, TfjsGPT2, useTfjsWebGPU } from "./tfjs_gpt2.ts";
-import { CLUSTER_MEMORY_MODEL, measureClusterPeak } from "./memory-plan.ts";
+import { measureClusterPeakApart } from "./memory-plan.ts";
 
 export interface Gpt2Measurement {
   config: GPT2Config;
@@ -123,7 +123,7 @@ export const gpt2Section: Section = {
     const measured = await measureGpt2(device, quick ? { steps: 2, tokens: 2 } : {});
     progress.step("GPT-2 124M");
     // Every checkpoint slot is written by iteration 3, and the first persistent copy taken at 4.
-    const cluster = await measureClusterPeak(CLUSTER_MEMORY_MODEL, 4, quick ? 3 : 5);
+    const cluster = await measureClusterPeakApart(4, quick ? 3 : 5);
     progress.step("cluster memory");
     const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
     const over = `${(100 * (cluster.measuredBytes / cluster.plannedBytes - 1)).toFixed(1)}%`;
