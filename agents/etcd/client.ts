@@ -156,8 +156,15 @@ function errorOf(json: Json, status: number): EtcdError {
   const error = json?.error && typeof json.error === "object" ? json.error : json;
   const code = Number(error?.code ?? error?.grpc_code ?? NaN);
   const message = String(error?.message ?? error?.error ?? `HTTP ${status}`);
-  // The gateway answers 503 when it cannot reach etcd behind it: that passes like a lost connection.
-  return new EtcdError(Number.isInteger(code) ? code : status === 503 ? 14 : 2, message);
+  return new EtcdError(Number.isInteger(code) ? code : codeOfStatus(status), message);
+}
+
+/**
+ * gRPC's code for an HTTP error without one: the gateway answers 503 when nothing behind it answered, which
+ * passes like a lost connection (unavailable); anything else is unknown.
+ */
+function codeOfStatus(status: number): number {
+  return status === 503 ? 14 : 2;
 }
 
 function checkOptions(options: EtcdOptions): void {
@@ -267,7 +274,10 @@ export class Etcd {
       json = JSON.parse(text.split("\n")[0]); // a stream's first message (a keep-alive's answer)
     } catch {
       const what = response.ok ? "with something that is not JSON" : `HTTP ${response.status}`;
-      throw new EtcdError(2, `etcd's gateway answered ${path} ${what}: ${text.trim().slice(0, 200)}`);
+      throw new EtcdError(
+        codeOfStatus(response.status),
+        `etcd's gateway answered ${path} ${what}: ${text.trim().slice(0, 200)}`,
+      );
     }
     if (!response.ok || json?.error) throw errorOf(json, response.status);
     return json.result ?? json;
