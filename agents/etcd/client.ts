@@ -353,6 +353,7 @@ export class Etcd {
    */
   watch(prefix: string, listener: (event: WatchEvent) => void, log: (line: string) => void): EtcdWatch {
     const stop = new AbortController();
+    this.#closing.signal.addEventListener("abort", () => stop.abort(), { once: true, signal: stop.signal });
     let confirmed!: () => void;
     const started = new Promise<void>((resolve) => confirmed = resolve);
     let next: bigint | null = null; // the revision to resume from
@@ -365,21 +366,29 @@ export class Etcd {
           for await (const json of jsonLines(response.body!)) {
             if (json.error) throw errorOf(json, response.status);
             const result = json.result ?? {};
-            if (result.compact_revision && result.compact_revision !== "0") {
-              log(
-                `etcd watch on ${prefix}: revisions up to ${result.compact_revision} were compacted; some changes are lost`,
-              );
-              next = null;
+            if (result.canceled) {
+              // etcd ended the watch but not the stream: from a compacted revision (resumed from now on, the
+              // changes in between lost), or refused (a token etcd forgot when it restarted: fetched again).
+              if (result.compact_revision && result.compact_revision !== "0") {
+                log(
+                  `etcd watch on ${prefix}: revisions to ${result.compact_revision} were compacted; changes are lost`,
+                );
+                next = null;
+              }
+              this.#token = null;
+              throw new EtcdConnectionError(`etcd cancelled the watch: ${result.cancel_reason ?? "no reason given"}`);
             }
             if (result.created) {
               pause = FIRST_PAUSE_MS;
               connected = true;
+              // A new watch sees changes after the revision etcd is at; a resumed one, after the last it saw.
+              next ??= BigInt(result.header?.revision ?? "0") + 1n;
               confirmed();
             }
             for (const event of result.events ?? []) {
+              next = BigInt(event.kv.mod_revision) + 1n;
               listener({ type: event.type === "DELETE" ? "delete" : "put", kv: keyValue(event.kv) });
             }
-            if (result.header?.revision) next = BigInt(result.header.revision) + 1n;
           }
           throw new EtcdConnectionError("the watch's stream ended");
         } catch (error) {

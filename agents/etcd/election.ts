@@ -38,7 +38,9 @@ function keepAlive(etcd: Etcd, lease: string, ttlSeconds: number) {
   const beat = async () => {
     if (stopped) return;
     try {
-      if ((await etcd.leaseKeepAlive(lease)) === 0) return end(new LeaseLostError(`lease ${lease} has ended`));
+      const ttl = await etcd.leaseKeepAlive(lease);
+      if (stopped) return; // resigned meanwhile: its lease was revoked on purpose
+      if (ttl === 0) return end(new LeaseLostError(`lease ${lease} has ended`));
       lastAnswer = etcd.clock.now();
     } catch (error) {
       if (stopped) return;

@@ -122,12 +122,14 @@ export class ProcessMachines implements Machines {
       });
     } catch (error) {
       // The process left while it was being launched (its own lease ran out under load, say) or could not
-      // start the rank: the root starts the rank again (a spare stays claimed: it is offered no other rank),
-      // and this connection serves nothing any more. Nor is it a member any more: the cluster's state (which
-      // a root that takes over reads) would otherwise keep it beside the rank's next holder.
+      // start the rank: it is fenced as a failed one is (a process that still runs leaves, and its record,
+      // which names the rank since the launch wrote it, is passed over), and the root starts the rank again
+      // elsewhere. Nor is it a member any more: the cluster's state (which a root that takes over reads)
+      // would otherwise keep it beside the rank's next holder.
       this.#log(`root: starting rank ${rank} on ${id} failed: ${(error as Error).message}`);
-      control.close();
+      this.#fenced.add(id);
       this.onMember(id, null);
+      control.tell("fence").catch(() => {}).finally(() => control.close());
       throw error;
     }
     this.#claimed.delete(id);
