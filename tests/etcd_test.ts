@@ -234,7 +234,7 @@ Deno.test({
 
             // Someone ends root-a's lease (as etcd does when it stops hearing from it): root-b is elected,
             // reads the state root-a wrote, advances the epoch and writes under it.
-            await admin.leaseRevoke(await leaderA.lease());
+            await admin.leaseRevoke(leaderA.lease);
             assert.match((await within(leaderA.lost, "root-a hearing that it lost")).message, /lease/i);
             const reader = b.stdout.pipeThrough(new TextDecoderStream()).getReader();
             let line = "";

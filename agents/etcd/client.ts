@@ -348,8 +348,8 @@ export class Etcd {
 
   /**
    * Watches every key under `prefix`. After a broken stream (etcd restarted, say) the watch starts again
-   * from the revision after the last one it saw, so that nothing in between is missed: a key whose lease
-   * expired meanwhile is still seen deleted.
+   * from the revision after the last event it delivered, so that nothing in between is missed: a key whose
+   * lease expired meanwhile is still seen deleted.
    */
   watch(prefix: string, listener: (event: WatchEvent) => void, log: (line: string) => void): EtcdWatch {
     const stop = new AbortController();

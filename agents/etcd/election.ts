@@ -22,7 +22,7 @@ export interface Leadership {
    */
   readonly lost: Promise<Error>;
   /** The etcd lease the leadership rests on, as etcd writes it (a decimal 64-bit id). */
-  lease(): Promise<string>;
+  readonly lease: string;
   /** Gives the leadership up at once: the next candidate is elected without waiting for a lease to end. */
   resign(): Promise<void>;
 }
@@ -105,19 +105,17 @@ export class RootElection {
     const etcd = this.#etcd;
     const { id: lease } = await etcd.call("a root's lease grant", () => etcd.leaseGrant(this.ttlSeconds));
     const kept = keepAlive(etcd, lease, this.ttlSeconds);
+    // A lease lost while waiting ends the campaign's request, which then fails with the loss (once elected,
+    // `lost` says it instead).
     const giveUp = new AbortController();
-    const leaseLost = kept.ended.then((error) => {
-      giveUp.abort(error);
-      throw error;
-    });
-    leaseLost.catch(() => {}); // once elected, `lost` says it
+    kept.ended.then((error) => giveUp.abort(error));
     try {
       const waiting = AbortSignal.any(signal ? [signal, giveUp.signal] : [giveUp.signal]);
-      const leader = await Promise.race([etcd.campaign(this.#name, lease, id, waiting), leaseLost]);
+      const leader = await etcd.campaign(this.#name, lease, id, waiting);
       return {
         id,
         lost: kept.ended,
-        lease: () => Promise.resolve(lease),
+        lease,
         resign: async () => {
           kept.stop();
           await etcd.call("a root's resignation", () => etcd.resign(leader));
