@@ -28,7 +28,7 @@ export interface TrainingEngine {
   /** The optimizer step on this machine's shard, with the shard's averaged gradient and the global squared norm. */
   updateShard(grads: Float32Array, normSquared: number): void;
   readShardParameters(): Promise<Float32Array>;
-  writeParameters(params: Float32Array): void;
+  writeParameters(params: Float32Array): Promise<void>;
   /**
    * Starts a checkpoint of the shard as the last step left it, published in host memory after the previous
    * one (with the hooks given at creation): how long it held training up, and its publication.
@@ -52,6 +52,8 @@ export interface EngineSetup {
   /** The global batch's order, which the checkpoints save: every machine draws the same batches. */
   loader: BatchLoader;
   chunkBytes: number;
+  /** The GPU staging buffers a checkpoint's capture alternates between (`CheckpointSpec.captureBuffers`). */
+  captureBuffers: number;
   /** The checkpointer's hooks: the agent injects faults before a commit and replicates after a save. */
   beforeCommit: CheckpointerOptions["beforeCommit"];
   afterSave: (entry: StoredEntry) => void;
@@ -67,7 +69,7 @@ export class GpuEngine implements TrainingEngine {
 
   /** `built`: the model and kernels `prepareModel` built ahead for this job, else they are built here. */
   constructor(device: GPUDevice, setup: EngineSetup, built?: PreparedModel) {
-    const { training, shard, store, rank, loader, chunkBytes } = setup;
+    const { training, shard, store, rank, loader, chunkBytes, captureBuffers } = setup;
     this.#setup = setup;
     // AdamW's moments for this machine's shard only: it updates nothing else.
     this.#trainer = new Trainer(device, training.config, trainerSettings(training), undefined, { range: shard, built });
@@ -76,6 +78,7 @@ export class GpuEngine implements TrainingEngine {
       owner: rank,
       data: loader, // the global batch's order: the trainer sees only this machine's rows
       chunkBytes,
+      captureBuffers,
       checksumsOnGpu: false, // see CheckpointCapture: on a software adapter it only blocks training longer
       beforeCommit: setup.beforeCommit,
       afterSave: setup.afterSave,
@@ -104,7 +107,7 @@ export class GpuEngine implements TrainingEngine {
   }
 
   writeParameters(params: Float32Array) {
-    this.#trainer.model.writeParameters(params);
+    return this.#trainer.model.writeParameters(params);
   }
 
   checkpoint() {

@@ -124,6 +124,7 @@ export class MachineAgent {
       store: this.#store,
       loader: this.#loader,
       chunkBytes: spec.checkpoint.chunkBytes,
+      captureBuffers: spec.checkpoint.captureBuffers,
       beforeCommit: ({ iteration }) => {
         if (this.dead) throw new MachineDied("halted"); // a machine stopped from outside publishes nothing more
         if (this.#faultDue("checkpoint", iteration)) this.#die(`in the middle of writing checkpoint ${iteration}`);
@@ -190,7 +191,7 @@ export class MachineAgent {
         "all-gather": async () => {
           // Into the gradients' array: they are spent, and one buffer in transit is all a machine holds.
           const params = await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch, grads);
-          this.#engine.writeParameters(params);
+          await this.#engine.writeParameters(params);
         },
       };
       const ms = {} as Record<PhaseName, number>;
@@ -406,7 +407,7 @@ export class MachineAgent {
     return this.#run(async (epoch) => {
       const shard = await this.#engine.readShardParameters();
       const tag = `sync/${this.#engine.step}`;
-      this.#engine.writeParameters(await allGatherShards(this.#network, shard, this.#shards, tag, epoch));
+      await this.#engine.writeParameters(await allGatherShards(this.#network, shard, this.#shards, tag, epoch));
     });
   }
 

@@ -58,6 +58,7 @@ export async function measureGpt2(
     time,
     machines: 1,
     slotsPerOwner: 1,
+    captureBuffers: 1,
     owners: 1,
     checkpointBytes: 0,
     chunkBytes: 1 << 20,

@@ -12,6 +12,7 @@ import type { ObservedEvent, ObservedRecovery } from "../agents/sim/observer.ts"
 import type { IterationReport } from "../agents/root-agent.ts";
 import { runCluster, type RunContext } from "../agents/sim/run.ts";
 import {
+  type CheckpointSpec,
   type ClusterSettings,
   defaultClusterSettings,
   describeSource,
@@ -100,9 +101,10 @@ function readOptions(args: string[]) {
 type Options = Omit<ReturnType<typeof readOptions>, "heartbeatTimeout"> & {
   corpus?: Corpus;
   heartbeatTimeout: number;
-  /** Checkpoints each machine keeps per owner in memory (the default's 3, or 2 where 3 do not fit). */
-  slots?: number;
+  /** How each machine holds its checkpoints where the default's way does not fit (see `planCluster`). */
+  leaner?: LeanerCheckpoints;
 };
+type LeanerCheckpoints = Pick<CheckpointSpec, "slotsPerOwner" | "captureBuffers">;
 type Planned = Omit<Options, "heartbeatTimeout">;
 
 /**
@@ -159,7 +161,7 @@ function adjustSettings(options: Planned, settings: ClusterSettings) {
     corpus: options.corpus ?? settings.training.corpus,
   };
   settings.checkpoint.persistEvery = options.persistEvery;
-  settings.checkpoint.slotsPerOwner = options.slots ?? settings.checkpoint.slotsPerOwner;
+  Object.assign(settings.checkpoint, options.leaner);
   settings.network.bandwidth = options.network;
 }
 
@@ -168,31 +170,38 @@ function adjustSettings(options: Planned, settings: ClusterSettings) {
  * and sequence that would fit) where the cluster does not fit this computer and adapter. Where the default's
  * three checkpoints per owner do not fit, two (the fewest a store keeps: the newest complete one is never
  * written over) may: a failure then rolls back as far, or to the persistent store, a little more often.
+ * Where those do not fit either, captures through one staging buffer instead of two may: a model that large
+ * takes far longer to step than to write a capture out, so training never waits for the one.
  */
+const LEANER_CHECKPOINTS: LeanerCheckpoints[] = [
+  { slotsPerOwner: 2, captureBuffers: 2 },
+  { slotsPerOwner: 2, captureBuffers: 1 },
+];
+
 function planCluster(
   options: Planned,
   device: GPUDevice,
   gpuInHostMemory: boolean,
-): { plan: MemoryPlan; slots: number } {
+): { plan: MemoryPlan; leaner?: LeanerCheckpoints } {
   const budget = {
     bindingBytes: bindingLimit(device),
     availableBytes: Deno.systemMemoryInfo().available,
     gpuInHostMemory,
   };
-  const fit = (slots?: number) => {
+  const fit = (leaner?: LeanerCheckpoints) => {
     const settings = defaultClusterSettings({ kind: "memory" });
-    adjustSettings({ ...options, slots }, settings);
-    return { plan: fitMemory(memoryPlanSettings(settings), budget), slots: settings.checkpoint.slotsPerOwner };
+    adjustSettings({ ...options, leaner }, settings);
+    return { plan: fitMemory(memoryPlanSettings(settings), budget), leaner };
   };
-  try {
-    return fit();
-  } catch (error) {
+  let firstError: Error | undefined;
+  for (const leaner of [undefined, ...LEANER_CHECKPOINTS]) {
     try {
-      return fit(2);
-    } catch {
-      throw new UserError(`the ${options.model} model: ${(error as Error).message}`);
+      return fit(leaner);
+    } catch (error) {
+      firstError ??= error as Error;
     }
   }
+  throw new UserError(`the ${options.model} model: ${firstError!.message}`);
 }
 
 function describePlan(plan: MemoryPlan, machines: number, gpuInHostMemory: boolean): string {
@@ -289,17 +298,25 @@ async function main(args: string[]): Promise<number> {
   console.log(`adapter: ${formatAdapter(gpu.adapter)}`);
   const check = await runSelfCheck(gpu.device);
   console.log(describeSelfCheck(check));
-  const { plan, slots } = planCluster(planned, gpu.device, gpu.adapter.isFallback);
+  const { plan, leaner } = planCluster(planned, gpu.device, gpu.adapter.isFallback);
   const options: Options = {
     ...planned,
-    slots,
+    leaner,
     heartbeatTimeout: read.heartbeatTimeout ?? defaultHeartbeatTimeout(plan),
   };
   const { config, machines, replicas, iterations } = options;
   gpu.device.destroy();
   if (check.mismatches) return 1;
   if (options.model === "gpt2") console.log(describePlan(plan, machines, gpu.adapter.isFallback));
-  if (slots < 3) console.log(`each machine keeps ${slots} checkpoints per owner in memory instead of 3, to fit`);
+  if (leaner) {
+    const { slotsPerOwner, captureBuffers } = defaultClusterSettings({ kind: "memory" }).checkpoint;
+    console.log(
+      `to fit, each machine keeps ${leaner.slotsPerOwner} checkpoints per owner in memory instead of ${slotsPerOwner}` +
+        (leaner.captureBuffers < captureBuffers
+          ? `, and captures them through ${leaner.captureBuffers} staging buffer instead of ${captureBuffers}`
+          : ""),
+    );
+  }
 
   const lostMachine = 1, hardwareAt = Math.floor(iterations / 3), groupAt = Math.floor((2 * iterations) / 3);
   console.log(

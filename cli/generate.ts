@@ -64,7 +64,7 @@ async function main(args: string[]): Promise<number> {
   }
   const { device } = await acquireGpu();
   const model = new GPT2(device, config, 1, time);
-  model.writeParameters(params);
+  await model.writeParameters(params);
   const out = (text: string) => Deno.stdout.writeSync(new TextEncoder().encode(text));
   out(options.prompt);
   const started = performance.now();

@@ -124,7 +124,7 @@ async function main(args: string[]): Promise<number> {
     maxGradNorm: 0,
     seed: 0,
   });
-  trainer.model.writeParameters(weights);
+  await trainer.model.writeParameters(weights);
   const batch = { inputs: tokens.inputs, targets: tokens.targets };
   const loss = await trainer.computeGradients(batch);
   const out: TensorToWrite[] = [

@@ -2,8 +2,10 @@
 // parameters and of AdamW's m and v is copied on the GPU into a staging buffer (queued behind the step
 // that produced it, so the next step can be submitted at once), mapped when the copy is done, and
 // written from the mapped memory straight into a store's slot. The GPU also computes the shard's chunk
-// checksums on the way, so the host only copies and verifies. Two staging buffers alternate, so one
-// capture can be written out while the next is copied; training waits only when both are still busy.
+// checksums on the way, so the host only copies and verifies. By default two staging buffers alternate,
+// so one capture can be written out while the next is copied; training waits only when both are still
+// busy. One buffer is enough where a step takes longer than writing a capture out, and saves a shard's
+// worth of memory (twice that while it is mapped: wgpu's GL backend reads a mapped buffer into host memory).
 
 import { ChunkChecksums } from "../kernels/checksum.ts";
 import { DEFAULT_CHUNK_BYTES, type ShardTensors } from "./checkpoint.ts";
@@ -56,8 +58,9 @@ export class CheckpointCapture {
   #next = 0;
 
   /**
-   * Staging for shards of `floats` floats (params, m and v: 12 bytes a float, twice) and their checksums
-   * in chunks of `chunkBytes`, which must be the chunk size of the shards written from it.
+   * Staging for shards of `floats` floats (params, m and v: 12 bytes a float, in each of `buffers` staging
+   * buffers) and their checksums in chunks of `chunkBytes`, which must be the chunk size of the shards
+   * written from it.
    * `checksumsOnGpu` should be false on a software adapter: there the GPU is the CPU, and its work runs
    * inside `queue.submit`, so checksumming "on the GPU" would only move that work into the time
    * training is blocked (measured on llvmpipe for a 16 MiB shard: 1.4 ms blocked without, 18.7 ms with).
@@ -65,8 +68,15 @@ export class CheckpointCapture {
   constructor(
     device: GPUDevice,
     floats: number,
-    { chunkBytes = DEFAULT_CHUNK_BYTES, checksumsOnGpu = true }: { chunkBytes?: number; checksumsOnGpu?: boolean } = {},
+    { chunkBytes = DEFAULT_CHUNK_BYTES, buffers = 2, checksumsOnGpu = true }: {
+      chunkBytes?: number;
+      buffers?: number;
+      checksumsOnGpu?: boolean;
+    } = {},
   ) {
+    if (!(Number.isInteger(buffers) && buffers >= 1)) {
+      throw new Error(`a capture needs at least one staging buffer, got ${buffers}`);
+    }
     this.#device = device;
     this.#wantChecksumsOnGpu = checksumsOnGpu;
     this.#floats = floats;
@@ -74,7 +84,7 @@ export class CheckpointCapture {
     this.#chunks = Math.ceil((3 * floats) / this.#chunkWords);
     this.#checksumKernel = new ChunkChecksums(device);
     this.#checksums = storageBuffer(device, this.#chunks * 4, "checkpoint chunk checksums");
-    this.#staging = [0, 1].map((i) => ({
+    this.#staging = Array.from({ length: buffers }, (_, i) => ({
       buffer: device.createBuffer({
         label: `checkpoint staging ${i}`,
         size: 3 * floats * 4 + this.#chunks * 4,
@@ -104,7 +114,7 @@ export class CheckpointCapture {
     if (floats !== this.#floats) throw new Error(`this capture stages shards of ${this.#floats} floats, not ${floats}`);
     const staging = this.#staging[this.#next];
     this.#next = (this.#next + 1) % this.#staging.length;
-    await staging.free; // both buffers busy: the one time training has to wait
+    await staging.free; // every buffer busy: the one time training has to wait
     let release!: () => void;
     staging.free = new Promise((resolve) => release = resolve);
 

@@ -31,7 +31,11 @@ class TrainerState implements CheckpointedState {
   readonly #trainer: Trainer;
   readonly #capture: CheckpointCapture;
 
-  constructor(trainer: Trainer, floats: number, options: { chunkBytes: number; checksumsOnGpu?: boolean }) {
+  constructor(
+    trainer: Trainer,
+    floats: number,
+    options: { chunkBytes: number; buffers?: number; checksumsOnGpu?: boolean },
+  ) {
     this.#trainer = trainer;
     this.#capture = new CheckpointCapture(trainer.device, floats, options);
   }
@@ -91,6 +95,8 @@ export interface CheckpointerOptions {
    */
   data?: DataOrder;
   chunkBytes?: number;
+  /** The GPU staging buffers captures alternate between (2 by default; see CheckpointCapture). */
+  captureBuffers?: number;
   /** False on a software adapter (see CheckpointCapture). */
   checksumsOnGpu?: boolean;
   /**
@@ -128,6 +134,7 @@ export class Checkpointer {
     this.#state = source instanceof Trainer
       ? new TrainerState(source, this.shard.end - this.shard.start, {
         chunkBytes: this.#chunkBytes,
+        buffers: options.captureBuffers,
         checksumsOnGpu: options.checksumsOnGpu,
       })
       : source;

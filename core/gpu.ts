@@ -153,6 +153,13 @@ export async function readBuffer(
 export const READBACK_STAGING_BYTES = 32 << 20;
 
 /**
+ * The most a `PiecedBuffer.upload` writes at once: queue.writeBuffer copies what it writes into a staging
+ * buffer that lives until its submission is done, so a whole upload of GPT-2's parameters would hold a second
+ * copy of them (475 MiB, host memory on a software adapter).
+ */
+export const UPLOAD_PIECE_BYTES = 32 << 20;
+
+/**
  * Copies `target.byteLength` bytes of a GPU buffer from `offset` (a multiple of 4) into `target`, through one
  * staging buffer of at most READBACK_STAGING_BYTES (waits for the queue).
  */
@@ -253,6 +260,16 @@ export class PiecedBuffer {
   write(start: number, values: Float32Array) {
     for (const { binding, start: from, end: to } of this.parts(start, start + values.length)) {
       this.#device.queue.writeBuffer(binding.buffer, binding.offset, values.subarray(from - start, to - start));
+    }
+  }
+
+  /** Writes `values` at float `start` as `write` does, UPLOAD_PIECE_BYTES at a time, each submitted and done. */
+  async upload(start: number, values: Float32Array) {
+    const pieceFloats = UPLOAD_PIECE_BYTES / 4;
+    for (let done = 0; done < values.length; done += pieceFloats) {
+      this.write(start + done, values.subarray(done, done + pieceFloats));
+      this.#device.queue.submit([]);
+      await this.#device.queue.onSubmittedWorkDone();
     }
   }
 

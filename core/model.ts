@@ -456,12 +456,12 @@ export class GPT2 {
     return PiecedBuffer.allocate(this.#device, this.pieceStarts, this.totalFloats, label);
   }
 
-  /** Uploads all parameters (flat, `specs` layout). */
-  writeParameters(params: Float32Array) {
+  /** Uploads all parameters (flat, `specs` layout), a piece at a time (see `PiecedBuffer.upload`). */
+  async writeParameters(params: Float32Array) {
     if (params.length !== this.totalFloats) {
       throw new Error(`expected ${this.totalFloats} parameter floats, got ${params.length}`);
     }
-    this.params.write(0, params);
+    await this.params.upload(0, params);
   }
 
   readParameters(): Promise<Float32Array> {

@@ -6,7 +6,7 @@
 
 import { AdamW, type AdamWSettings } from "../kernels/adamw.ts";
 import { type Batch, BatchLoader, type Corpus, type DataState } from "./data.ts";
-import { PiecedBuffer, READBACK_STAGING_BYTES, readBuffer } from "./gpu.ts";
+import { PiecedBuffer, READBACK_STAGING_BYTES, readBuffer, UPLOAD_PIECE_BYTES } from "./gpu.ts";
 import { shardRanges } from "./shard.ts";
 import {
   activationBytes,
@@ -129,7 +129,8 @@ export class Trainer {
       throw new Error("the model built ahead is for another config, batch, sequence or seed");
     }
     this.model = built?.model ?? new GPT2(device, config, settings.batch, settings.time, options);
-    if (!built) this.model.writeParameters(initialParameters(config, settings.seed));
+    // Whole, once: a new machine's checkpoint slots are still untouched, so the staging copy fits beside them.
+    if (!built) this.model.params.write(0, initialParameters(config, settings.seed));
     this.loader = corpus ? new BatchLoader(corpus, settings.batch, settings.time, settings.seed) : null;
     this.adamw = built?.adamw ?? new AdamW(device);
     const total = this.model.totalFloats, { start, end } = options.range ?? { start: 0, end: total };
@@ -241,7 +242,7 @@ export class Trainer {
       const values = state[name];
       if (values.length !== n) throw new Error(`trainer state: ${name} has ${values.length} floats, expected ${n}`);
     }
-    this.model.writeParameters(state.params);
+    this.model.params.write(0, state.params);
     this.m.write(start, state.m);
     this.v.write(start, state.v);
     this.loader?.restore(state.data);
@@ -264,6 +265,8 @@ export interface MemoryPlanSettings {
   machines: number;
   /** Checkpoint slots each machine keeps, for itself and for each peer it holds replicas of. */
   slotsPerOwner: number;
+  /** GPU staging buffers its checkpoints are captured through (`CheckpointSpec.captureBuffers`). */
+  captureBuffers: number;
   /** Owners whose checkpoints a machine holds: its own and its replicas' (GEMINI's m). */
   owners: number;
   /** The encoded size of the largest machine's checkpoint. */
@@ -296,6 +299,7 @@ export function planMemory(s: MemoryPlanSettings): MemoryPlan {
   const shardFloats = Math.max(...shardRanges(totalFloats, s.machines).map(({ start, end }) => end - start));
   const shard = shardFloats * 4;
   const chunks = Math.ceil((3 * shardFloats * 4) / s.chunkBytes);
+  const captureBytes = (3 * shardFloats + chunks) * 4;
   const activations = activationBytes(s.config, s.batch, s.time);
   const gpu: [string, number][] = [
     ["parameters", flat],
@@ -306,8 +310,8 @@ export function planMemory(s: MemoryPlanSettings): MemoryPlan {
     ],
     [`activations and their gradients, batch ${s.batch} x sequence ${s.time}`, activations.total],
     [
-      "checkpoint staging (two captures of the shard's params, m and v)",
-      2 * (3 * shardFloats + chunks) * 4 + chunks * 4,
+      `checkpoint staging (${s.captureBuffers} capture(s) of the shard's params, m and v)`,
+      s.captureBuffers * captureBytes + chunks * 4,
     ],
   ];
   const host: [string, number][] = [
@@ -316,7 +320,15 @@ export function planMemory(s: MemoryPlanSettings): MemoryPlan {
       s.slotsPerOwner * s.owners * s.checkpointBytes,
     ],
     ["the gradients read back, then the parameters gathered, in transit (one buffer, reused)", flat],
-    ["the parameters' upload (WebGPU keeps a copy of a written buffer until it is submitted)", flat],
+    // A whole upload happens only as a machine starts, before its checkpoint slots fill.
+    [
+      "the parameters' upload, a piece at a time (WebGPU keeps a copy of a written piece until it is done)",
+      Math.min(flat, UPLOAD_PIECE_BYTES),
+    ],
+    [
+      "the captures mapped to be written out (wgpu's GL backend reads a mapped buffer into host memory)",
+      s.captureBuffers * captureBytes,
+    ],
     ["readback staging (a piece at a time)", Math.min(flat, READBACK_STAGING_BYTES)],
     ["the shard in transit: its averaged gradients, its parameters, a message sent and one received", 4 * shard],
     ["a checkpoint's copies on their way out (one to its peers, one to the persistent store)", 2 * s.checkpointBytes],

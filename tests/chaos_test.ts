@@ -58,7 +58,7 @@ class NudgesAParameter extends StandInEngine {
       bits[0] ^= 1;
       this.#restored = false;
     }
-    super.writeParameters(params);
+    return super.writeParameters(params);
   }
 }
 

@@ -59,6 +59,34 @@ Deno.test("a checkpoint taken from the GPU into memory every step restores onto 
   }
 });
 
+Deno.test("a capture through one staging buffer waits for the last to be written out before it copies", async () => {
+  const device = await testDevice();
+  const store = InMemoryCheckpointStore.create(0, 8 << 20);
+  const original = new Trainer(device, CONFIG, SETTINGS, CORPUS);
+  const checkpointer = new Checkpointer(original, store, { captureBuffers: 1 });
+  const resumed = new Trainer(device, CONFIG, { ...SETTINGS, seed: 5 }, CORPUS);
+  try {
+    await original.trainStep();
+    const first = await original.model.readParameters(), second = first.map((value) => value / 2);
+    const checkpoints = [await checkpointer.afterStep()];
+    // The state changes at once, without waiting for the GPU: the next capture's copy is queued right away.
+    original.model.params.write(0, second);
+    original.step++;
+    checkpoints.push(await checkpointer.afterStep());
+    await Promise.all(checkpoints.map(({ published }) => published));
+    const restorer = new Checkpointer(resumed, store);
+    for (const [iteration, params] of [[1, first], [2, second]] as const) {
+      await restorer.restore(iteration);
+      assert.deepEqual(await resumed.model.readParameters(), params, `checkpoint ${iteration}`);
+    }
+    restorer.destroy();
+  } finally {
+    checkpointer.destroy();
+    original.destroy();
+    resumed.destroy();
+  }
+});
+
 Deno.test("a machine's shard is checkpointed in order with its own data order, and one that fails before its commit is never published", async () => {
   const device = await testDevice();
   const store = InMemoryCheckpointStore.create(0, 8 << 20);

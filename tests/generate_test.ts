@@ -36,7 +36,7 @@ async function tokensOf(
 ) {
   const model = new GPT2(device, CONFIG, 1, PROMPT.length + settings.tokens);
   try {
-    model.writeParameters(PARAMS);
+    await model.writeParameters(PARAMS);
     const tokens = [];
     for await (const token of generate(device, model, PROMPT, settings)) {
       await check?.(model, token);

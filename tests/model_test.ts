@@ -57,7 +57,7 @@ async function gpuLossAndGradients(
 ) {
   const model = new GPT2(device, config, rows, time, options);
   try {
-    model.writeParameters(params);
+    await model.writeParameters(params);
     model.setBatch(batch.inputs, batch.targets);
     const encoder = device.createCommandEncoder();
     model.encodeForward(encoder, true);

@@ -40,6 +40,7 @@ async function train(device: GPUDevice, settings: ClusterSettings, prepared: boo
     store: hostMemory(settings, rank),
     loader,
     chunkBytes: checkpoint.chunkBytes,
+    captureBuffers: checkpoint.captureBuffers,
     beforeCommit: () => {},
     afterSave: () => {},
   };

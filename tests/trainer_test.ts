@@ -102,6 +102,7 @@ const PLAN: MemoryPlanSettings = {
   time: 24,
   machines: 4,
   slotsPerOwner: 3,
+  captureBuffers: 2,
   owners: 2,
   checkpointBytes: 100_000,
   chunkBytes: 65536,

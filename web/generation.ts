@@ -17,7 +17,7 @@ export async function generateFrom(
   try {
     const texts: number[][] = [];
     for (const params of parameters) {
-      model.writeParameters(params);
+      await model.writeParameters(params);
       const tokens: number[] = [];
       for await (const token of generate(device, model, prompt, settings)) tokens.push(token);
       texts.push(tokens);

@@ -43,6 +43,12 @@ export interface CheckpointSpec {
   chunkBytes: number;
   /** Checkpoints kept per owner in host memory. */
   slotsPerOwner: number;
+  /**
+   * GPU staging buffers a checkpoint's capture alternates between: with 2 the next capture never waits
+   * for the last to be written out; 1 saves a shard's params, m and v of memory, and costs a wait only when
+   * an iteration is shorter than writing a checkpoint into host memory.
+   */
+  captureBuffers: number;
   /** How checkpoints go to the peers: the policy, its idle-span profiling and its staging buffer. */
   replication: InterleavingSettings;
 }
@@ -115,6 +121,7 @@ export function defaultClusterSettings(persistent: PersistentSpec): ClusterSetti
       persistEvery: 4,
       chunkBytes: 64 << 10,
       slotsPerOwner: 3,
+      captureBuffers: 2,
       replication: { ...DEFAULT_INTERLEAVING },
     },
     persistent,
@@ -153,6 +160,7 @@ export function memoryPlanSettings(settings: ClusterSettings): MemoryPlanSetting
     time: training.time,
     machines,
     slotsPerOwner: checkpoint.slotsPerOwner,
+    captureBuffers: checkpoint.captureBuffers,
     owners: replicas,
     checkpointBytes: slotBytes(settings),
     chunkBytes: checkpoint.chunkBytes,

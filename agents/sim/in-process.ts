@@ -137,6 +137,7 @@ export class StandInEngine implements TrainingEngine {
 
   writeParameters(params: Float32Array) {
     this.#state.params.set(params);
+    return Promise.resolve();
   }
 
   checkpoint() {
