@@ -21,9 +21,11 @@ export interface TrainingEngine {
   /** Forward and backward on this machine's rows of the global batch: their mean loss. */
   computeGradients(batch: Batch): Promise<number>;
   /**
-   * The gradient of every parameter, as the last `computeGradients` left it, in an array the engine may
-   * reuse at the next call (a machine's one buffer in transit: the caller may write over it meanwhile).
+   * A machine's one buffer of the whole state in transit [totalFloats]: the gradients read back, then the
+   * parameters gathered into it (at GPT-2 124M, a second one would be 475 MiB more a machine).
    */
+  readonly transit: Float32Array;
+  /** The gradient of every parameter, as the last `computeGradients` left it, read into `transit`. */
   readGradients(): Promise<Float32Array>;
   /** The optimizer step on this machine's shard, with the shard's averaged gradient and the global squared norm. */
   updateShard(grads: Float32Array, normSquared: number): void;
@@ -64,8 +66,7 @@ export class GpuEngine implements TrainingEngine {
   readonly #setup: EngineSetup;
   readonly #trainer: Trainer;
   readonly #checkpointer: Checkpointer;
-  /** The gradients read back every iteration, and then the parameters gathered (see MachineAgent.step). */
-  readonly #transit: Float32Array<ArrayBuffer>;
+  readonly transit: Float32Array<ArrayBuffer>;
 
   /** `built`: the model and kernels `prepareModel` built ahead for this job, else they are built here. */
   constructor(device: GPUDevice, setup: EngineSetup, built?: PreparedModel) {
@@ -83,7 +84,7 @@ export class GpuEngine implements TrainingEngine {
       beforeCommit: setup.beforeCommit,
       afterSave: setup.afterSave,
     });
-    this.#transit = new Float32Array(this.#trainer.model.totalFloats);
+    this.transit = new Float32Array(this.#trainer.model.totalFloats);
   }
 
   get step(): number {
@@ -95,7 +96,7 @@ export class GpuEngine implements TrainingEngine {
   }
 
   readGradients(): Promise<Float32Array> {
-    return this.#trainer.model.grads.read(0, this.#transit.length, this.#transit);
+    return this.#trainer.model.grads.read(0, this.transit.length, this.transit);
   }
 
   updateShard(grads: Float32Array, normSquared: number) {

@@ -407,7 +407,8 @@ export class MachineAgent {
     return this.#run(async (epoch) => {
       const shard = await this.#engine.readShardParameters();
       const tag = `sync/${this.#engine.step}`;
-      await this.#engine.writeParameters(await allGatherShards(this.#network, shard, this.#shards, tag, epoch));
+      const params = await allGatherShards(this.#network, shard, this.#shards, tag, epoch, this.#engine.transit);
+      await this.#engine.writeParameters(params);
     });
   }
 

@@ -77,6 +77,7 @@ export class StandInEngine implements TrainingEngine {
   readonly #state: HostState;
   readonly #checkpointer: Checkpointer;
   #grads: Float32Array;
+  readonly transit: Float32Array;
 
   constructor(setup: EngineSetup, clock: VirtualClock, computeMs: number) {
     const { training, shard, store, rank, loader, chunkBytes } = setup;
@@ -85,6 +86,7 @@ export class StandInEngine implements TrainingEngine {
     this.#computeMs = computeMs;
     this.#state = new HostState(training.config, initialParameters(training.config, training.optimizer.seed));
     this.#grads = new Float32Array(this.#state.totalFloats);
+    this.transit = new Float32Array(this.#state.totalFloats);
     this.#checkpointer = new Checkpointer(this.#state, store, {
       shard,
       owner: rank,
@@ -113,7 +115,8 @@ export class StandInEngine implements TrainingEngine {
   }
 
   readGradients(): Promise<Float32Array> {
-    return Promise.resolve(this.#grads.slice());
+    this.transit.set(this.#grads);
+    return Promise.resolve(this.transit);
   }
 
   updateShard(grads: Float32Array, normSquared: number) {
