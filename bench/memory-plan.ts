@@ -63,7 +63,15 @@ export async function measureClusterPeak(
  * which then seemed to take 27% less than its plan.
  */
 export async function measureClusterPeakApart(machines: number, iterations: number): Promise<PeakMeasurement> {
-  const args = ["run", "--allow-all", new URL(import.meta.url).pathname, `${machines}`, `${iterations}`, "--json"];
+  const args = [
+    "run",
+    "--v8-flags=--expose-gc",
+    "--allow-all",
+    new URL(import.meta.url).pathname,
+    `${machines}`,
+    `${iterations}`,
+    "--json",
+  ];
   const { success, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args,
     stdout: "piped",
@@ -75,7 +83,7 @@ export async function measureClusterPeakApart(machines: number, iterations: numb
 }
 
 if (import.meta.main) {
-  // deno run --allow-all bench/memory-plan.ts [machines] [iterations] [--json]: the bench's row on its own.
+  // deno run --v8-flags=--expose-gc --allow-all bench/memory-plan.ts [machines] [iterations] [--json]: the bench's row on its own.
   const json = Deno.args.includes("--json");
   const [machines, iterations] = Deno.args.filter((arg) => arg !== "--json").map(Number);
   const m = await measureClusterPeak(CLUSTER_MEMORY_MODEL, machines || 4, iterations || 5);

@@ -12,6 +12,7 @@ import type { Clock } from "../protocol/clock.ts";
 import { validateInterleaving } from "../replication/interleaving.ts";
 import { corruptNewestReplica, type MemoryStats, memoryStats } from "./host-faults.ts";
 import { Network } from "./network.ts";
+import { collectGarbage } from "./collect-garbage.ts";
 import {
   type ClusterSettings,
   type FaultPoint,
@@ -101,7 +102,10 @@ export class SimulatedCluster implements Machines {
   ): Promise<Machine> {
     const slot = this.#slots[rank];
     if (slot.worker) throw new Error(`machine ${rank} is already running`);
-    slot.memory ??= hostMemory(this.settings, rank).memory;
+    if (!slot.memory) {
+      collectGarbage(); // a lost machine's memory, before its replacement's
+      slot.memory = hostMemory(this.settings, rank).memory;
+    }
     slot.incarnation++;
     const worker = new Worker(this.#workerUrl, { type: "module", name: `machine ${rank}` });
     slot.worker = worker;

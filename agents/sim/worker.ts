@@ -20,6 +20,7 @@ import {
 } from "../protocol/spec.ts";
 import { MachineAgent, silence } from "../worker-agent.ts";
 import { NetworkEndpoint } from "./network.ts";
+import { collectGarbage } from "./collect-garbage.ts";
 
 // The heartbeat thread: it answers "up?" once it runs, then, given its orders, posts { rank, incarnation,
 // iteration } to the root agent's port at every interval.
@@ -122,11 +123,11 @@ async function startMachine(spec: MachineSpec): Promise<MachineAgent> {
 
 let agent: MachineAgent | null = null;
 
-/** Calls `body` on the started machine; a machine that has failed never answers. */
+/** Calls `body` on the started machine, then collects what it left; a machine that has failed never answers. */
 function onMachine<T>(body: (machine: MachineAgent) => T | Promise<T>): Promise<T> {
   if (!agent) return Promise.reject(new Error("this machine has not been started"));
   if (agent.dead) return silence();
-  return Promise.resolve(body(agent));
+  return Promise.resolve(body(agent)).finally(collectGarbage);
 }
 
 /** What the root agent calls on a machine (through comlink). */
@@ -136,9 +137,11 @@ const api = {
     ready?.then(discard, () => {});
     ready = readyFor(job, true);
     await ready;
+    collectGarbage(); // the initial parameters, built on the host
   },
   async start(spec: MachineSpec): Promise<MachineStatus> {
     agent = await startMachine(spec);
+    collectGarbage();
     return agent.status();
   },
   step: (plan: IterationPlan) => onMachine((machine) => machine.step(plan)),
