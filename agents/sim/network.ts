@@ -15,6 +15,7 @@
 import { type Clock, WallClock } from "../protocol/clock.ts";
 import type { NetworkSettings } from "../protocol/spec.ts";
 import { MailboxTransport } from "../protocol/mailbox.ts";
+import { collectGarbage } from "./collect-garbage.ts";
 import type { Delivery, TrafficKind } from "../protocol/transport.ts";
 
 /** One message on the timeline. Times are milliseconds since the network started. */
@@ -227,6 +228,9 @@ export function directChannel(): [Port, Port] {
   return ends;
 }
 
+/** A message at least this large is sent after a garbage collection (see collect-garbage.ts). */
+const COLLECT_BEFORE_BYTES = 16 << 20;
+
 /**
  * A machine's side of the network (see `Transport`): what it sends goes to the switch through its port;
  * what arrives goes to its mailbox, which matches messages to receivers.
@@ -264,6 +268,7 @@ export class NetworkEndpoint extends MailboxTransport {
       sequence = this.#nextSequence++;
       this.#sending.set(sequence, onSent);
     }
+    if (bytes.length >= COLLECT_BEFORE_BYTES) collectGarbage(); // the messages before it, received and spent
     const copy = bytes.slice().buffer;
     const message: Outgoing = { sequence, to, kind, label, tag, epoch: this.epoch, bytes: copy, info };
     this.#port.postMessage(message, [copy]);
