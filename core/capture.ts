@@ -4,8 +4,11 @@
 // written from the mapped memory straight into a store's slot. The GPU also computes the shard's chunk
 // checksums on the way, so the host only copies and verifies. By default two staging buffers alternate,
 // so one capture can be written out while the next is copied; training waits only when both are still
-// busy. One buffer is enough where a step takes longer than writing a capture out, and saves a shard's
-// worth of memory (twice that while it is mapped: wgpu's GL backend reads a mapped buffer into host memory).
+// busy. One buffer is enough where a step takes longer than writing a capture out: it is then allocated for
+// each capture and freed once that is written out, so that a shard's worth of memory (twice that while it
+// is mapped: wgpu's GL backend reads a mapped buffer into host memory) is held only while a capture is in
+// flight, at GPT-2 124M about a second of a 70 s iteration. Two stay allocated: allocating them each time
+// would lengthen every capture's hold-up.
 
 import { ChunkChecksums } from "../kernels/checksum.ts";
 import { DEFAULT_CHUNK_BYTES, type ShardTensors } from "./checkpoint.ts";
@@ -41,7 +44,8 @@ export interface PendingCapture {
 }
 
 interface Staging {
-  buffer: GPUBuffer;
+  /** Null while a buffer allocated for each capture has none. */
+  buffer: GPUBuffer | null;
   /** Settles when the last capture through this buffer has been released. */
   free: Promise<void>;
 }
@@ -55,6 +59,8 @@ export class CheckpointCapture {
   readonly #checksumKernel: ChunkChecksums;
   readonly #checksums: GPUBuffer;
   readonly #wantChecksumsOnGpu: boolean;
+  /** Whether the one staging buffer is allocated for each capture (see the top of this file). */
+  readonly #perCapture: boolean;
   #next = 0;
 
   /**
@@ -84,14 +90,19 @@ export class CheckpointCapture {
     this.#chunks = Math.ceil((3 * floats) / this.#chunkWords);
     this.#checksumKernel = new ChunkChecksums(device);
     this.#checksums = storageBuffer(device, this.#chunks * 4, "checkpoint chunk checksums");
+    this.#perCapture = buffers === 1;
     this.#staging = Array.from({ length: buffers }, (_, i) => ({
-      buffer: device.createBuffer({
-        label: `checkpoint staging ${i}`,
-        size: 3 * floats * 4 + this.#chunks * 4,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      }),
+      buffer: this.#perCapture ? null : this.#stagingBuffer(i),
       free: Promise.resolve(),
     }));
+  }
+
+  #stagingBuffer(i: number): GPUBuffer {
+    return this.#device.createBuffer({
+      label: `checkpoint staging ${i}`,
+      size: 3 * this.#floats * 4 + this.#chunks * 4,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
   }
 
   /** The buffers the GPU checksums shards from: when asked to, and each is in one piece that fits one binding. */
@@ -115,8 +126,16 @@ export class CheckpointCapture {
     const staging = this.#staging[this.#next];
     this.#next = (this.#next + 1) % this.#staging.length;
     await staging.free; // every buffer busy: the one time training has to wait
-    let release!: () => void;
-    staging.free = new Promise((resolve) => release = resolve);
+    let released!: () => void;
+    staging.free = new Promise((resolve) => released = resolve);
+    const buffer = staging.buffer ??= this.#stagingBuffer(0);
+    const release = () => {
+      if (this.#perCapture) {
+        buffer.destroy();
+        staging.buffer = null;
+      }
+      released();
+    };
 
     const encoder = this.#device.createCommandEncoder({ label: "checkpoint capture" });
     const flats = [source.params, source.m, source.v].map((flat) =>
@@ -134,21 +153,21 @@ export class CheckpointCapture {
         this.#chunkWords,
       );
       pass.end();
-      encoder.copyBufferToBuffer(this.#checksums, 0, staging.buffer, 3 * floats * 4, this.#chunks * 4);
+      encoder.copyBufferToBuffer(this.#checksums, 0, buffer, 3 * floats * 4, this.#chunks * 4);
     }
-    flats.forEach((flat, i) => flat.encodeCopyTo(encoder, source.start, source.end, staging.buffer, i * floats * 4));
+    flats.forEach((flat, i) => flat.encodeCopyTo(encoder, source.start, source.end, buffer, i * floats * 4));
     this.#device.queue.submit([encoder.finish()]);
-    const mapped = staging.buffer.mapAsync(GPUMapMode.READ).catch((error) => {
+    const mapped = buffer.mapAsync(GPUMapMode.READ).catch((error) => {
       release(); // a failed map (a lost device) must not keep the buffer busy forever
       throw error;
     }).then(() => {
-      const range = staging.buffer.getMappedRange();
+      const range = buffer.getMappedRange();
       const tensor = (i: number) => new Float32Array(range, i * floats * 4, floats);
       return {
         tensors: { params: tensor(0), m: tensor(1), v: tensor(2) },
         checksums: withChecksums ? new Uint32Array(range, 3 * floats * 4, this.#chunks) : null,
         release: () => {
-          staging.buffer.unmap();
+          buffer.unmap();
           release();
         },
       };
@@ -157,7 +176,7 @@ export class CheckpointCapture {
   }
 
   destroy() {
-    for (const staging of this.#staging) staging.buffer.destroy();
+    for (const staging of this.#staging) staging.buffer?.destroy();
     this.#checksums.destroy();
   }
 }

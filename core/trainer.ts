@@ -331,7 +331,12 @@ export function planMemory(s: MemoryPlanSettings): MemoryPlan {
     ],
     ["readback staging (a piece at a time)", Math.min(flat, READBACK_STAGING_BYTES)],
     ["the shard in transit: its averaged gradients, its parameters, a message sent and one received", 4 * shard],
-    ["a checkpoint's copies on their way out (one to its peers, one to the persistent store)", 2 * s.checkpointBytes],
+    // The replicator's copies outlive their slots (see Replicator): the newest replicated one until the
+    // cluster keeps it, while the next is sent.
+    [
+      "its checkpoints' copies on their way out (two to its peers: one being sent, one not yet kept; one to the persistent store)",
+      3 * s.checkpointBytes,
+    ],
     ["the machine's runtime (a Worker, its GPU device, dead buffers not yet collected)", RUNTIME_BYTES],
   ];
   const sum = (rows: [string, number][]) => rows.reduce((total, [, bytes]) => total + bytes, 0);
