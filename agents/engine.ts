@@ -20,17 +20,13 @@ export interface TrainingEngine {
   readonly step: number;
   /** Forward and backward on this machine's rows of the global batch: their mean loss. */
   computeGradients(batch: Batch): Promise<number>;
-  /**
-   * A machine's one buffer of the whole state in transit [totalFloats]: the gradients read back, then the
-   * parameters gathered into it (at GPT-2 124M, a second one would be 475 MiB more a machine).
-   */
-  readonly transit: Float32Array;
-  /** The gradient of every parameter, as the last `computeGradients` left it, read into `transit`. */
-  readGradients(): Promise<Float32Array>;
+  /** The gradients of parameters [start, end), as the last `computeGradients` left them. */
+  readGradients(start: number, end: number): Promise<Float32Array>;
   /** The optimizer step on this machine's shard, with the shard's averaged gradient and the global squared norm. */
   updateShard(grads: Float32Array, normSquared: number): void;
   readShardParameters(): Promise<Float32Array>;
-  writeParameters(params: Float32Array): Promise<void>;
+  /** Writes parameters [start, start + values.length). */
+  writeParameters(start: number, values: Float32Array): Promise<void>;
   /**
    * Starts a checkpoint of the shard as the last step left it, published in host memory after the previous
    * one (with the hooks given at creation): how long it held training up, and its publication.
@@ -66,7 +62,6 @@ export class GpuEngine implements TrainingEngine {
   readonly #setup: EngineSetup;
   readonly #trainer: Trainer;
   readonly #checkpointer: Checkpointer;
-  readonly transit: Float32Array<ArrayBuffer>;
 
   /** `built`: the model and kernels `prepareModel` built ahead for this job, else they are built here. */
   constructor(device: GPUDevice, setup: EngineSetup, built?: PreparedModel) {
@@ -84,7 +79,6 @@ export class GpuEngine implements TrainingEngine {
       beforeCommit: setup.beforeCommit,
       afterSave: setup.afterSave,
     });
-    this.transit = new Float32Array(this.#trainer.model.totalFloats);
   }
 
   get step(): number {
@@ -95,8 +89,8 @@ export class GpuEngine implements TrainingEngine {
     return this.#trainer.computeGradients(batch);
   }
 
-  readGradients(): Promise<Float32Array> {
-    return this.#trainer.model.grads.read(0, this.transit.length, this.transit);
+  readGradients(start: number, end: number): Promise<Float32Array> {
+    return this.#trainer.model.grads.read(start, end);
   }
 
   updateShard(grads: Float32Array, normSquared: number) {
@@ -107,8 +101,8 @@ export class GpuEngine implements TrainingEngine {
     return readShardParameters(this.#trainer, this.#setup.shard);
   }
 
-  writeParameters(params: Float32Array) {
-    return this.#trainer.model.writeParameters(params);
+  writeParameters(start: number, values: Float32Array) {
+    return this.#trainer.model.params.upload(start, values);
   }
 
   checkpoint() {

@@ -160,7 +160,7 @@ export class MachineAgent {
       // Every machine has replicated the checkpoints of `plan.keep`: a recovery from peers may roll everyone
       // back to it, so this machine keeps its own and the replicas it holds of it until a newer one is kept.
       this.#carryOut(this.#replication.beginIteration(plan, this.#store.has(rank, plan.keep)));
-      let loss = 0, grads!: Float32Array, reduced!: Float32Array, normSquared = 0, shard!: Float32Array;
+      let loss = 0, reduced!: Float32Array, normSquared = 0, shard!: Float32Array;
       let checkpointBlocked = 0;
       const run: Record<PhaseName, () => Promise<void>> = {
         gradients: async () => {
@@ -171,10 +171,11 @@ export class MachineAgent {
             targets: global.targets.subarray(rank * rows, (rank + 1) * rows),
           });
           this.#fault("step", t);
-          grads = await this.#engine.readGradients();
         },
         "reduce-scatter": async () => {
-          reduced = await reduceScatterMean(this.#network, grads, this.#shards, `${t}`, epoch);
+          // Each shard's gradients are read back as the ring reaches them.
+          const part = (c: number) => this.#engine.readGradients(this.#shards[c].start, this.#shards[c].end);
+          reduced = await reduceScatterMean(this.#network, part, this.#shards, `${t}`, epoch);
         },
         "gradient norm": async () => {
           let squares = 0;
@@ -189,9 +190,7 @@ export class MachineAgent {
           if (plan.checkpoint) checkpointBlocked = await this.#beginCheckpoint();
         },
         "all-gather": async () => {
-          // Into the gradients' array: they are spent, and one buffer in transit is all a machine holds.
-          const params = await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch, grads);
-          await this.#engine.writeParameters(params);
+          await allGatherShards(this.#network, shard, this.#shards, `${t}/params`, epoch, this.#writeShard);
         },
       };
       const ms = {} as Record<PhaseName, number>;
@@ -402,13 +401,14 @@ export class MachineAgent {
     return sent;
   }
 
+  /** Uploads shard `c` of the parameters, gathered from its machine. */
+  #writeShard = (c: number, values: Float32Array) => this.#engine.writeParameters(this.#shards[c].start, values);
+
   /** After every shard is restored: all-gathers the parameters, so every machine has all of them again. */
   synchronize(): Promise<void> {
     return this.#run(async (epoch) => {
       const shard = await this.#engine.readShardParameters();
-      const tag = `sync/${this.#engine.step}`;
-      const params = await allGatherShards(this.#network, shard, this.#shards, tag, epoch, this.#engine.transit);
-      await this.#engine.writeParameters(params);
+      await allGatherShards(this.#network, shard, this.#shards, `sync/${this.#engine.step}`, epoch, this.#writeShard);
     });
   }
 

@@ -319,7 +319,7 @@ export function planMemory(s: MemoryPlanSettings): MemoryPlan {
       `in-memory checkpoints (${s.slotsPerOwner} slots x ${s.owners} owners: its own and the replicas it keeps)`,
       s.slotsPerOwner * s.owners * s.checkpointBytes,
     ],
-    ["the gradients read back, then the parameters gathered, in transit (one buffer, reused)", flat],
+    ["a shard's gradients read back, and a gathered shard on its way to the GPU", 2 * shard],
     // A whole upload happens only as a machine starts, before its checkpoint slots fill.
     [
       "the parameters' upload, a piece at a time (WebGPU keeps a copy of a written piece until it is done)",

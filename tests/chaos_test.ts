@@ -52,13 +52,13 @@ class NudgesAParameter extends StandInEngine {
     return super.restore(iteration);
   }
 
-  override writeParameters(params: Float32Array) {
+  override writeParameters(start: number, values: Float32Array) {
     if (this.#restored) {
-      const bits = new Uint32Array(params.buffer, params.byteOffset, 1);
+      const bits = new Uint32Array(values.buffer, values.byteOffset, 1);
       bits[0] ^= 1;
       this.#restored = false;
     }
-    return super.writeParameters(params);
+    return super.writeParameters(start, values);
   }
 }
 

@@ -60,7 +60,7 @@ async function train(device: GPUDevice, settings: ClusterSettings, prepared: boo
           targets: targets.subarray(rank * rows, (rank + 1) * rows),
         }),
       );
-      const grads = (await engine.readGradients()).slice(shard.start, shard.end);
+      const grads = await engine.readGradients(shard.start, shard.end);
       engine.updateShard(grads, grads.reduce((sum, g) => sum + g * g, 0));
       await (await engine.checkpoint()).published;
     }

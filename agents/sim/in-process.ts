@@ -77,7 +77,6 @@ export class StandInEngine implements TrainingEngine {
   readonly #state: HostState;
   readonly #checkpointer: Checkpointer;
   #grads: Float32Array;
-  readonly transit: Float32Array;
 
   constructor(setup: EngineSetup, clock: VirtualClock, computeMs: number) {
     const { training, shard, store, rank, loader, chunkBytes } = setup;
@@ -86,7 +85,6 @@ export class StandInEngine implements TrainingEngine {
     this.#computeMs = computeMs;
     this.#state = new HostState(training.config, initialParameters(training.config, training.optimizer.seed));
     this.#grads = new Float32Array(this.#state.totalFloats);
-    this.transit = new Float32Array(this.#state.totalFloats);
     this.#checkpointer = new Checkpointer(this.#state, store, {
       shard,
       owner: rank,
@@ -114,9 +112,8 @@ export class StandInEngine implements TrainingEngine {
     return Math.fround(loss / params.length + phase);
   }
 
-  readGradients(): Promise<Float32Array> {
-    this.transit.set(this.#grads);
-    return Promise.resolve(this.transit);
+  readGradients(start: number, end: number): Promise<Float32Array> {
+    return Promise.resolve(this.#grads.slice(start, end));
   }
 
   updateShard(grads: Float32Array, normSquared: number) {
@@ -138,8 +135,8 @@ export class StandInEngine implements TrainingEngine {
     return Promise.resolve(this.#state.params.slice(start, end));
   }
 
-  writeParameters(params: Float32Array) {
-    this.#state.params.set(params);
+  writeParameters(start: number, values: Float32Array) {
+    this.#state.params.set(values, start);
     return Promise.resolve();
   }
 
