@@ -165,19 +165,19 @@ function adjustSettings(options: Planned, settings: ClusterSettings) {
   settings.network.bandwidth = options.network;
 }
 
-/**
- * Every machine's memory, planned before anything is allocated; one clear error (naming the largest batch
- * and sequence that would fit) where the cluster does not fit this computer and adapter. Where the default's
- * three checkpoints per owner do not fit, two (the fewest a store keeps: the newest complete one is never
- * written over) may: a failure then rolls back as far, or to the persistent store, a little more often.
- * Where those do not fit either, captures through one staging buffer instead of two may: a model that large
- * takes far longer to step than to write a capture out, so training never waits for the one.
- */
 const LEANER_CHECKPOINTS: LeanerCheckpoints[] = [
   { slotsPerOwner: 2, captureBuffers: 2 },
   { slotsPerOwner: 2, captureBuffers: 1 },
 ];
 
+/**
+ * Every machine's memory, planned before anything is allocated; one clear error (naming the largest batch
+ * and sequence that would fit) where the cluster does not fit this computer and adapter. Where the default's
+ * three checkpoints per owner do not fit, two (the fewest a store keeps: the newest complete one is never
+ * written over) may: a failure then rolls back as far, or to the persistent store, a little more often.
+ * Where those do not fit either, captures through one staging buffer instead of two may: it is allocated for
+ * each capture, which blocks training longer (GPT-2 124M on llvmpipe: 0.7 to 11 s an iteration, was 0.1 s).
+ */
 function planCluster(
   options: Planned,
   device: GPUDevice,

@@ -7,8 +7,8 @@
 // busy. One buffer is enough where a step takes longer than writing a capture out: it is then allocated for
 // each capture and freed once that is written out, so that a shard's worth of memory (twice that while it
 // is mapped: wgpu's GL backend reads a mapped buffer into host memory) is held only while a capture is in
-// flight, at GPT-2 124M about a second of a 70 s iteration. Two stay allocated: allocating them each time
-// would lengthen every capture's hold-up.
+// flight. Allocating it lengthens the capture's hold-up (GPT-2 124M's 356 MiB on llvmpipe, four machines on
+// two cores: 0.7 to 11 s), so two buffers stay allocated.
 
 import { ChunkChecksums } from "../kernels/checksum.ts";
 import { DEFAULT_CHUNK_BYTES, type ShardTensors } from "./checkpoint.ts";

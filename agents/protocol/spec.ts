@@ -45,8 +45,8 @@ export interface CheckpointSpec {
   slotsPerOwner: number;
   /**
    * GPU staging buffers a checkpoint's capture alternates between: with 2 the next capture never waits
-   * for the last to be written out; 1 saves a shard's params, m and v of memory, and costs a wait only when
-   * an iteration is shorter than writing a checkpoint into host memory.
+   * for the last to be written out; 1 is allocated for each capture (see core/capture.ts), which saves a
+   * shard's params, m and v of memory between captures and blocks each capture longer.
    */
   captureBuffers: number;
   /** How checkpoints go to the peers: the policy, its idle-span profiling and its staging buffer. */
