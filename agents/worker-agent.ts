@@ -30,7 +30,7 @@ import {
 } from "./protocol/spec.ts";
 import { AbortedError, type Delivery, type Transport } from "./protocol/transport.ts";
 import { CheckpointScheduler } from "./replication/interleaving.ts";
-import { type ReplicationCommand, Replicator } from "./replication/replicator.ts";
+import { type ReplicationCommand, Replicator, SlotCopy } from "./replication/replicator.ts";
 
 /** What a machine's agent is told: its place in the cluster and the job (its ports are its host's business). */
 export type AgentSpec = Omit<MachineSpec, "memory" | "network" | "root" | "life">;
@@ -238,10 +238,10 @@ export class MachineAgent {
   #replicateAndPersist(t: number) {
     let commands: ReplicationCommand[] = [];
     const kept = this.#store.withCheckpoint(this.spec.rank, t, (bytes) => {
-      // The copies: one for the peers, taken only if this checkpoint will be replicated; one for the
-      // persistent store, when one is due.
-      commands = this.#replication.published(t, bytes, this.#clock.now());
-      this.#persist(t, bytes);
+      // One copy, taken only if this checkpoint will be replicated or persisted, serves both.
+      const checkpoint = new SlotCopy(bytes);
+      commands = this.#replication.published(t, checkpoint, this.#clock.now());
+      this.#persist(t, checkpoint);
       return true;
     });
     if (!kept) throw new Error(`checkpoint ${t} vanished from memory right after it was written`);
@@ -280,14 +280,14 @@ export class MachineAgent {
   }
 
   /** Every `persistEvery` iterations, a copy to the persistent store, unless the last one is still being written. */
-  #persist(iteration: number, bytes: Uint8Array) {
+  #persist(iteration: number, checkpoint: SlotCopy) {
     const every = this.spec.checkpoint.persistEvery;
     if (!every || iteration % every) return;
     if (this.#persisting) {
       this.#persistentSkipped++;
       return;
     }
-    this.#persisting = this.#persistent.save(this.spec.rank, iteration, bytes.slice()).then(
+    this.#persisting = this.#persistent.save(this.spec.rank, iteration, checkpoint.take()).then(
       () => void this.#persistentSaves++,
       (error) => console.error(`machine ${this.spec.rank}: persisting checkpoint ${iteration}: ${error.message}`),
     ).finally(() => this.#persisting = null);

@@ -21,6 +21,24 @@ export type ReplicationCommand =
   /** Keep `iteration` (own and replicas) when reusing slots. */
   | { do: "keep"; iteration: number };
 
+/**
+ * A checkpoint in its slot, copied out at most once: the peers and the persistent store read the same copy,
+ * which outlives the slot (GPT-2 124M: 356 MiB a machine per copy).
+ */
+export class SlotCopy {
+  readonly slot: Uint8Array;
+  #copy: Uint8Array | null = null;
+
+  constructor(slot: Uint8Array) {
+    this.slot = slot;
+  }
+
+  /** The copy, taken the first time it is asked for (while the slot is still this checkpoint's). */
+  take(): Uint8Array {
+    return this.#copy ??= this.slot.slice();
+  }
+}
+
 export class Replicator {
   readonly scheduler: CheckpointScheduler;
   /** Copies of the checkpoints being and waiting to be replicated, by iteration. */
@@ -61,9 +79,9 @@ export class Replicator {
     return this.#release(now);
   }
 
-  /** Checkpoint `iteration` is published in this machine's memory (`bytes`: its slot, copied if it is to go out). */
-  published(iteration: number, bytes: Uint8Array, now: number): ReplicationCommand[] {
-    if (this.scheduler.offer(iteration, bytes.length)) this.#sending.set(iteration, bytes.slice());
+  /** Checkpoint `iteration` is published in this machine's memory (`checkpoint`: its slot, copied if it is to go out). */
+  published(iteration: number, checkpoint: SlotCopy, now: number): ReplicationCommand[] {
+    if (this.scheduler.offer(iteration, checkpoint.slot.length)) this.#sending.set(iteration, checkpoint.take());
     return this.#release(now);
   }
 
