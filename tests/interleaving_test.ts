@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import type { ClusterSettings } from "../agents/protocol/spec.ts";
 import {
   CheckpointScheduler,
+  clusterInterval,
   DEFAULT_INTERLEAVING,
   IdleProfile,
   type ReplicationPolicy,
@@ -125,6 +126,50 @@ Deno.test("scheduler: with no checkpoint traffic nothing is sent, and bad settin
     () => new CheckpointScheduler({ ...DEFAULT_INTERLEAVING, policy: "eager" as ReplicationPolicy }, 1e6, 4096, [1]),
     /replication policy must be one of none, naive, interleaved/,
   );
+});
+
+Deno.test("scheduler: a checkpoint that took longer than its profiled spans predict raises the interval to what it took, while given spans keep it", () => {
+  /** One profiled iteration with a 1000 ms span: 800 KB usable at 1 MB/s, so a 100 KB checkpoint needs one. */
+  const profiled = (idleSpansMs?: number[]) => {
+    const settings = { ...DEFAULT_INTERLEAVING, profileIterations: 1, idleSpansMs };
+    const scheduler = new CheckpointScheduler(settings, 1e6, 64 * KiB, [1]);
+    scheduler.beginIteration();
+    scheduler.trainingBusy(0);
+    scheduler.trainingIdle(10);
+    scheduler.beginIteration();
+    scheduler.trainingBusy(1010);
+    return scheduler;
+  };
+  /** `count` iterations begin while the checkpoint being sent has not left (its machine's thread was held). */
+  const iterationsPass = (scheduler: CheckpointScheduler, count: number) => {
+    for (let i = 0; i < count; i++) scheduler.beginIteration();
+  };
+  /** Releases the checkpoint being sent in an idle span at `now` and has every piece leave the NIC. */
+  const sendWhole = (scheduler: CheckpointScheduler, now: number) => {
+    scheduler.trainingIdle(now);
+    const orders = [];
+    for (let order; (order = scheduler.next(now));) orders.push(order);
+    assert.deepEqual(orders.map((order) => scheduler.sent(order, now)).at(-1), true, "its last piece left");
+    scheduler.trainingBusy(now + 1);
+  };
+  for (const given of [false, true]) {
+    const scheduler = profiled(given ? [1000] : undefined);
+    scheduler.offer(1, 100_000);
+    assert.equal(scheduler.neededInterval(), 1, "predicted from the spans");
+    iterationsPass(scheduler, 3);
+    sendWhole(scheduler, 2000);
+    assert.equal(scheduler.neededInterval(), given ? 1 : 3, given ? "the given spans decide" : "what it took");
+  }
+  const scheduler = profiled();
+  for (const iteration of [1, 2, 3]) scheduler.offer(iteration, 100_000);
+  iterationsPass(scheduler, 3);
+  for (const now of [2000, 3000, 4000]) sendWhole(scheduler, now); // 2 and 3 leave within an iteration
+  assert.equal(scheduler.neededInterval(), 3, "the slowest of the last three");
+  scheduler.offer(4, 100_000);
+  sendWhole(scheduler, 5000);
+  assert.equal(scheduler.neededInterval(), 1, "the last three each left within an iteration");
+  assert.equal(clusterInterval([null, null]), null, "no machine knows yet");
+  assert.equal(clusterInterval([2, null, 3, 1]), 3, "the slowest, with a replacement still profiling");
 });
 
 Deno.test("simulated: interleaved checkpoints cost training nothing, naive ones slow it; pieces stay in idle spans and the staging bound", () => {

@@ -254,7 +254,7 @@ export interface IterationPlan {
   policy: ReplicationPolicy;
   /**
    * The checkpoints of iterations that are multiples of this are replicated (the same on every machine);
-   * null until every machine has profiled its idle spans, and meanwhile every checkpoint is.
+   * null until a machine has profiled its idle spans, and meanwhile every checkpoint is.
    */
   replicateEvery: number | null;
   /** The newest iteration every machine has replicated (0: none): every machine keeps it in memory. */

@@ -13,13 +13,15 @@
 //   A checkpoint that does not fit in one iteration's spans goes on in the next iterations' spans, and
 //   the checkpoints that become ready meanwhile are kept in local memory only. Which ones are replicated
 //   must be the same on every machine (a recovery rolls every machine back to one iteration that every
-//   shard has), so once profiled each machine says how many iterations a checkpoint needs, the cluster
-//   takes the largest (`clusterInterval`) and every machine replicates the checkpoints of the iterations
-//   that are multiples of it: the effective checkpoint interval, reported as such. Until the cluster has
-//   an interval, every checkpoint is replicated (those still waiting when it comes, and not due under it,
-//   are dropped). The newest iteration every machine has replicated is kept in every machine's memory. A checkpoint due while another is being sent waits in a
-//   queue, in order, so that every machine replicates the same iterations however late; only a queue
-//   longer than `MAX_QUEUED` (an interval too short for the spans) drops its oldest, counted as skipped.
+//   shard has), so once profiled each machine says how many iterations a checkpoint needs (as its spans
+//   predict, or as its last checkpoints took where they took longer), the cluster takes the largest
+//   (`clusterInterval`) and every machine replicates the checkpoints of the iterations that are multiples
+//   of it: the effective checkpoint interval, reported as such. Until the cluster has an interval, every
+//   checkpoint is replicated (those still waiting when it comes, and not due under it, are dropped). The
+//   newest iteration every machine has replicated is kept in every machine's memory. A checkpoint due
+//   while another is being sent waits in a queue, in order, so that every machine replicates the same
+//   iterations however late; only a queue longer than `MAX_QUEUED` (an interval too short for the spans)
+//   drops its oldest, counted as skipped.
 //   The naive policy sends a checkpoint whole as soon as it is ready; "none" sends nothing.
 //
 // The scheduler does no I/O and reads no clock: its caller tells it the time and the traffic's state, and
@@ -60,6 +62,9 @@ export const DEFAULT_INTERLEAVING: InterleavingSettings = {
 
 /** Checkpoints that may wait behind the one being sent; more means the interval is too short, and the oldest go. */
 const MAX_QUEUED = 3;
+
+/** Replicated checkpoints whose time (in iterations) bounds the interval from below (see `neededInterval`). */
+const TOOK_WINDOW = 3;
 
 /** The smallest piece worth a message of its own (a remainder may be smaller). */
 const MIN_PIECE_BYTES = 4096;
@@ -175,6 +180,8 @@ interface Job {
   outstanding: number;
   /** The peer the next piece goes to (peers take turns). */
   turn: number;
+  /** The iteration (counted by `beginIteration`) it began in. */
+  began: number;
 }
 
 export class CheckpointScheduler {
@@ -196,6 +203,13 @@ export class CheckpointScheduler {
   /** The size of the checkpoints offered so far. */
   #checkpointBytes: number | null = null;
   #staged = 0;
+  /** Iterations begun. */
+  #iterations = 0;
+  /**
+   * How many iterations each of the last `TOOK_WINDOW` replicated checkpoints took (those begun while it
+   * was being sent, at least one), oldest first.
+   */
+  readonly #took: number[] = [];
   /** When this machine's released checkpoint bytes are expected to have left its NIC (ms). */
   #linkFree = 0;
   /** The idle span open now, if training traffic is idle. */
@@ -254,6 +268,7 @@ export class CheckpointScheduler {
   }
 
   beginIteration() {
+    this.#iterations++;
     this.profile.beginIteration();
   }
 
@@ -281,7 +296,7 @@ export class CheckpointScheduler {
       this.#queued.push({ iteration, total: bytes });
       if (this.#queued.length > MAX_QUEUED) this.#queued.shift(), this.skipped++;
     } else {
-      this.#job = newJob(iteration, bytes, this.#peers.length);
+      this.#job = newJob(iteration, bytes, this.#peers.length, this.#iterations);
     }
     return true;
   }
@@ -312,22 +327,29 @@ export class CheckpointScheduler {
     job.outstanding--;
     if (job.outstanding || job.released.some((bytes) => bytes !== job.total)) return false;
     this.replicated.push({ iteration: job.iteration, at: now });
+    this.#took.push(Math.max(1, this.#iterations - job.began));
+    if (this.#took.length > TOOK_WINDOW) this.#took.shift();
     const next = this.#queued.shift();
-    this.#job = next ? newJob(next.iteration, next.total, this.#peers.length) : null;
+    this.#job = next ? newJob(next.iteration, next.total, this.#peers.length, this.#iterations) : null;
     return true;
   }
 
   /**
    * How many iterations' idle spans one checkpoint needs, once the spans are profiled and a checkpoint has
-   * been offered (null until then); 1 for the naive policy, Infinity when no span is usable.
+   * been offered (null until then); 1 for the naive policy, Infinity when no span is usable. Where the
+   * spans were profiled, at least as many as the last checkpoints took: the spans' bytes assume the NIC
+   * moves on through a whole span, but it moves on only while its machine's thread does (on a software
+   * adapter GPU work holds the thread: GPT-2 124M's 356 MiB shards, predicted to take one iteration, took
+   * two or three), and every checkpoint due while one is still being sent waits as a copy in host memory.
    */
   neededInterval(): number | null {
     if (this.#policy !== "interleaved") return 1;
     if (!this.profile.complete || this.#checkpointBytes === null) return null;
-    const { usableFraction, minIdleMs } = this.settings;
+    const { usableFraction, minIdleMs, idleSpansMs } = this.settings;
     const usableMs = this.profile.spans.filter((span) => span >= minIdleMs).reduce((sum, span) => sum + span, 0);
     const bytesPerIteration = (usableFraction * usableMs * this.#bandwidth) / 1000;
-    return Math.max(1, Math.ceil((this.#checkpointBytes * this.#peers.length) / bytesPerIteration));
+    const predicted = Math.ceil((this.#checkpointBytes * this.#peers.length) / bytesPerIteration);
+    return Math.max(1, predicted, ...(idleSpansMs ? [] : this.#took));
   }
 
   /** A recovery began: the checkpoint being sent is abandoned, and the iteration under way forgotten. */
@@ -366,11 +388,16 @@ export class CheckpointScheduler {
   }
 }
 
-function newJob(iteration: number, total: number, peers: number): Job {
-  return { iteration, total, released: new Array(peers).fill(0), outstanding: 0, turn: 0 };
+function newJob(iteration: number, total: number, peers: number, began: number): Job {
+  return { iteration, total, released: new Array(peers).fill(0), outstanding: 0, turn: 0, began };
 }
 
-/** The interval every machine replicates at: the largest any needs (null while one has not profiled yet). */
+/**
+ * The interval every machine replicates at: the largest any needs, null while none knows yet. A machine
+ * that has not profiled yet (a replacement) follows the others' interval: waiting for it would leave every
+ * checkpoint due meanwhile, each a copy in host memory while it waits to be sent.
+ */
 export function clusterInterval(needed: (number | null)[]): number | null {
-  return needed.includes(null) ? null : Math.max(...(needed as number[]));
+  const known = needed.filter((interval) => interval !== null);
+  return known.length ? Math.max(...known) : null;
 }
