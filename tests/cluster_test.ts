@@ -188,3 +188,18 @@ Deno.test("eight machines, mixed placement with m = 3: two machines of a group f
   assert.deepEqual(sources(recovery).slice(0, 4), ["local", "peer 0", "peer 0", "local"]);
   await assertExactResume(run, 8);
 });
+
+Deno.test("a cluster that has shut down is freed: nothing holds its machines' memory for the next run", async () => {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--v8-flags=--expose-gc",
+      "--allow-all",
+      new URL("./cluster_released_child.ts", import.meta.url).pathname,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(stdout)), { cluster: false, root: false });
+});
