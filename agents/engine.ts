@@ -36,7 +36,7 @@ export interface TrainingEngine {
   restore(iteration: number): Promise<void>;
   /** Restores the state every run starts from: the seeded initial parameters, zero moments, iteration 0. */
   restoreInitial(): Promise<void>;
-  /** All the parameters, and this machine's shard of m and v. */
+  /** This machine's shard of the state: its range of the parameters (every machine holds them all), m and v. */
   state(): Promise<{ params: Float32Array; m: Float32Array; v: Float32Array }>;
   destroy(): void;
 }
@@ -120,8 +120,9 @@ export class GpuEngine implements TrainingEngine {
   }
 
   async state() {
-    const { params, m, v } = await this.#trainer.exportState(); // m and v are the shard's already
-    return { params, m, v };
+    const { start, end } = this.#setup.shard;
+    const params = await this.readShardParameters();
+    return { params, m: await this.#trainer.m.read(start, end), v: await this.#trainer.v.read(start, end) };
   }
 
   destroy() {

@@ -425,7 +425,7 @@ export class MachineAgent {
     };
   }
 
-  /** This machine's state: all the parameters, and its shard of m and v. */
+  /** This machine's shard of the state: its range of the parameters, m and v. */
   state(): Promise<{ params: Float32Array; m: Float32Array; v: Float32Array }> {
     return this.#engine.state();
   }

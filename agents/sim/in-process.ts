@@ -155,7 +155,7 @@ export class StandInEngine implements TrainingEngine {
 
   state() {
     const { start, end } = this.#setup.shard, { params, m, v } = this.#state;
-    return Promise.resolve({ params: params.slice(), m: m.slice(start, end), v: v.slice(start, end) });
+    return Promise.resolve({ params: params.slice(start, end), m: m.slice(start, end), v: v.slice(start, end) });
   }
 
   destroy() {
