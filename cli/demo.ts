@@ -332,7 +332,11 @@ async function main(args: string[]): Promise<number> {
   let lostGroup: number[] = [];
   const run = await train(options, async ({ root, cluster }) => {
     lostGroup = root.plan.holders[0];
-    await cluster.inject([lostMachine], "hardware", { phase: "step", iteration: hardwareAt });
+    // A peer's memory holds something to recover from only once every machine has replicated a checkpoint:
+    // where that takes longer than the first iterations (GPT-2 124M on a software adapter), the failure waits.
+    await root.runUntil(hardwareAt - 1);
+    while (root.protocol.keep === 0 && root.iteration < groupAt - 2) await root.runUntil(root.iteration + 1);
+    await cluster.inject([lostMachine], "hardware", { phase: "step", iteration: root.iteration + 1 });
     await root.runUntil(groupAt - 1);
     console.log(
       `  ! the whole group of machine 0 (machines ${lostGroup.join(", ")}) will fail in iteration ${groupAt}`,
