@@ -14,7 +14,7 @@
 //   the checkpoints that become ready meanwhile are kept in local memory only. Which ones are replicated
 //   must be the same on every machine (a recovery rolls every machine back to one iteration that every
 //   shard has), so once profiled each machine says how many iterations a checkpoint needs (as its spans
-//   predict, or as its last checkpoints took where they took longer), the cluster takes the largest
+//   predict, or as its last checkpoints took where that is longer), the cluster takes the largest
 //   (`clusterInterval`) and every machine replicates the checkpoints of the iterations that are multiples
 //   of it: the effective checkpoint interval, reported as such. Until the cluster has an interval, every
 //   checkpoint is replicated (those still waiting when it comes, and not due under it, are dropped). The
@@ -63,7 +63,7 @@ export const DEFAULT_INTERLEAVING: InterleavingSettings = {
 /** Checkpoints that may wait behind the one being sent; more means the interval is too short, and the oldest go. */
 const MAX_QUEUED = 3;
 
-/** Replicated checkpoints whose time (in iterations) bounds the interval from below (see `neededInterval`). */
+/** Replicated checkpoints whose median time (in iterations) bounds the interval from below (see `neededInterval`). */
 const TOOK_WINDOW = 3;
 
 /** The smallest piece worth a message of its own (a remainder may be smaller). */
@@ -337,10 +337,12 @@ export class CheckpointScheduler {
   /**
    * How many iterations' idle spans one checkpoint needs, once the spans are profiled and a checkpoint has
    * been offered (null until then); 1 for the naive policy, Infinity when no span is usable. Where the
-   * spans were profiled, at least as many as the last checkpoints took: the spans' bytes assume the NIC
-   * moves on through a whole span, but it moves on only while its machine's thread does (on a software
-   * adapter GPU work holds the thread: GPT-2 124M's 356 MiB shards, predicted to take one iteration, took
-   * two or three), and every checkpoint due while one is still being sent waits as a copy in host memory.
+   * spans were profiled, at least the median of what the last three checkpoints took: the spans' bytes
+   * assume the NIC moves on through a whole span, but it moves on only while its machine's thread does (on
+   * a software adapter GPU work holds the thread: GPT-2 124M's 356 MiB shards, predicted to take one
+   * iteration, took two to four), and every checkpoint due while one is still being sent waits as a copy in
+   * host memory. The median, so that one checkpoint held up (a loaded computer) does not move the interval:
+   * the queue absorbs it.
    */
   neededInterval(): number | null {
     if (this.#policy !== "interleaved") return 1;
@@ -349,7 +351,8 @@ export class CheckpointScheduler {
     const usableMs = this.profile.spans.filter((span) => span >= minIdleMs).reduce((sum, span) => sum + span, 0);
     const bytesPerIteration = (usableFraction * usableMs * this.#bandwidth) / 1000;
     const predicted = Math.ceil((this.#checkpointBytes * this.#peers.length) / bytesPerIteration);
-    return Math.max(1, predicted, ...(idleSpansMs ? [] : this.#took));
+    const took = [...this.#took].sort((a, b) => a - b)[Math.floor((this.#took.length - 1) / 2)] ?? 1;
+    return Math.max(1, predicted, idleSpansMs ? 1 : took);
   }
 
   /** A recovery began: the checkpoint being sent is abandoned, and the iteration under way forgotten. */
