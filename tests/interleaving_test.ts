@@ -162,15 +162,19 @@ Deno.test("scheduler: checkpoints that took longer than their profiled spans pre
   }
   // The median of the last three: one checkpoint that took longer or shorter than the others does not move it.
   const scheduler = profiled();
-  const replicate = (iteration: number, iterations: number) => {
-    scheduler.offer(iteration, 100_000);
-    iterationsPass(scheduler, iterations);
-    sendWhole(scheduler, 1000 * (iteration + 1));
+  let iteration = 0;
+  const after = (took: number[]) => {
+    for (const iterations of took) {
+      scheduler.offer(++iteration, 100_000);
+      iterationsPass(scheduler, iterations);
+      sendWhole(scheduler, 1000 * (iteration + 1));
+    }
+    return scheduler.neededInterval();
   };
-  [[1, 3], [2, 1], [3, 3]].forEach(([iteration, took]) => replicate(iteration, took));
-  assert.equal(scheduler.neededInterval(), 3, "took 3, 1 and 3");
-  [[4, 1], [5, 1]].forEach(([iteration, took]) => replicate(iteration, took));
-  assert.equal(scheduler.neededInterval(), 1, "took 3, 1 and 1");
+  assert.equal(after([1, 3]), 1, "took 1 and 3: one slow checkpoint among fast ones");
+  assert.equal(after([3]), 3, "took 1, 3 and 3");
+  assert.equal(after([3, 3, 1]), 3, "took 3, 3 and 1: one fast checkpoint among slow ones");
+  assert.equal(after([1]), 1, "took 3, 1 and 1: only the last three count");
   assert.equal(clusterInterval([null, null]), null, "no machine knows yet");
   assert.equal(clusterInterval([2, null, 3, 1]), 3, "the slowest, with a replacement still profiling");
 });

@@ -18,18 +18,20 @@ Deno.test("the lab: start, a machine lost and recovered from a peer, a group los
     assert.deepEqual(await accessibilityViolations(page), [], "accessibility before the run");
 
     await page.locator('button[data-action="start"]').click();
-    // The failure comes two iterations after a persistent checkpoint: one that came right after it could find
-    // that checkpoint newer than the replica still on its way to the peer, and recover from the store instead.
     await page.waitForFunction(
-      () => {
-        const { iteration } = (document.querySelector("gemini-lab") as GeminiLab).state;
-        return iteration >= 4 && iteration % 3 === 1;
-      },
+      () => (document.querySelector("gemini-lab") as GeminiLab).state.iteration >= 4,
       undefined,
       LONG,
     );
     await screenshot(page, "lab-training");
 
+    // The failure comes two iterations after a persistent checkpoint: one that came right after it could find
+    // that checkpoint newer than the replica still on its way to the peer, and recover from the store instead.
+    await page.waitForFunction(
+      () => (document.querySelector("gemini-lab") as GeminiLab).state.iteration % 3 === 1,
+      undefined,
+      LONG,
+    );
     // Machine 1's hardware fails: detected by its heartbeats, its replacement fetches from its group peer.
     await page.locator('cluster-view article[data-rank="1"] button[data-action="hardware"]').click();
     await page.locator('cluster-view article[data-rank="1"][data-phase="failed"]').waitFor(LONG);

@@ -21,7 +21,9 @@
 //   newest iteration every machine has replicated is kept in every machine's memory. A checkpoint due
 //   while another is being sent waits in a queue, in order, so that every machine replicates the same
 //   iterations however late; only a queue longer than `MAX_QUEUED` (an interval too short for the spans)
-//   drops its oldest, counted as skipped.
+//   drops its oldest, counted as skipped. Where the interval changes, machines may differ on the
+//   checkpoints on their way then (one finished sending what another dropped from its queue): a recovery
+//   takes what each machine's memory really holds, and may go back further.
 //   The naive policy sends a checkpoint whole as soon as it is ready; "none" sends nothing.
 //
 // The scheduler does no I/O and reads no clock: its caller tells it the time and the traffic's state, and
@@ -337,12 +339,12 @@ export class CheckpointScheduler {
   /**
    * How many iterations' idle spans one checkpoint needs, once the spans are profiled and a checkpoint has
    * been offered (null until then); 1 for the naive policy, Infinity when no span is usable. Where the
-   * spans were profiled, at least the median of what the last three checkpoints took: the spans' bytes
-   * assume the NIC moves on through a whole span, but it moves on only while its machine's thread does (on
-   * a software adapter GPU work holds the thread: GPT-2 124M's 356 MiB shards, predicted to take one
-   * iteration, took two to four), and every checkpoint due while one is still being sent waits as a copy in
-   * host memory. The median, so that one checkpoint held up (a loaded computer) does not move the interval:
-   * the queue absorbs it.
+   * spans were profiled, at least the median of what the last three checkpoints took (of two, the lower):
+   * the spans' bytes assume the NIC moves on through a whole span, but it moves on only while its machine's
+   * thread does (on a software adapter GPU work holds the thread: GPT-2 124M's 356 MiB shards, predicted to
+   * take one iteration, took two to four), and every checkpoint due while one is still being sent waits as a
+   * copy in host memory. The median, so that one checkpoint held up (a loaded computer) does not move the
+   * interval: the queue absorbs it.
    */
   neededInterval(): number | null {
     if (this.#policy !== "interleaved") return 1;
@@ -397,8 +399,9 @@ function newJob(iteration: number, total: number, peers: number, began: number):
 
 /**
  * The interval every machine replicates at: the largest any needs, null while none knows yet. A machine
- * that has not profiled yet (a replacement) follows the others' interval: waiting for it would leave every
- * checkpoint due meanwhile, each a copy in host memory while it waits to be sent.
+ * that has not profiled yet (a replacement) does not hold the others back: where a failure came before the
+ * cluster had an interval, waiting for it left every checkpoint due for its profiled iterations too, each a
+ * copy in host memory while it waited to be sent (GPT-2 124M: 356 MiB a machine each).
  */
 export function clusterInterval(needed: (number | null)[]): number | null {
   const known = needed.filter((interval) => interval !== null);
