@@ -228,8 +228,10 @@ export class SimulatedCluster implements Machines {
     // Comlink's registry holds the Worker until its proxy is collected, and this handler reaches the proxy
     // (through the cluster and the root): a cluster shut down with it set was never collected (the next
     // GPT-2 124M cluster then met the last one's 5.7 GiB of checkpoint memory).
-    if (slot.worker) slot.worker.onerror = null;
-    slot.worker?.terminate();
+    if (slot.worker) {
+      slot.worker.onerror = null;
+      slot.worker.terminate();
+    }
     slot.markStopped();
     slot.worker = null;
     slot.api = null;
